@@ -1,0 +1,330 @@
+"""Recipes: one dataclass per section, validated on construction.
+
+A recipe is a YAML file with the sections ``model``, ``data``, ``transfer``,
+``train`` and ``output``. Command-line overrides use dotted names with ``=``::
+
+    accelerate launch scripts/train.py --config recipes/rotten_tomatoes/minilm-full.yaml \\
+        train.lr=3e-5 train.epochs=2 data.max_samples=500
+
+Values are parsed as YAML scalars (``3e-5`` is a float, ``true`` a bool, ``null`` None).
+Unknown keys and values of the wrong type raise :class:`ConfigError` naming the nearest
+valid key or the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full")
+POOLINGS = ("auto", "cls", "pooler", "mean", "max", "last")
+HEADS = ("linear", "mlp")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help text (shown by ``--help`` and in docs)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        near = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ConfigError(f"{section}.{name}='{value}' is not valid{hint}; choose one of {', '.join(choices)}")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f("minilm", "Checkpoint: a catalog short name (minilm), a local directory, or a hub id.")
+    pooling: str = _f("auto", "How token states become one vector: auto (the architecture's own), cls, pooler, mean, max, last.")
+    head: str = _f("linear", "Classification head: linear or mlp.")
+    head_hidden_size: Optional[int] = _f(None, "Hidden size of the mlp head (default: the backbone's hidden size).")
+    head_dropout: float = _f(0.1, "Dropout before the head's linear layer(s).")
+    max_length: int = _f(128, "Longest tokenized input; longer texts are truncated.")
+    num_labels: Optional[int] = _f(None, "Expected number of classes; checked against the data when set.")
+
+    def __post_init__(self) -> None:
+        _choice("model", "pooling", self.pooling, POOLINGS)
+        _choice("model", "head", self.head, HEADS)
+        _check(0.0 <= self.head_dropout < 1.0, f"model.head_dropout={self.head_dropout} must be in [0, 1)")
+        _check(self.max_length >= 8, f"model.max_length={self.max_length} is too small; use at least 8")
+        _check(self.num_labels is None or self.num_labels >= 2, f"model.num_labels={self.num_labels} must be at least 2")
+        _check(self.head_hidden_size is None or self.head_hidden_size > 0, "model.head_hidden_size must be positive")
+
+
+@dataclass
+class DataConfig:
+    source: Optional[str] = _f(
+        "rotten_tomatoes",
+        "Where the data comes from: a catalog name (rotten_tomatoes, bbc_news, tweet_sentiment), a file "
+        "(.csv .tsv .json .jsonl .parquet), a directory written by datasets' save_to_disk, or a hub dataset id.",
+    )
+    train_file: Optional[str] = _f(None, "Explicit training file (instead of source).")
+    validation_file: Optional[str] = _f(None, "Explicit validation file (optional; split from train if absent).")
+    test_file: Optional[str] = _f(None, "Explicit test file (optional; split from train if absent).")
+    text_column: str = _f("text", "Column that holds the text.")
+    text_pair_column: Optional[str] = _f(None, "Optional second text column (sentence pairs).")
+    label_column: str = _f("label", "Column that holds the label (strings or integers).")
+    validation_fraction: float = _f(0.1, "Fraction of the data held out for validation when the source has no such split.")
+    test_fraction: float = _f(0.1, "Fraction held out for test when the source has no such split.")
+    split_seed: int = _f(42, "Seed of the stratified splits (recorded with the run).")
+    max_samples: Optional[int] = _f(None, "Keep at most this many examples per split (quick runs).")
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.source) or bool(self.train_file),
+            "data: set data.source (catalog name, file, saved dataset or hub id) or data.train_file",
+        )
+        for name in ("validation_fraction", "test_fraction"):
+            v = getattr(self, name)
+            _check(0.0 < v < 1.0, f"data.{name}={v} must be between 0 and 1 (exclusive)")
+        _check(
+            self.validation_fraction + self.test_fraction < 0.9,
+            "data.validation_fraction + data.test_fraction must leave at least 10% for training",
+        )
+        _check(self.max_samples is None or self.max_samples > 0, "data.max_samples must be positive or null")
+
+
+@dataclass
+class TransferConfig:
+    mode: str = _f("full", "What trains: feature_extraction (head only, cached features), partial, gradual, bitfit, full.")
+    unfreeze_top: int = _f(2, "partial: number of top transformer layers that train.")
+    layerwise_lr_decay: float = _f(1.0, "Learning rate of layer l is lr * decay**(L - l); 1.0 disables.")
+    l2sp: float = _f(0.0, "Strength of the L2-SP penalty towards the pretrained weights; 0 disables.")
+
+    def __post_init__(self) -> None:
+        _choice("transfer", "mode", self.mode, TRANSFER_MODES)
+        _check(self.unfreeze_top >= 0, "transfer.unfreeze_top must be >= 0")
+        _check(0.0 < self.layerwise_lr_decay <= 1.0, "transfer.layerwise_lr_decay must be in (0, 1]")
+        _check(self.l2sp >= 0.0, "transfer.l2sp must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(3, "Passes over the training data.")
+    batch_size: int = _f(32, "Examples per optimiser step per process (before gradient accumulation).")
+    eval_batch_size: int = _f(128, "Examples per evaluation batch per process.")
+    lr: float = _f(5e-5, "Peak learning rate of the backbone.")
+    head_lr: Optional[float] = _f(None, "Learning rate of the head (default: train.lr).")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
+    warmup_ratio: float = _f(0.1, "Fraction of the steps spent warming the learning rate up linearly.")
+    grad_accum_steps: int = _f(1, "Gradient accumulation steps (effective batch = batch_size * steps * processes).")
+    max_grad_norm: Optional[float] = _f(1.0, "Clip the gradient norm to this value; null disables.")
+    mixed_precision: str = _f("auto", "no, fp16, bf16, or auto (bf16 where the hardware supports it, else no).")
+    seed: int = _f(42, "Seed for model initialisation, shuffling and dropout.")
+    metric_for_best: str = _f("f1_macro", "Validation metric that picks the best epoch (higher is better; loss: lower).")
+    group_by_length: bool = _f(True, "Batch texts of similar length together (less padding, faster).")
+    num_threads: Optional[int] = _f(None, "CPU threads per process (default: cores / local processes).")
+    log_every: int = _f(50, "Log the training loss every N optimiser steps.")
+    report_to: str = _f("none", "Accelerate tracker: none, all, tensorboard, wandb, mlflow, ...")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "log_every"):
+            _check(getattr(self, name) >= 1, f"train.{name}={getattr(self, name)} must be at least 1")
+        _check(self.lr > 0, f"train.lr={self.lr} must be positive")
+        _check(self.head_lr is None or self.head_lr > 0, "train.head_lr must be positive")
+        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio must be in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
+        _choice("train", "mixed_precision", self.mixed_precision, PRECISIONS)
+        from .metrics import SELECTABLE_METRICS
+
+        _choice("train", "metric_for_best", self.metric_for_best, SELECTABLE_METRICS)
+
+
+@dataclass
+class OutputConfig:
+    dir: str = _f("runs/default", "Run directory (written atomically when training ends).")
+    overwrite: bool = _f(False, "Replace an existing run directory.")
+
+
+@dataclass
+class RecipeConfig:
+    name: str = _f("recipe", "A short name for the run (used in logs and reports).")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.num_labels is not None and self.model.num_labels < 2:
+            raise ConfigError("model.num_labels must be at least 2")
+
+    # ---- construction -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RecipeConfig":
+        return _build(cls, raw or {}, prefix="")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "RecipeConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file '{path}' does not exist; pass an existing YAML file to --config")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"recipe file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"recipe file '{path}' must hold a mapping of sections (model, data, ...)")
+        return cls.from_dict(apply_overrides(raw, overrides or []))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, *overrides: str) -> "RecipeConfig":
+        """A copy with dotted overrides applied, e.g. ``cfg.replace("train.lr=1e-4")``."""
+        return RecipeConfig.from_dict(apply_overrides(self.to_dict(), list(overrides)))
+
+
+# ---- overrides ------------------------------------------------------------------------
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Merge ``section.key=value`` strings into a nested dict (a copy)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.lr=3e-5)")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override '{item}' needs a dotted key such as train.lr")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = out
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"override '{item}': '{p}' is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+# ---- typed construction ---------------------------------------------------------------
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            keys += _all_keys(t, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where}' must be a mapping of keys, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            full = prefix + str(key)
+            candidates = _all_keys(RecipeConfig) + [s for s in _sections()]
+            near = difflib.get_close_matches(full, candidates, n=1, cutoff=0.5) or difflib.get_close_matches(
+                str(key), [k.split(".")[-1] for k in candidates], n=1, cutoff=0.6
+            )
+            if near and "." not in near[0] and prefix:
+                near = [prefix + near[0]]
+            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys in {where}: {', '.join(sorted(names))}"
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        t = hints[key]
+        if dataclasses.is_dataclass(t):
+            kwargs[key] = _build(t, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, t, prefix + key)
+    return cls(**kwargs)
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(RecipeConfig)]
+
+
+def _type_name(t: Any) -> str:
+    args = typing.get_args(t)
+    if typing.get_origin(t) in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    return getattr(t, "__name__", str(t))
+
+
+def _coerce(value: Any, t: Any, key: str) -> Any:
+    origin = typing.get_origin(t)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(t)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(t)}")
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+    elif t is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif t is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif t is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - every field type is listed above
+        return value
+    raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(t)}")
+
+
+def describe_fields() -> str:
+    """Every recipe key with its default and help text (for ``--help``)."""
+    lines = []
+    hints = typing.get_type_hints(RecipeConfig)
+    for section in dataclasses.fields(RecipeConfig):
+        sec_type = hints[section.name]
+        if not dataclasses.is_dataclass(sec_type):
+            lines.append(f"  {section.name} = {section.default!r}: {section.metadata.get('help', '')}")
+            continue
+        lines.append(f"  [{section.name}]")
+        for f in dataclasses.fields(sec_type):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"    {section.name}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
+    return "\n".join(lines)

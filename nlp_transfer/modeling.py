@@ -1,0 +1,128 @@
+"""The classifier: a Hugging Face backbone, a pooling rule and a head.
+
+``TextClassifier`` runs either from tokens (``input_ids`` ...) or from cached pooled
+``features`` (feature extraction trains the head on those). It saves as a directory the
+backbone's ``save_pretrained`` can read, plus ``head.safetensors`` and
+``nlp_transfer.json`` describing pooling, head and labels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+META_FILE = "nlp_transfer.json"
+HEAD_FILE = "head.safetensors"
+FORMAT_VERSION = 1
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooler_output: torch.Tensor | None = None) -> torch.Tensor:
+    """One vector per sequence from token states ``hidden`` [B, T, H] and ``mask`` [B, T]."""
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "pooler":
+        if pooler_output is None:
+            raise ModelError("model.pooling='pooler' but this backbone has no pooler; use cls, mean, max or last")
+        return pooler_output
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if how == "mean":
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if how == "max":
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(1).values
+    if how == "last":
+        # Index of the last real token, whether padding is on the left or the right.
+        pos = torch.arange(mask.shape[1], device=mask.device)
+        last = (mask.long() * pos).argmax(-1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ModelError(f"unknown pooling '{how}'")
+
+
+def build_head(hidden_size: int, num_labels: int, kind: str = "linear", dropout: float = 0.1, mlp_hidden: int | None = None) -> nn.Sequential:
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
+    if kind == "mlp":
+        h = mlp_hidden or hidden_size
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, h), nn.GELU(), nn.Dropout(dropout), nn.Linear(h, num_labels))
+    raise ModelError(f"unknown head '{kind}'; use linear or mlp")
+
+
+class TextClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, pooling: str, labels: list[str], meta: dict | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.pooling = pooling
+        self.labels = list(labels)
+        self.meta = dict(meta or {})
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None, **_) -> torch.Tensor:
+        """Pooled features [B, H] from tokens."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.backbone(**kwargs)
+        return pool(out.last_hidden_state, attention_mask, self.pooling, getattr(out, "pooler_output", None))
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, features=None, labels=None, **_):
+        if features is None:
+            features = self.encode(input_ids, attention_mask, token_type_ids)
+        logits = self.head(features.to(self.head[-1].weight.dtype))
+        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        return {"loss": loss, "logits": logits}
+
+    # ---- persistence -------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = self.backbone.config
+        cfg.id2label = dict(enumerate(self.labels))
+        cfg.label2id = {n: i for i, n in enumerate(self.labels)}
+        self.backbone.save_pretrained(d)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(d / HEAD_FILE))
+        meta = {**self.meta, "format_version": FORMAT_VERSION, "pooling": self.pooling, "labels": self.labels}
+        (d / META_FILE).write_text(json.dumps(meta, indent=2))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(d)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextClassifier":
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        d = Path(directory)
+        if not (d / META_FILE).is_file():
+            raise ModelError(f"'{d}' is not a saved nlp-transfer model (no {META_FILE}); pass a run directory")
+        meta = json.loads((d / META_FILE).read_text())
+        backbone = _quiet(AutoModel.from_pretrained, str(d))
+        if getattr(backbone, "pooler", None) is not None and meta["pooling"] != "pooler":
+            backbone.pooler = None
+        head = build_head(backbone.config.hidden_size, len(meta["labels"]), meta.get("head", "linear"), meta.get("head_dropout", 0.0), meta.get("head_hidden_size"))
+        head.load_state_dict(load_file(str(d / HEAD_FILE)))
+        model = cls(backbone, head, meta["pooling"], meta["labels"], meta)
+        return model.to(device).eval()
+
+
+def _quiet(fn, *args, **kwargs):
+    """Call a transformers loader with its informational warnings silenced."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,76 @@
+"""BERT-style encoders (BERT, RoBERTa, DistilBERT, MiniLM, DeBERTa, ...).
+
+``auto`` pooling is the architecture's own: the pooler where the model has one (BERT),
+else the first token (RoBERTa, DistilBERT, DeBERTa all classify from it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import catalog
+from ..config import ModelConfig
+from ..errors import ModelError
+from ..modeling import TextClassifier, _quiet, build_head
+
+
+def resolve_checkpoint(name_or_path: str) -> str:
+    """A catalog short name, an existing local directory, or a hub id (returned as given)."""
+    local = catalog.resolve_model(name_or_path)
+    if local is not None:
+        return str(local)
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"checkpoint directory '{name_or_path}' has no config.json; point model.name_or_path at a saved model")
+        return str(p)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelError(
+            f"checkpoint path '{name_or_path}' does not exist; fix model.name_or_path "
+            f"(catalog names: {', '.join(catalog.MODELS)})"
+        )
+    return name_or_path  # a hub id, for online users
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return _quiet(AutoTokenizer.from_pretrained, path)
+    except OSError as e:
+        raise ModelError(f"could not load a tokenizer from '{path}': {str(e).splitlines()[0]}") from None
+
+
+def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextClassifier, object]:
+    """(model, tokenizer) for an encoder checkpoint with a fresh head for ``labels``."""
+    from transformers import AutoModel
+
+    path = resolve_checkpoint(cfg.name_or_path)
+    try:
+        backbone = _quiet(AutoModel.from_pretrained, path)
+    except OSError as e:
+        raise ModelError(
+            f"could not load checkpoint '{cfg.name_or_path}': {str(e).splitlines()[0]} "
+            f"(catalog names: {', '.join(catalog.MODELS)})"
+        ) from None
+    tokenizer = load_tokenizer(path)
+    has_pooler = getattr(backbone, "pooler", None) is not None
+    pooling = cfg.pooling
+    if pooling == "auto":
+        pooling = "pooler" if has_pooler else "cls"
+    if pooling == "pooler" and not has_pooler:
+        raise ModelError(f"model.pooling='pooler' but '{cfg.name_or_path}' has no pooler; use cls, mean, max or last")
+    if has_pooler and pooling != "pooler":
+        backbone.pooler = None  # unused: saves compute and keeps DDP free of unused parameters
+    head = build_head(backbone.config.hidden_size, len(labels), cfg.head, cfg.head_dropout, cfg.head_hidden_size)
+    meta = {
+        "kind": "encoder",
+        "head": cfg.head,
+        "head_dropout": cfg.head_dropout,
+        "head_hidden_size": cfg.head_hidden_size,
+        "max_length": cfg.max_length,
+        "source_checkpoint": cfg.name_or_path,
+    }
+    return TextClassifier(backbone, head, pooling, labels, meta), tokenizer

@@ -1,0 +1,317 @@
+"""The Accelerate training loop, top to bottom in :func:`train`.
+
+Same code on CPU, one GPU, many GPUs or many nodes: ``accelerate launch`` decides.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from .config import RecipeConfig
+from .data import LengthGroupedBatchSampler, PadCollator, TextData, load_data, tokenize
+from .errors import ConfigError
+from .features import encode_features
+from .metrics import compute_metrics, format_metrics, is_better, scalar_metrics
+from .recipes import build_encoder_classifier
+from .report import write_summary
+from .transfer import L2SP, apply_transfer, num_layers, param_groups
+
+logger = get_logger("nlp_transfer")
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    history: list[dict]
+    best_epoch: int
+    validation: dict
+    test: dict
+    timing: dict = field(default_factory=dict)
+
+
+def resolve_precision(requested: str) -> str:
+    """``auto`` -> bf16 where the hardware runs it natively (CUDA or a bf16-capable CPU), else no."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    except (AttributeError, RuntimeError):
+        return "no"
+
+
+def _set_threads(cfg: RecipeConfig) -> None:
+    # accelerate launch sets OMP_NUM_THREADS=1 for CPU runs; use the cores we have instead.
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    elif not torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+
+
+def build_classifier(cfg: RecipeConfig, labels: list[str]):
+    """(model, tokenizer): the recipe module for the checkpoint's architecture."""
+    return build_encoder_classifier(cfg.model, labels)
+
+
+def _loader(ds, batch_size, collate, *, shuffle, seed=0, group=True):
+    sampler = LengthGroupedBatchSampler(ds["length"] if "length" in ds.column_names else [1] * len(ds), batch_size, shuffle, seed, group)
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate), sampler
+
+
+@torch.inference_mode()
+def evaluate(model, loader, accelerator, labels: list[str]) -> dict:
+    """Metrics on a prepared loader; every example counted once across processes."""
+    model.eval()
+    preds, refs, loss_sum, n = [], [], 0.0, 0
+    for batch in loader:
+        out = model(**batch)
+        logits, y = accelerator.gather_for_metrics((out["logits"].float(), batch["labels"]))
+        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        n += len(y)
+        preds.append(logits.argmax(-1).cpu())
+        refs.append(y.cpu())
+    metrics = compute_metrics(torch.cat(refs).numpy(), torch.cat(preds).numpy(), label_names=labels)
+    metrics["loss"] = loss_sum / max(n, 1)
+    return metrics
+
+
+def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True) -> RunResult:
+    """Train ``cfg`` and write its run directory. Returns the metrics.
+
+    ``data`` may be passed pre-loaded (research code, tests); otherwise ``cfg.data`` is loaded.
+    """
+    out_dir = Path(cfg.output.dir)
+    if out_dir.exists() and not cfg.output.overwrite:
+        raise ConfigError(f"output directory '{out_dir}' already exists; set output.overwrite=true or choose another output.dir")
+    precision = resolve_precision(cfg.train.mixed_precision)
+    accelerator = Accelerator(
+        mixed_precision=precision,
+        gradient_accumulation_steps=cfg.train.grad_accum_steps,
+        log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
+        project_dir=str(out_dir.parent / "trackers"),
+    )
+    _set_threads(cfg)
+    set_seed(cfg.train.seed)
+    t_start = time.perf_counter()
+    show = progress and accelerator.is_local_main_process
+    if not show:
+        datasets.disable_progress_bars()
+
+    # ---- data and model ---------------------------------------------------------------
+    if data is None:
+        with accelerator.main_process_first():
+            data = load_data(cfg.data, cfg.model.num_labels)
+    elif cfg.model.num_labels is not None and cfg.model.num_labels != data.num_labels:
+        raise ConfigError(f"model.num_labels={cfg.model.num_labels} but the data has {data.num_labels} labels")
+    model, tokenizer = build_classifier(cfg, data.labels)
+    counts = apply_transfer(model, cfg.transfer)
+    logger.info(
+        f"{cfg.name}: {cfg.model.name_or_path} ({num_layers(model)} layers), mode {cfg.transfer.mode}, "
+        f"{counts['trainable']:,} of {counts['total']:,} parameters train; data {data.sizes()}; "
+        f"precision {precision}; {accelerator.num_processes} process(es) on {accelerator.device}",
+        main_process_only=True,
+    )
+    with accelerator.main_process_first():
+        tokens = tokenize(data.splits, tokenizer, cfg.model.max_length)
+    collate = PadCollator(tokenizer)
+    bs, ebs, seed = cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed
+
+    t_encode = 0.0
+    if cfg.transfer.mode == "feature_extraction":
+        # Frozen backbone: encode every split once, then the head trains on the vectors.
+        t0 = time.perf_counter()
+        model.to(accelerator.device)
+        feats = {}
+        for split in ("train", "validation", "test"):
+            loader, _ = _loader(tokens[split], ebs, collate, shuffle=False)
+            feats[split] = encode_features(model, accelerator.prepare_data_loader(loader), accelerator, f"encoding {split}")
+        t_encode = time.perf_counter() - t0
+        logger.info(f"encoded {sum(len(f) for f in feats.values()):,} examples once in {t_encode:.1f}s", main_process_only=True)
+        g = torch.Generator().manual_seed(seed)
+        train_loader = torch.utils.data.DataLoader(feats["train"], batch_size=bs, shuffle=True, generator=g)
+        val_loader = torch.utils.data.DataLoader(feats["validation"], batch_size=ebs)
+        test_loader = torch.utils.data.DataLoader(feats["test"], batch_size=ebs)
+        train_sampler = None
+    else:
+        train_loader, train_sampler = _loader(tokens["train"], bs, collate, shuffle=True, seed=seed, group=cfg.train.group_by_length)
+        val_loader, _ = _loader(tokens["validation"], ebs, collate, shuffle=False)
+        test_loader, _ = _loader(tokens["test"], ebs, collate, shuffle=False)
+
+    # ---- optimiser and schedule (length of the un-sharded loader: the scheduler steps once per process) ----
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.train, cfg.transfer), lr=cfg.train.lr)
+    from transformers import get_linear_schedule_with_warmup
+
+    total_steps = cfg.train.epochs * math.ceil(len(train_loader) / cfg.train.grad_accum_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
+    model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, test_loader, scheduler
+    )
+    raw_model = accelerator.unwrap_model(model)
+    l2sp = L2SP(raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
+    if cfg.train.report_to != "none":
+        accelerator.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
+
+    # ---- train ------------------------------------------------------------------------
+    history, best, best_state, best_epoch, step = [], None, None, 0, 0
+    n_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    n_samples = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    t_train = 0.0
+    for epoch in range(cfg.train.epochs):
+        if cfg.transfer.mode == "gradual" and epoch > 0:
+            counts = apply_transfer(raw_model, cfg.transfer, epoch)
+            logger.info(f"gradual unfreezing: {counts['trainable']:,} parameters train from epoch {epoch + 1}", main_process_only=True)
+        if train_sampler is not None:
+            train_sampler.set_epoch(epoch)
+        model.train()
+        t0, loss_sum, loss_n = time.perf_counter(), 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show, leave=False)
+        for batch in bar:
+            with accelerator.accumulate(model):
+                out = model(**batch)
+                loss = out["loss"] if l2sp is None else out["loss"] + l2sp()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += out["loss"].detach().float().item()
+            loss_n += 1
+            n_samples += len(batch["labels"])
+            if "attention_mask" in batch:
+                n_tokens += batch["attention_mask"].sum()
+            if accelerator.sync_gradients:
+                step += 1
+                if step % cfg.train.log_every == 0:
+                    bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
+                    accelerator.log({"train/loss": loss_sum / loss_n, "train/lr": scheduler.get_last_lr()[0]}, step=step)
+        t_epoch = time.perf_counter() - t0
+        t_train += t_epoch
+        val = evaluate(model, val_loader, accelerator, data.labels)
+        train_loss = accelerator.reduce(torch.tensor(loss_sum / max(loss_n, 1), device=accelerator.device), "mean").item()
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": round(t_epoch, 2), "validation": val}
+        history.append(record)
+        accelerator.log({"train/epoch_loss": train_loss, **{f"validation/{k}": v for k, v in scalar_metrics(val).items()}}, step=step)
+        improved = is_better(cfg.train.metric_for_best, val[cfg.train.metric_for_best], best)
+        if improved:
+            best, best_epoch = val[cfg.train.metric_for_best], epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items() if _trains(raw_model, k, cfg)}
+        # Long head-only runs (feature extraction) log about ten lines, plus every improvement.
+        every = max(1, cfg.train.epochs // 10)
+        if improved or (epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs:
+            logger.info(
+                f"epoch {epoch + 1}/{cfg.train.epochs} | train loss {train_loss:.4f} | validation "
+                f"{format_metrics(val)} loss {val['loss']:.4f}{' *' if improved else ''} | {t_epoch:.1f}s",
+                main_process_only=True,
+            )
+
+    # ---- best epoch on test, then the run directory ------------------------------------
+    if best_state is not None and best_epoch != cfg.train.epochs:
+        raw_model.load_state_dict(best_state, strict=False)
+    test = evaluate(model, test_loader, accelerator, data.labels)
+    logger.info(f"test (best epoch {best_epoch}) | {format_metrics(test)}", main_process_only=True)
+    n_tokens, n_samples = accelerator.reduce(n_tokens, "sum").item(), accelerator.reduce(n_samples, "sum").item()
+    timing = {
+        "total_seconds": round(time.perf_counter() - t_start, 2),
+        "train_seconds": round(t_train, 2),
+        "encode_seconds": round(t_encode, 2),
+        "train_samples_per_second": round(n_samples / t_train, 1) if t_train else None,
+        "train_tokens_per_second": round(n_tokens / t_train, 1) if t_train and n_tokens else None,
+    }
+    result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing)
+    if accelerator.is_main_process:
+        _write_run_dir(cfg, result, raw_model, tokenizer, data, precision, accelerator)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+def _trains(model, key: str, cfg: RecipeConfig) -> bool:
+    """Which state entries can change (only those are snapshotted for the best epoch)."""
+    if cfg.transfer.mode in ("full", "gradual"):
+        return True
+    params = dict(model.named_parameters())
+    return key in params and params[key].requires_grad
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def environment_info(precision: str, accelerator) -> dict:
+    import accelerate
+    import datasets
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "accelerate": accelerate.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(accelerator.device),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": precision,
+    }
+
+
+def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, precision: str, accelerator) -> None:
+    """Write everything into a hidden sibling, then rename: a run dir is complete or absent."""
+    out = result.output_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp, tokenizer)
+        (tmp / "recipe.yaml").write_text(cfg.to_yaml())
+        (tmp / "labels.json").write_text(json.dumps(data.labels, indent=2))
+        metrics = {
+            "name": cfg.name,
+            "epochs": result.history,
+            "best_epoch": result.best_epoch,
+            "metric_for_best": cfg.train.metric_for_best,
+            "validation": result.validation,
+            "test": result.test,
+            "timing": result.timing,
+            "data": {"sizes": data.sizes(), "label_counts": {s: data.label_counts(s) for s in data.splits}},
+            "environment": environment_info(precision, accelerator),
+        }
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_summary(tmp, cfg, metrics)
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,124 @@
+"""Transfer modes: which parameters train, their learning rates, and regularisers.
+
+Parameters are addressed by *depth*: 0 for the embeddings, ``1..L`` for the transformer
+layers, ``L`` also for what sits above the last layer inside the backbone (final norms),
+and ``L + 1`` for the head. Every mode and layer-wise decay is defined on that depth.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from .config import TrainConfig, TransferConfig
+from .errors import ConfigError, ModelError
+
+
+def find_layers(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The backbone's stack of transformer blocks: its longest homogeneous ``ModuleList``."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, mod in backbone.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and all(type(m) is type(mod[0]) for m in mod):
+            if best is None or len(mod) > len(best[1]):
+                best = (name, mod)
+    if best is None:
+        raise ModelError(f"cannot find the transformer layers of {type(backbone).__name__}")
+    return best
+
+
+def parameter_depths(model: nn.Module) -> dict[str, int]:
+    """Depth of every parameter of a ``TextClassifier`` (see module docstring)."""
+    layers_name, layers = find_layers(model.backbone)
+    n = len(layers)
+    pattern = re.compile(rf"^backbone\.{re.escape(layers_name)}\.(\d+)\.")
+    depths, seen_layer = {}, False
+    for name, _ in model.named_parameters():
+        if name.startswith("head."):
+            depths[name] = n + 1
+            continue
+        m = pattern.match(name)
+        if m:
+            depths[name] = int(m.group(1)) + 1
+            seen_layer = True
+        else:  # before the layers: embeddings; after them: final norms / pooler
+            depths[name] = n if seen_layer else 0
+    return depths
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(find_layers(model.backbone)[1])
+
+
+def trainable_depth_floor(cfg: TransferConfig, n_layers: int, epoch: int = 0) -> int | None:
+    """Lowest depth that trains in a depth-based mode (None: mode is not depth-based)."""
+    if cfg.mode == "full":
+        return 0
+    if cfg.mode == "feature_extraction":
+        return n_layers + 1
+    if cfg.mode == "partial":
+        return n_layers + 1 - cfg.unfreeze_top if cfg.unfreeze_top > 0 else n_layers + 1
+    if cfg.mode == "gradual":
+        # Epoch 0: head only; each later epoch opens one more layer group, embeddings last.
+        return max(0, n_layers + 1 - epoch)
+    return None
+
+
+def apply_transfer(model: nn.Module, cfg: TransferConfig, epoch: int = 0) -> dict[str, int]:
+    """Set ``requires_grad`` for ``cfg.mode`` (at ``epoch`` for gradual); returns trainable counts."""
+    depths = parameter_depths(model)
+    n = num_layers(model)
+    if cfg.mode == "partial" and cfg.unfreeze_top > n:
+        raise ConfigError(f"transfer.unfreeze_top={cfg.unfreeze_top} but the backbone has only {n} layers; use 0..{n}")
+    floor = trainable_depth_floor(cfg, n, epoch)
+    for name, p in model.named_parameters():
+        if cfg.mode == "bitfit":
+            p.requires_grad = name.startswith("head.") or name.endswith(".bias")
+        else:
+            p.requires_grad = depths[name] >= floor
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": sum(p.numel() for p in model.parameters())}
+
+
+def param_groups(model: nn.Module, train: TrainConfig, transfer: TransferConfig) -> list[dict]:
+    """AdamW groups: per depth (layer-wise decay), with and without weight decay.
+
+    Gradual unfreezing adds every parameter now (frozen ones get no gradient and so no
+    update) so that layers opened later already belong to the optimiser.
+    """
+    depths = parameter_depths(model)
+    n = num_layers(model)
+    head_lr = train.head_lr or train.lr
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad and transfer.mode != "gradual":
+            continue
+        d = depths[name]
+        lr = head_lr if d == n + 1 else train.lr * transfer.layerwise_lr_decay ** (n - min(d, n))
+        no_decay = p.ndim < 2  # biases and norm weights
+        key = (d, no_decay)
+        if key not in groups:
+            groups[key] = {"params": [], "names": [], "lr": lr, "weight_decay": 0.0 if no_decay else train.weight_decay, "depth": d}
+        groups[key]["params"].append(p)
+        groups[key]["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+class L2SP:
+    """Penalty ``strength / 2 * sum ||w - w_pretrained||^2`` over trainable backbone weights.
+
+    Keeps L2-SP's pull towards the starting point (Li et al., 2018) instead of towards zero.
+    """
+
+    def __init__(self, model: nn.Module, strength: float):
+        self.strength = strength
+        self.pairs = [
+            (p, p.detach().clone())
+            for name, p in model.named_parameters()
+            if name.startswith("backbone.")
+        ]
+
+    def __call__(self) -> torch.Tensor:
+        total = sum(((p - ref.to(p.device)) ** 2).sum() for p, ref in self.pairs if p.requires_grad)
+        return 0.5 * self.strength * total
