@@ -207,8 +207,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.lr=3e-5)")
         key, _, text = item.partition("=")
         parts = key.strip().split(".")
-        if len(parts) < 2 or not all(parts):
-            raise ConfigError(f"override '{item}' needs a dotted key such as train.lr")
+        if not all(parts) or (len(parts) == 1 and parts[0] != "name"):
+            raise ConfigError(f"override '{item}' needs a dotted key such as train.lr (or name=...)")
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
@@ -247,13 +247,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for key, value in raw.items():
         if key not in names:
             full = prefix + str(key)
-            candidates = _all_keys(RecipeConfig) + [s for s in _sections()]
-            near = difflib.get_close_matches(full, candidates, n=1, cutoff=0.5) or difflib.get_close_matches(
-                str(key), [k.split(".")[-1] for k in candidates], n=1, cutoff=0.6
-            )
-            if near and "." not in near[0] and prefix:
-                near = [prefix + near[0]]
-            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys in {where}: {', '.join(sorted(names))}"
+            near = _suggest(prefix, str(key), names)
+            hint = f"; did you mean '{near}'?" if near else f"; valid keys in {where}: {', '.join(sorted(names))}"
             raise ConfigError(f"unknown config key '{full}'{hint}")
         t = hints[key]
         if dataclasses.is_dataclass(t):
@@ -263,8 +258,15 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _sections() -> list[str]:
-    return [f.name for f in dataclasses.fields(RecipeConfig)]
+def _suggest(prefix: str, key: str, names: set[str]) -> str | None:
+    """The valid key nearest to an unknown one: a close name in the same section (train.lrr ->
+    train.lr), else the same or a close name in another section (train.pooling -> model.pooling)."""
+    near = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    if near:
+        return prefix + near[0]
+    by_name = {k.rsplit(".", 1)[-1]: k for k in reversed(_all_keys(RecipeConfig))}
+    near = difflib.get_close_matches(key, list(by_name), n=1, cutoff=0.8)
+    return by_name[near[0]] if near else None
 
 
 def _type_name(t: Any) -> str:

@@ -57,11 +57,16 @@ def _load_file(path: str, split: str) -> datasets.Dataset:
         raise DataError(
             f"data file '{path}' has an unsupported extension; use one of {', '.join(FILE_BUILDERS)}"
         )
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(f"data file '{path}' is empty, so the {split} split would be empty")
     kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
     try:
         ds = datasets.load_dataset(builder, data_files={"train": str(p)}, split="train", **kwargs)
     except Exception as e:  # malformed files surface as various pyarrow/pandas errors
-        raise DataError(f"could not read '{path}' as {builder}: {str(e).splitlines()[0]}") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__  # StopIteration has no text
+        if "corresponds to no data" in reason:  # e.g. a CSV with only a header, a JSON []
+            raise DataError(f"data file '{path}' has no rows, so the {split} split would be empty") from None
+        raise DataError(f"could not read '{path}' as {builder}: {reason}") from None
     return ds
 
 
@@ -94,7 +99,12 @@ def load_raw(cfg: DataConfig) -> dict[str, datasets.Dataset]:
         return {"train": _load_file(src, "train")}
     if p.is_dir():
         if (p / "dataset_dict.json").exists() or (p / "state.json").exists():
-            return _as_splits(datasets.load_from_disk(str(p)))
+            try:
+                saved = datasets.load_from_disk(str(p))
+            except Exception as e:  # e.g. a dataset saved with zero rows cannot be read back
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise DataError(f"could not load the saved dataset '{src}': {type(e).__name__}: {reason}") from None
+            return _as_splits(saved)
         raise DataError(f"data.source '{src}' is a directory but not one written by datasets' save_to_disk")
     if p.suffix.lower() in FILE_BUILDERS or src.startswith((".", "/", "~")):
         raise DataError(f"data file '{src}' does not exist; check data.source")
@@ -113,6 +123,11 @@ def load_raw(cfg: DataConfig) -> dict[str, datasets.Dataset]:
 
 # ---- cleaning and labels --------------------------------------------------------------
 def _select_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> datasets.Dataset:
+    given = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+    if len(set(given)) != len(given):  # one column in two roles would silently drop a role below
+        raise DataError(
+            f"data.text_column, data.label_column and data.text_pair_column must name different columns, got {given}"
+        )
     wanted = {cfg.text_column: "text", cfg.label_column: "label"}
     if cfg.text_pair_column:
         wanted[cfg.text_pair_column] = "text_pair"
@@ -181,7 +196,7 @@ def _stratified_split(ds: datasets.Dataset, fraction: float, seed: int) -> tuple
 
     idx = np.arange(len(ds))
     labels = np.asarray(ds["label"])
-    n_held = max(1, math.ceil(fraction * len(ds)))
+    n_held = max(1, math.ceil(fraction * len(ds) - 1e-9))  # 0.15 * 100 is 15.000000000000002 in floats
     counts = np.bincount(labels)
     stratify = labels if (counts[counts > 0].min() >= 2 and n_held >= (counts > 0).sum()) else None
     rest, held = train_test_split(idx, test_size=n_held, random_state=seed, shuffle=True, stratify=stratify)

@@ -41,6 +41,11 @@ def compute_metrics(
         raise ValueError("cannot compute metrics on zero examples")
     if num_labels is None:
         num_labels = len(label_names) if label_names is not None else int(max(y_true.max(), y_pred.max())) + 1
+    if label_names is not None and len(label_names) != num_labels:
+        raise ValueError(f"{len(label_names)} label_names given for num_labels={num_labels}")
+    lo, hi = int(min(y_true.min(), y_pred.min())), int(max(y_true.max(), y_pred.max()))
+    if lo < 0 or hi >= num_labels:  # sklearn would silently leave such ids out of every count
+        raise ValueError(f"label ids must be in 0..{num_labels - 1}, got ids from {lo} to {hi}")
     labels = list(range(num_labels))
     names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in labels]
 

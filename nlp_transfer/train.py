@@ -56,6 +56,19 @@ def resolve_precision(requested: str) -> str:
         return "no"
 
 
+def _allow_precision_change(precision: str) -> None:
+    """Accelerate keeps one ``AcceleratorState`` per process and refuses a second precision.
+
+    A single process that trains twice (sweeps, notebooks, tests) may change it: forget the
+    old state (the process/device state is kept).
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    old = AcceleratorState._shared_state.get("_mixed_precision")
+    if old is not None and old != precision and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+
+
 def _set_threads(cfg: RecipeConfig) -> None:
     # accelerate launch sets OMP_NUM_THREADS=1 for CPU runs; use the cores we have instead.
     if cfg.train.num_threads:
@@ -101,6 +114,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     if out_dir.exists() and not cfg.output.overwrite:
         raise ConfigError(f"output directory '{out_dir}' already exists; set output.overwrite=true or choose another output.dir")
     precision = resolve_precision(cfg.train.mixed_precision)
+    _allow_precision_change(precision)
     accelerator = Accelerator(
         mixed_precision=precision,
         gradient_accumulation_steps=cfg.train.grad_accum_steps,
@@ -158,7 +172,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     optimizer = torch.optim.AdamW(param_groups(model, cfg.train, cfg.transfer), lr=cfg.train.lr)
     from transformers import get_linear_schedule_with_warmup
 
-    total_steps = cfg.train.epochs * math.ceil(len(train_loader) / cfg.train.grad_accum_steps)
+    total_steps = cfg.train.epochs * len(train_loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader, scheduler

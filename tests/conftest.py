@@ -1,0 +1,136 @@
+"""Shared fixtures: a tiny random BERT saved like a hub checkpoint, a learnable toy CSV, configs.
+
+Everything is local and small, so unit tests run in seconds on two CPU cores and never touch
+the network.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+from nlp_transfer import RecipeConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+POS_WORDS = [
+    "good", "great", "excellent", "wonderful", "superb", "lovely", "brilliant", "charming", "delightful", "moving",
+    "funny", "clever", "fresh", "warm", "smart", "fine", "beautiful", "gripping", "joyful", "stunning",
+]
+NEG_WORDS = [
+    "bad", "awful", "terrible", "boring", "dull", "poor", "weak", "silly", "tedious", "bland",
+    "messy", "clumsy", "stale", "flat", "ugly", "lazy", "painful", "hollow", "sloppy", "tiresome",
+]
+FILLER = [
+    "the", "a", "an", "this", "that", "movie", "film", "story", "plot", "actor", "actors", "scene", "scenes",
+    "director", "script", "ending", "music", "cast", "is", "was", "were", "and", "but", "with", "of", "in",
+    "on", "it", "its", "very", "quite", "rather", "really", "so", "too", "just", "all", "some", "many", "one",
+    "two", "time", "hour", "minutes", "picture", "drama", "comedy", "thriller", "role", "lead", "camera",
+    "dialogue", "pace", "tone", "style", "world", "characters", "show", "season", "night",
+]
+VOCAB = SPECIAL + POS_WORDS + NEG_WORDS + FILLER
+
+
+def _sentence(rng: random.Random, label: str) -> str:
+    words = POS_WORDS if label == "pos" else NEG_WORDS
+    tokens = rng.choices(FILLER, k=rng.randint(3, 7)) + rng.sample(words, k=rng.randint(1, 2))
+    rng.shuffle(tokens)
+    return " ".join(tokens)
+
+
+def toy_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` distinct (text, label) rows, balanced; the label is decided by the sentiment words used."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < n:
+        label = ("neg", "pos")[len(rows) % 2]
+        text = _sentence(rng, label)
+        if text not in seen:
+            seen.add(text)
+            rows.append((text, label))
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label")) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT plus its WordPiece tokenizer, saved with save_pretrained."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    vocab_file = d / "vocab.txt"
+    vocab_file.write_text("\n".join(VOCAB) + "\n")
+    tok = BertTokenizerFast.from_pretrained(str(d), do_lower_case=True, model_max_length=64)
+    ids = tok(VOCAB[len(SPECIAL):], add_special_tokens=False)["input_ids"]
+    assert ids == [[i] for i in range(len(SPECIAL), len(VOCAB))], "every toy word must be one vocabulary entry"
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+    )
+    BertModel(config).eval().save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory) -> Path:
+    """400 rows of a learnable two-class task (labels 'neg' and 'pos')."""
+    return write_csv(tmp_path_factory.mktemp("toy-data") / "toy.csv", toy_rows(400))
+
+
+def build_cfg(tmp_path: Path, model_dir: Path, train_file: Path, *dotted: str, **sections: dict) -> RecipeConfig:
+    """A small, fast recipe on ``model_dir`` and ``train_file``, run directory ``tmp_path/run``.
+
+    Override with CLI-style strings (``"train.epochs=3"``) and/or whole-section dicts
+    (``train={"epochs": 3}``); both go through the same validation as a YAML recipe.
+    """
+    from nlp_transfer.config import apply_overrides
+
+    raw = {
+        "name": "toy",
+        "model": {"name_or_path": str(model_dir), "pooling": "mean", "head_dropout": 0.0, "max_length": 32},
+        "data": {"source": None, "train_file": str(train_file), "validation_fraction": 0.15, "test_fraction": 0.2},
+        "transfer": {"mode": "full"},
+        "train": {
+            "epochs": 2, "batch_size": 8, "eval_batch_size": 32, "lr": 3e-3, "warmup_ratio": 0.0,
+            "mixed_precision": "no", "seed": 0, "log_every": 1000, "num_threads": 1,
+        },
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:  # top-level keys such as name
+            raw[section] = values
+    return RecipeConfig.from_dict(apply_overrides(raw, list(dotted)))
+
+
+@pytest.fixture
+def make_cfg(tiny_bert_dir, toy_csv):
+    """``make_cfg(tmp_path, "train.epochs=3", transfer={"mode": "bitfit"})`` on the tiny model and toy CSV."""
+
+    def factory(tmp_path: Path, *dotted: str, **sections: dict) -> RecipeConfig:
+        return build_cfg(tmp_path, tiny_bert_dir, toy_csv, *dotted, **sections)
+
+    return factory
