@@ -57,7 +57,7 @@ def train_main(argv: list[str]) -> None:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may come before and after flags
     cfg = RecipeConfig.from_yaml(args.config, args.overrides)
     if args.print_config:
         print(cfg.to_yaml(), end="")

@@ -172,7 +172,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     optimizer = torch.optim.AdamW(param_groups(model, cfg.train, cfg.transfer), lr=cfg.train.lr)
     from transformers import get_linear_schedule_with_warmup
 
-    total_steps = cfg.train.epochs * len(train_loader)
+    total_steps = cfg.train.epochs * math.ceil(len(train_loader) / cfg.train.grad_accum_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader, scheduler
