@@ -137,7 +137,7 @@ def _select_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> datase
             near = difflib.get_close_matches(col, ds.column_names, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else ""
             raise DataError(
-                f"{split} split has no column '{col}' (data.{key}){hint} columns are: {', '.join(ds.column_names)}"
+                f"{split} split has no column '{col}' (data.{key}){hint}; the columns are: {', '.join(ds.column_names)}"
             )
     ds = ds.select_columns(list(wanted))
     rename = {c: r for c, r in wanted.items() if c != r}

@@ -104,6 +104,8 @@ def build_cfg(tmp_path: Path, model_dir: Path, train_file: Path, *dotted: str, *
 
     Override with CLI-style strings (``"train.epochs=3"``) and/or whole-section dicts
     (``train={"epochs": 3}``); both go through the same validation as a YAML recipe.
+    One CPU thread: for a 32-wide model, a second OpenMP thread only adds synchronisation,
+    and on a busy machine it makes every tiny op milliseconds slower.
     """
     from nlp_transfer.config import apply_overrides
 

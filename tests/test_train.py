@@ -140,6 +140,34 @@ def test_load_run_reproduces_test_metrics(full_run):
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
 
 
+def test_best_epoch_weights_are_saved_and_tested(make_cfg, tmp_path, monkeypatch):
+    """Validation says epoch 1 was best (scripted): the test split and the run directory must use the
+    weights as they were after epoch 1, not the last epoch's."""
+    real_evaluate = train_module.evaluate
+    snapshots, scripted_f1 = [], [0.9, 0.5, 0.4]
+
+    def scripted_evaluate(model, loader, accelerator, labels):
+        metrics = real_evaluate(model, loader, accelerator, labels)
+        snapshots.append({k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()})
+        if len(snapshots) <= len(scripted_f1):  # validation calls; the last call is the test split
+            metrics["f1_macro"] = scripted_f1[len(snapshots) - 1]
+        return metrics
+
+    monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)
+    cfg = make_cfg(tmp_path, "train.epochs=3")
+    result = train(cfg, progress=False)
+    assert len(snapshots) == 4 and result.best_epoch == 1
+    after_epoch1, after_epoch3, at_test = snapshots[0], snapshots[2], snapshots[3]
+    assert any(not torch.equal(after_epoch1[k], after_epoch3[k]) for k in after_epoch1)  # training went on
+    assert all(torch.equal(at_test[k], after_epoch1[k]) for k in after_epoch1)
+    saved = {**{f"backbone.{k}": v for k, v in backbone_weights(result.output_dir).items()},
+             **{f"head.{k}": v for k, v in load_file(str(result.output_dir / "head.safetensors")).items()}}
+    assert set(saved) == set(after_epoch1)
+    assert all(torch.equal(saved[k], after_epoch1[k]) for k in saved)
+    m = json.loads((result.output_dir / "metrics.json").read_text())
+    assert m["best_epoch"] == 1 and m["validation"]["f1_macro"] == 0.9
+
+
 # ---- which parameters train ----------------------------------------------------------------
 @pytest.fixture
 def tiny_classifier(make_cfg, tmp_path):

