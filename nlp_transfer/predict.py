@@ -14,13 +14,19 @@ from .modeling import META_FILE, TextClassifier, _quiet
 
 
 class Predictor:
-    """A saved model and its tokenizer; predictions in length-sorted batches."""
+    """A saved model and its tokenizer; predictions in length-sorted batches.
 
-    def __init__(self, model: TextClassifier, tokenizer, max_length: int = 128, device: str | None = None):
+    ``precision`` ("no", "bf16", "fp16") is the autocast used for inference; ``load_run``
+    picks the one the run was trained and evaluated with, so reloaded predictions match
+    the run's reported metrics.
+    """
+
+    def __init__(self, model: TextClassifier, tokenizer, max_length: int = 128, device: str | None = None, precision: str = "no"):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.precision = precision
 
     @property
     def labels(self) -> list[str]:
@@ -38,7 +44,9 @@ class Predictor:
                 [text_pairs[j] for j in idx] if text_pairs is not None else None,
                 truncation=True, max_length=self.max_length, padding=True, pad_to_multiple_of=8, return_tensors="pt",
             ).to(self.device)
-            out[idx] = self.model(**enc)["logits"].float().cpu().numpy()
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                out[idx] = self.model(**enc)["logits"].float().cpu().numpy()
         return out
 
     def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
@@ -48,8 +56,11 @@ class Predictor:
         return [self.labels[i] for i in self.logits(texts, **kw).argmax(-1)]
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> Predictor:
-    """Reload a run directory written by :func:`nlp_transfer.train`."""
+def load_run(run_dir: str | Path, device: str | None = None, precision: str | None = None) -> Predictor:
+    """Reload a run directory written by :func:`nlp_transfer.train`.
+
+    ``precision`` defaults to the run's own (from ``metrics.json``), else fp32.
+    """
     from transformers import AutoTokenizer
 
     d = Path(run_dir)
@@ -60,4 +71,8 @@ def load_run(run_dir: str | Path, device: str | None = None) -> Predictor:
     meta = json.loads((d / META_FILE).read_text())
     model = TextClassifier.from_pretrained(d)
     tokenizer = _quiet(AutoTokenizer.from_pretrained, str(d))
-    return Predictor(model, tokenizer, meta.get("max_length", 128), device)
+    if precision is None:
+        metrics = d / "metrics.json"
+        env = json.loads(metrics.read_text()).get("environment", {}) if metrics.is_file() else {}
+        precision = env.get("mixed_precision", "no")
+    return Predictor(model, tokenizer, meta.get("max_length", 128), device, precision)
