@@ -84,7 +84,7 @@ def build_classifier(cfg: RecipeConfig, labels: list[str]):
 
 
 def _loader(ds, batch_size, collate, *, shuffle, seed=0, group=True):
-    sampler = LengthGroupedBatchSampler(ds["length"] if "length" in ds.column_names else [1] * len(ds), batch_size, shuffle, seed, group)
+    sampler = LengthGroupedBatchSampler(ds["length"], batch_size, shuffle, seed, group)  # tokenize() adds "length"
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate), sampler
 
 
