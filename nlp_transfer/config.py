@@ -27,7 +27,8 @@ from .errors import ConfigError
 
 TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full")
 POOLINGS = ("auto", "cls", "pooler", "mean", "max", "last")
-HEADS = ("linear", "mlp")
+HEADS = ("linear", "mlp", "logreg")
+ACTIVATIONS = ("gelu", "relu", "tanh")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
@@ -54,8 +55,16 @@ def _check(cond: bool, msg: str) -> None:
 class ModelConfig:
     name_or_path: str = _f("minilm", "Checkpoint: a catalog short name (minilm), a local directory, or a hub id.")
     pooling: str = _f("auto", "How token states become one vector: auto (the architecture's own), cls, pooler, mean, max, last.")
-    head: str = _f("linear", "Classification head: linear or mlp.")
+    head: str = _f(
+        "linear",
+        "Classification head: linear, mlp, or logreg (scikit-learn logistic regression fitted on the cached "
+        "features; feature_extraction only; saved as an ordinary linear head).",
+    )
     head_hidden_size: Optional[int] = _f(None, "Hidden size of the mlp head (default: the backbone's hidden size).")
+    head_activation: str = _f("gelu", "Activation of the mlp head: gelu, relu or tanh.")
+    logreg_c: Optional[float] = _f(
+        None, "Inverse regularisation strength C of the logreg head; null picks the best of 0.01..100 on validation."
+    )
     head_dropout: float = _f(0.1, "Dropout before the head's linear layer(s).")
     max_length: int = _f(128, "Longest tokenized input; longer texts are truncated.")
     num_labels: Optional[int] = _f(None, "Expected number of classes; checked against the data when set.")
@@ -63,6 +72,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _choice("model", "pooling", self.pooling, POOLINGS)
         _choice("model", "head", self.head, HEADS)
+        _choice("model", "head_activation", self.head_activation, ACTIVATIONS)
+        _check(self.logreg_c is None or self.logreg_c > 0, f"model.logreg_c={self.logreg_c} must be positive or null")
         _check(0.0 <= self.head_dropout < 1.0, f"model.head_dropout={self.head_dropout} must be in [0, 1)")
         _check(self.max_length >= 8, f"model.max_length={self.max_length} is too small; use at least 8")
         _check(self.num_labels is None or self.num_labels >= 2, f"model.num_labels={self.num_labels} must be at least 2")
@@ -106,12 +117,25 @@ class DataConfig:
 class TransferConfig:
     mode: str = _f("full", "What trains: feature_extraction (head only, cached features), partial, gradual, bitfit, full.")
     unfreeze_top: int = _f(2, "partial: number of top transformer layers that train.")
+    unfreeze_every: int = _f(1, "gradual: epochs between two unfreezing steps (the head trains alone for the first).")
+    unfreeze_step: int = _f(1, "gradual: layer groups opened at each step (top down; the embeddings open last).")
     layerwise_lr_decay: float = _f(1.0, "Learning rate of layer l is lr * decay**(L - l); 1.0 disables.")
     l2sp: float = _f(0.0, "Strength of the L2-SP penalty towards the pretrained weights; 0 disables.")
+    cache_features: bool = _f(
+        True, "feature_extraction: encode once and keep the pooled features in the on-disk cache (false: run the backbone every step)."
+    )
+    cache_prefix: bool = _f(
+        True, "partial: compute the hidden states entering the first trained layer once and run only the trained layers."
+    )
+    cache_dir: Optional[str] = _f(
+        None, "Feature cache directory (default: $NLP_TRANSFER_CACHE, else ~/.cache/nlp_transfer)."
+    )
 
     def __post_init__(self) -> None:
         _choice("transfer", "mode", self.mode, TRANSFER_MODES)
         _check(self.unfreeze_top >= 0, "transfer.unfreeze_top must be >= 0")
+        _check(self.unfreeze_every >= 1, "transfer.unfreeze_every must be at least 1")
+        _check(self.unfreeze_step >= 1, "transfer.unfreeze_step must be at least 1")
         _check(0.0 < self.layerwise_lr_decay <= 1.0, "transfer.layerwise_lr_decay must be in (0, 1]")
         _check(self.l2sp >= 0.0, "transfer.l2sp must be >= 0")
 
@@ -166,6 +190,11 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.model.num_labels is not None and self.model.num_labels < 2:
             raise ConfigError("model.num_labels must be at least 2")
+        if self.model.head == "logreg" and self.transfer.mode != "feature_extraction":
+            raise ConfigError(
+                f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "
+                f"(got '{self.transfer.mode}'); use head linear or mlp to train the backbone"
+            )
 
     # ---- construction -------------------------------------------------------------
     @classmethod

@@ -1,16 +1,38 @@
-"""Frozen-feature cache: run the frozen backbone once, train the head on stored vectors.
+"""Frozen work done once: pooled-feature cache and frozen-prefix cache.
 
-In ``feature_extraction`` the backbone never changes, so encoding every example each
-epoch is wasted work. ``encode_features`` runs it once (no grad, length-sorted batches,
-mixed precision) and the head trains on ``FeatureDataset`` for as many epochs as asked.
+``feature_extraction``: the backbone never changes, so every example is encoded once (no
+grad, length-sorted batches, mixed precision) and the head trains on the stored vectors.
+The vectors are kept on disk under a key made of everything that determines them: the
+backbone's weights, pooling, precision, tokenizer settings and the token ids of the
+split. A second run with the same key skips encoding; a change in any part re-encodes.
+
+``partial``: the hidden states that enter the first trained layer do not change during
+training either. :func:`encode_prefix` computes them once per example and
+:class:`FrozenPrefix` swaps the frozen lower layers for a replay of those states, so each
+step runs only the embeddings lookup and the trained layers. Both paths give the same
+loss and gradients (tests check it): frozen modules run in eval mode either way.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from .transfer import find_layers
 
+CACHE_FORMAT = 1
+
+
+# ---- datasets held in memory ------------------------------------------------------------
 class FeatureDataset(torch.utils.data.Dataset):
     def __init__(self, features: torch.Tensor, labels: torch.Tensor):
         assert len(features) == len(labels)
@@ -23,15 +45,321 @@ class FeatureDataset(torch.utils.data.Dataset):
         return {"features": self.features[i], "labels": self.labels[i]}
 
 
+class PrefixDataset(torch.utils.data.Dataset):
+    """Tokenized examples plus the cached hidden states [length, H] of each one."""
+
+    def __init__(self, tokens, states: list[torch.Tensor]):
+        assert len(tokens) == len(states)
+        self.tokens, self.states = tokens, states
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.tokens[i], "prefix_states": self.states[i]}
+
+
+class PrefixCollator:
+    """Pads tokens with ``collate`` and the cached states to the same length and side."""
+
+    def __init__(self, collate, padding_side: str = "right"):
+        self.collate, self.padding_side = collate, padding_side
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        states = [ex.pop("prefix_states") for ex in examples]
+        batch = self.collate(examples)
+        b, t = batch["input_ids"].shape
+        out = states[0].new_zeros(b, t, states[0].shape[-1])
+        for i, s in enumerate(states):
+            if self.padding_side == "left":
+                out[i, t - len(s) :] = s
+            else:
+                out[i, : len(s)] = s
+        batch["prefix_states"] = out
+        return batch
+
+
+# ---- sharded encoding -------------------------------------------------------------------
+def _sharded_batches(lengths, batch_size: int, rank: int, world: int) -> list[list[int]]:
+    """Longest-first batches (little padding), dealt round-robin to the processes."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return batches[rank::world]
+
+
 @torch.inference_mode()
-def encode_features(model, loader, accelerator, desc: str = "encoding") -> FeatureDataset:
-    """Pooled float32 features for every example of a prepared ``loader`` (all processes)."""
-    model.eval()
-    feats, labels = [], []
-    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
+def _encode(fn, ds, collate, batch_size: int, accelerator, desc: str) -> list[torch.Tensor]:
+    """``fn(batch)`` -> one CPU tensor per example, for every example of ``ds`` in dataset order.
+
+    Each process encodes its share of length-sorted batches; the results are gathered so
+    every process ends with all of them.
+    """
+    from accelerate.utils import gather_object, send_to_device
+
+    shards = _sharded_batches(ds["length"], batch_size, accelerator.process_index, accelerator.num_processes)
+    mine: list[tuple[int, torch.Tensor]] = []
+    bar = tqdm(shards, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
+    for idx in bar:
+        batch = send_to_device(collate([ds[i] for i in idx]), accelerator.device)
         with accelerator.autocast():
-            f = model.encode(**batch)
-        f, y = accelerator.gather_for_metrics((f.float(), batch["labels"]))
-        feats.append(f.cpu())
-        labels.append(y.cpu())
-    return FeatureDataset(torch.cat(feats), torch.cat(labels))
+            rows = fn(batch)
+        mine += [(i, r.float().cpu()) for i, r in zip(idx, rows)]
+    allp = gather_object(mine) if accelerator.num_processes > 1 else mine
+    out: list[torch.Tensor | None] = [None] * len(ds)
+    for i, r in allp:
+        out[i] = r
+    return out  # type: ignore[return-value]
+
+
+def encode_features(model, ds, collate, batch_size: int, accelerator, desc: str = "encoding") -> torch.Tensor:
+    """Pooled float32 features [N, H] of every example of tokenized ``ds``, in dataset order."""
+    model.eval()
+    rows = _encode(lambda b: model.encode(**b), ds, collate, batch_size, accelerator, desc)
+    return torch.stack(rows) if rows else torch.empty(0)
+
+
+def encode_prefix(model, ds, collate, batch_size: int, accelerator, first_trained: int, desc: str = "caching") -> list[torch.Tensor]:
+    """Hidden states entering layer ``first_trained`` for every example: [length_i, H] each."""
+    model.eval()
+    _, layers = find_layers(model.backbone)
+    captured = {}
+    hook = layers[first_trained - 1].register_forward_hook(lambda m, a, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out))
+    upper = {i: layers[i] for i in range(first_trained, len(layers))}
+    for i in upper:  # the layers above are not needed to build the cache
+        layers[i] = _PassThrough()
+
+    def fn(batch):
+        model.encode(**batch)
+        h, mask = captured["h"], batch["attention_mask"].bool()
+        return [h[j][mask[j]] for j in range(len(h))]
+
+    try:
+        return _encode(fn, ds, collate, batch_size, accelerator, desc)
+    finally:
+        hook.remove()
+        for i, layer in upper.items():
+            layers[i] = layer
+
+
+# ---- frozen-prefix replay ---------------------------------------------------------------
+class _PassThrough(nn.Module):
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+class _Inject(nn.Module):
+    """Stands in for the last frozen layer: returns the cached states of the current batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.states: torch.Tensor | None = None
+
+    def forward(self, hidden_states, *args, **kwargs):
+        if self.states is None:
+            raise RuntimeError("frozen-prefix replay needs 'prefix_states' in the batch")
+        states, self.states = self.states, None
+        return states.to(hidden_states.dtype)
+
+
+class FrozenPrefix:
+    """Swap layers ``0..first_trained-1`` of ``model`` for a replay of cached states.
+
+    While installed, the model takes ``prefix_states`` (padded like ``input_ids``) in its
+    batch; the embeddings still run (a lookup) but their output is ignored. ``remove()``
+    puts the real layers back, so the saved model is whole.
+    """
+
+    def __init__(self, model: nn.Module, first_trained: int):
+        if first_trained < 1:
+            raise ValueError("nothing to cache below the first layer")
+        self.model, self.first_trained = model, first_trained
+        self.layers = find_layers(model.backbone)[1]
+        self.saved: dict[int, nn.Module] = {}
+        self.inject = _Inject()
+        self.handle = None
+
+    def install(self) -> "FrozenPrefix":
+        for i in range(self.first_trained):
+            self.saved[i] = self.layers[i]
+            self.layers[i] = _PassThrough()
+        self.layers[self.first_trained - 1] = self.inject
+        self.handle = self.model.register_forward_pre_hook(self._take_states, with_kwargs=True)
+        return self
+
+    def _take_states(self, module, args, kwargs):
+        self.inject.states = kwargs.pop("prefix_states", None)
+        return args, kwargs
+
+    def remove(self) -> None:
+        for i, layer in self.saved.items():
+            self.layers[i] = layer
+        self.saved.clear()
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
+def first_trained_layer(model: nn.Module) -> int:
+    """Index of the lowest transformer layer with a trainable parameter (len(layers) if none)."""
+    name, layers = find_layers(model.backbone)
+    for i, layer in enumerate(layers):
+        if any(p.requires_grad for p in layer.parameters()):
+            return i
+    return len(layers)
+
+
+def frozen_modules(model: nn.Module) -> list[nn.Module]:
+    """The frozen parts of the backbone, to run in eval mode (no dropout) as the caches see them.
+
+    Everything outside the trained layers whose parameters are all frozen: embeddings and
+    lower layers in ``partial``, the whole backbone in ``feature_extraction``. Dropout inside
+    trained layers keeps working. Put them in eval mode after every ``model.train()``.
+    """
+    backbone = model.backbone
+    _, layers = find_layers(backbone)
+    trained = {id(m) for layer in list(layers)[first_trained_layer(model):] for m in layer.modules()}
+    holds_layers = {id(m) for m in backbone.modules() if any(c is layers for c in m.modules())}
+    return [
+        mod
+        for mod in backbone.modules()
+        if id(mod) not in trained and id(mod) not in holds_layers and not any(p.requires_grad for p in mod.parameters())
+    ]
+
+
+# ---- on-disk feature cache --------------------------------------------------------------
+def cache_root(cache_dir: str | None = None) -> Path:
+    base = cache_dir or os.environ.get("NLP_TRANSFER_CACHE") or Path.home() / ".cache" / "nlp_transfer"
+    return Path(base).expanduser()
+
+
+def fingerprint_model(model: nn.Module) -> str:
+    """Hash of the backbone's architecture, config and every weight (what the features depend on)."""
+    h = hashlib.sha256()
+    backbone = model.backbone
+    h.update(type(backbone).__name__.encode())
+    cfg = getattr(backbone, "config", None)
+    if cfg is not None:
+        d = cfg.to_dict()
+        for k in ("id2label", "label2id", "_name_or_path", "transformers_version", "architectures", "num_labels"):
+            d.pop(k, None)
+        h.update(json.dumps(d, sort_keys=True, default=str).encode())
+    for name, t in sorted(backbone.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def fingerprint_tokens(ds) -> str:
+    """Hash of the token ids (and token types) of a tokenized split, in order."""
+    import pyarrow as pa
+
+    h = hashlib.sha256()
+    if getattr(ds, "_indices", None) is not None:
+        ds = ds.flatten_indices()
+    for col in ("input_ids", "token_type_ids"):
+        if col not in ds.column_names:
+            continue
+        arr = pa.concat_arrays(ds.data.column(col).chunks) if ds.data.column(col).num_chunks else pa.array([], pa.list_(pa.int64()))
+        offsets = np.asarray(arr.offsets, dtype=np.int64)
+        values = np.asarray(arr.flatten(), dtype=np.int64)
+        h.update(col.encode())
+        h.update((offsets - offsets[0] if len(offsets) else offsets).tobytes())
+        h.update(values.tobytes())
+    return h.hexdigest()
+
+
+def tokenizer_settings(tokenizer) -> dict:
+    return {
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "padding_side": getattr(tokenizer, "padding_side", None),
+        "truncation_side": getattr(tokenizer, "truncation_side", None),
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def feature_key(model_fp: str, tokens_fp: str, *, pooling: str, max_length: int, precision: str, tokenizer) -> tuple[str, dict]:
+    parts = {
+        "format": CACHE_FORMAT,
+        "model": model_fp,
+        "pooling": pooling,
+        "max_length": max_length,
+        "precision": precision,
+        "tokenizer": tokenizer_settings(tokenizer),
+        "tokens": tokens_fp,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32], parts
+
+
+class FeatureCache:
+    """Pooled features on disk, one safetensors file per key, written atomically."""
+
+    def __init__(self, root: str | Path):
+        self.dir = Path(root) / "features"
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.safetensors"
+
+    def load(self, key: str, n: int) -> torch.Tensor | None:
+        from safetensors.torch import load_file
+
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            feats = load_file(str(p))["features"]
+        except Exception:  # a damaged file is a miss, re-encoded and replaced
+            return None
+        return feats if len(feats) == n else None
+
+    def save(self, key: str, features: torch.Tensor, parts: dict) -> Path:
+        from safetensors.torch import save_file
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        p = self.path(key)
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+        meta = {"key": json.dumps(parts, sort_keys=True), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            save_file({"features": features.contiguous()}, str(tmp), metadata=meta)
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return p
+
+
+def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelerator, *, pooling: str, max_length: int,
+                    precision: str, cache_dir: str | None, use_disk: bool = True, log=None) -> tuple[dict, dict]:
+    """{split: FeatureDataset} for every split of ``tokens``, from the disk cache where possible.
+
+    Returns the datasets and stats: ``hits``/``misses`` (split names), ``encode_seconds``.
+    """
+    cache = FeatureCache(cache_root(cache_dir)) if use_disk else None
+    model_fp = fingerprint_model(model) if use_disk else ""
+    out, stats = {}, {"hits": [], "misses": [], "encode_seconds": 0.0, "cache_dir": str(cache.dir) if cache else None}
+    for split, ds in tokens.items():
+        labels = torch.tensor(ds["labels"])
+        feats, key, parts = None, None, None
+        if cache is not None:
+            key, parts = feature_key(model_fp, fingerprint_tokens(ds), pooling=pooling, max_length=max_length,
+                                     precision=precision, tokenizer=tokenizer)
+            feats = cache.load(key, len(ds))
+            # Every process must agree on hit or miss: a miss encodes collectively.
+            hit = torch.tensor(float(feats is not None), device=accelerator.device)
+            if accelerator.num_processes > 1 and accelerator.reduce(hit, "min").item() < 1:
+                feats = None
+        if feats is not None:
+            stats["hits"].append(split)
+            if log:
+                log(f"features for {split} ({len(ds):,}) from cache {cache.path(key).name}")
+        else:
+            t0 = time.perf_counter()
+            feats = encode_features(model, ds, collate, batch_size, accelerator, f"encoding {split}")
+            stats["encode_seconds"] += time.perf_counter() - t0
+            stats["misses"].append(split)
+            if cache is not None and accelerator.is_main_process:
+                cache.save(key, feats, parts)
+        out[split] = FeatureDataset(feats, labels)
+    if accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
+    return out, stats

@@ -42,13 +42,30 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooler_output: torc
     raise ModelError(f"unknown pooling '{how}'")
 
 
-def build_head(hidden_size: int, num_labels: int, kind: str = "linear", dropout: float = 0.1, mlp_hidden: int | None = None) -> nn.Sequential:
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def build_head(
+    hidden_size: int,
+    num_labels: int,
+    kind: str = "linear",
+    dropout: float = 0.1,
+    mlp_hidden: int | None = None,
+    activation: str = "gelu",
+) -> nn.Sequential:
+    """``linear`` or ``mlp`` head; ``logreg`` is a linear layer whose weights scikit-learn fits."""
+    if kind == "logreg":
+        return nn.Sequential(nn.Dropout(0.0), nn.Linear(hidden_size, num_labels))
     if kind == "linear":
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
     if kind == "mlp":
+        if activation not in _ACTIVATIONS:
+            raise ModelError(f"unknown head activation '{activation}'; use {', '.join(_ACTIVATIONS)}")
         h = mlp_hidden or hidden_size
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, h), nn.GELU(), nn.Dropout(dropout), nn.Linear(h, num_labels))
-    raise ModelError(f"unknown head '{kind}'; use linear or mlp")
+        return nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(hidden_size, h), _ACTIVATIONS[activation](), nn.Dropout(dropout), nn.Linear(h, num_labels)
+        )
+    raise ModelError(f"unknown head '{kind}'; use linear, mlp or logreg")
 
 
 class TextClassifier(nn.Module):
@@ -107,7 +124,10 @@ class TextClassifier(nn.Module):
         backbone = _quiet(AutoModel.from_pretrained, str(d))
         if getattr(backbone, "pooler", None) is not None and meta["pooling"] != "pooler":
             backbone.pooler = None
-        head = build_head(backbone.config.hidden_size, len(meta["labels"]), meta.get("head", "linear"), meta.get("head_dropout", 0.0), meta.get("head_hidden_size"))
+        head = build_head(
+            backbone.config.hidden_size, len(meta["labels"]), meta.get("head", "linear"), meta.get("head_dropout", 0.0),
+            meta.get("head_hidden_size"), meta.get("head_activation", "gelu"),
+        )
         head.load_state_dict(load_file(str(d / HEAD_FILE)))
         model = cls(backbone, head, meta["pooling"], meta["labels"], meta)
         return model.to(device).eval()

@@ -25,8 +25,18 @@ from tqdm.auto import tqdm
 from .config import RecipeConfig
 from .data import LengthGroupedBatchSampler, PadCollator, TextData, load_data, tokenize
 from .errors import ConfigError
-from .features import encode_features
+from .features import (
+    FeatureDataset,
+    FrozenPrefix,
+    PrefixCollator,
+    PrefixDataset,
+    cached_features,
+    encode_prefix,
+    first_trained_layer,
+    frozen_modules,
+)
 from .metrics import compute_metrics, format_metrics, is_better, scalar_metrics
+from .probe import fit_logreg_head
 from .recipes import build_encoder_classifier
 from .report import write_summary
 from .transfer import L2SP, apply_transfer, num_layers, param_groups
@@ -83,9 +93,71 @@ def build_classifier(cfg: RecipeConfig, labels: list[str]):
     return build_encoder_classifier(cfg.model, labels)
 
 
-def _loader(ds, batch_size, collate, *, shuffle, seed=0, group=True):
-    sampler = LengthGroupedBatchSampler(ds["length"], batch_size, shuffle, seed, group)  # tokenize() adds "length"
+def _loader(ds, batch_size, collate, *, shuffle, seed=0, group=True, lengths=None):
+    lengths = ds["length"] if lengths is None else lengths  # tokenize() adds "length"
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, seed, group)
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate), sampler
+
+
+@dataclass
+class _Inputs:
+    """What the loop iterates over, and what was computed once to get there."""
+
+    train: torch.utils.data.DataLoader
+    validation: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader
+    sampler: LengthGroupedBatchSampler | None = None
+    features: dict | None = None  # feature_extraction: {split: FeatureDataset}
+    prefix: FrozenPrefix | None = None  # partial: replay of the frozen layers (install before prepare)
+    encode_seconds: float = 0.0
+    cache: dict = field(default_factory=dict)
+
+
+def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=None) -> _Inputs:
+    """Loaders for the recipe's mode, doing frozen work once.
+
+    * ``feature_extraction``: pooled features from the on-disk cache (encoding what is
+      missing); the head trains on them.
+    * ``partial``: hidden states entering the first trained layer, computed once; the
+      frozen layers are swapped for a replay of them (``FrozenPrefix``).
+    * otherwise (or with the caches switched off): token batches.
+    """
+    collate = PadCollator(tokenizer)
+    bs, ebs, seed, t = cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed, cfg.transfer
+    mode = t.mode
+    if mode == "feature_extraction" and (t.cache_features or cfg.model.head == "logreg"):
+        model.to(accelerator.device)
+        feats, info = cached_features(
+            model, tokens, tokenizer, collate, ebs, accelerator, pooling=model.pooling, max_length=cfg.model.max_length,
+            precision=accelerator.mixed_precision, cache_dir=t.cache_dir, use_disk=t.cache_features, log=log,
+        )
+        # The same length-grouped batches as the token path, so cached and uncached runs match.
+        stack = torch.utils.data.default_collate
+        train, sampler = _loader(feats["train"], bs, stack, shuffle=True, seed=seed, group=cfg.train.group_by_length,
+                                 lengths=tokens["train"]["length"])
+        return _Inputs(
+            train,
+            torch.utils.data.DataLoader(feats["validation"], batch_size=ebs),
+            torch.utils.data.DataLoader(feats["test"], batch_size=ebs),
+            sampler, features=feats, encode_seconds=info.pop("encode_seconds"), cache={"features": info},
+        )
+    first = first_trained_layer(model)
+    if mode == "partial" and t.cache_prefix and first >= 1:
+        model.to(accelerator.device)
+        t0 = time.perf_counter()
+        states = {s: encode_prefix(model, tokens[s], collate, ebs, accelerator, first, f"caching {s}") for s in ("train", "validation")}
+        pcollate = PrefixCollator(collate, getattr(tokenizer, "padding_side", "right"))
+        mk = lambda s: PrefixDataset(tokens[s], states[s])  # noqa: E731
+        train, sampler = _loader(mk("train"), bs, pcollate, shuffle=True, seed=seed, group=cfg.train.group_by_length, lengths=tokens["train"]["length"])
+        val, _ = _loader(mk("validation"), ebs, pcollate, shuffle=False, lengths=tokens["validation"]["length"])
+        test, _ = _loader(tokens["test"], ebs, collate, shuffle=False)  # test runs the whole model, as saved
+        seconds = time.perf_counter() - t0
+        return _Inputs(train, val, test, sampler, prefix=FrozenPrefix(model, first), encode_seconds=seconds,
+                       cache={"prefix": {"first_trained_layer": first, "seconds": round(seconds, 2)}})
+    train, sampler = _loader(tokens["train"], bs, collate, shuffle=True, seed=seed, group=cfg.train.group_by_length)
+    val, _ = _loader(tokens["validation"], ebs, collate, shuffle=False)
+    test, _ = _loader(tokens["test"], ebs, collate, shuffle=False)
+    return _Inputs(train, val, test, sampler)
 
 
 @torch.inference_mode()
@@ -144,38 +216,29 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     )
     with accelerator.main_process_first():
         tokens = tokenize(data.splits, tokenizer, cfg.model.max_length)
-    collate = PadCollator(tokenizer)
-    bs, ebs, seed = cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed
+    info = lambda msg: logger.info(msg, main_process_only=True)  # noqa: E731
+    frozen = frozen_modules(model)  # run in eval mode, as the caches compute them
+    inputs = build_inputs(cfg, model, tokenizer, tokens, accelerator, log=info)
+    if inputs.features is not None and inputs.cache["features"]["misses"]:
+        n = sum(len(inputs.features[s]) for s in inputs.cache["features"]["misses"])
+        info(f"encoded {n:,} examples once in {inputs.encode_seconds:.1f}s (cache: {inputs.cache['features']['cache_dir'] or 'off'})")
+    if inputs.prefix is not None:
+        info(f"frozen-prefix cache: states entering layer {inputs.prefix.first_trained + 1} computed once in {inputs.encode_seconds:.1f}s")
 
-    t_encode = 0.0
-    if cfg.transfer.mode == "feature_extraction":
-        # Frozen backbone: encode every split once, then the head trains on the vectors.
-        t0 = time.perf_counter()
-        model.to(accelerator.device)
-        feats = {}
-        for split in ("train", "validation", "test"):
-            loader, _ = _loader(tokens[split], ebs, collate, shuffle=False)
-            feats[split] = encode_features(model, accelerator.prepare_data_loader(loader), accelerator, f"encoding {split}")
-        t_encode = time.perf_counter() - t0
-        logger.info(f"encoded {sum(len(f) for f in feats.values()):,} examples once in {t_encode:.1f}s", main_process_only=True)
-        g = torch.Generator().manual_seed(seed)
-        train_loader = torch.utils.data.DataLoader(feats["train"], batch_size=bs, shuffle=True, generator=g)
-        val_loader = torch.utils.data.DataLoader(feats["validation"], batch_size=ebs)
-        test_loader = torch.utils.data.DataLoader(feats["test"], batch_size=ebs)
-        train_sampler = None
-    else:
-        train_loader, train_sampler = _loader(tokens["train"], bs, collate, shuffle=True, seed=seed, group=cfg.train.group_by_length)
-        val_loader, _ = _loader(tokens["validation"], ebs, collate, shuffle=False)
-        test_loader, _ = _loader(tokens["test"], ebs, collate, shuffle=False)
+    if cfg.model.head == "logreg":
+        return _finish(cfg, *_fit_probe(cfg, model, inputs, data, accelerator, info), model, model, tokenizer, data, inputs,
+                       precision, accelerator, t_start, 0, 0)
 
     # ---- optimiser and schedule (length of the un-sharded loader: the scheduler steps once per process) ----
     optimizer = torch.optim.AdamW(param_groups(model, cfg.train, cfg.transfer), lr=cfg.train.lr)
+    if inputs.prefix is not None:
+        inputs.prefix.install()
     from transformers import get_linear_schedule_with_warmup
 
-    total_steps = cfg.train.epochs * math.ceil(len(train_loader) / cfg.train.grad_accum_steps)
+    total_steps = cfg.train.epochs * math.ceil(len(inputs.train) / cfg.train.grad_accum_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
-    model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, test_loader, scheduler
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, inputs.train, inputs.validation, scheduler
     )
     raw_model = accelerator.unwrap_model(model)
     l2sp = L2SP(raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
@@ -188,12 +251,17 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     n_samples = torch.zeros((), dtype=torch.long, device=accelerator.device)
     t_train = 0.0
     for epoch in range(cfg.train.epochs):
-        if cfg.transfer.mode == "gradual" and epoch > 0:
+        if cfg.transfer.mode == "gradual":
+            before = counts["trainable"]
             counts = apply_transfer(raw_model, cfg.transfer, epoch)
-            logger.info(f"gradual unfreezing: {counts['trainable']:,} parameters train from epoch {epoch + 1}", main_process_only=True)
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
+            frozen = frozen_modules(raw_model)
+            if counts["trainable"] != before:
+                info(f"gradual unfreezing: {counts['trainable']:,} parameters train from epoch {epoch + 1}")
+        if inputs.sampler is not None:
+            inputs.sampler.set_epoch(epoch)
         model.train()
+        for m in frozen:
+            m.eval()
         t0, loss_sum, loss_n = time.perf_counter(), 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show, leave=False)
         for batch in bar:
@@ -230,25 +298,52 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         # Long head-only runs (feature extraction) log about ten lines, plus every improvement.
         every = max(1, cfg.train.epochs // 10)
         if improved or (epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs:
-            logger.info(
+            info(
                 f"epoch {epoch + 1}/{cfg.train.epochs} | train loss {train_loss:.4f} | validation "
-                f"{format_metrics(val)} loss {val['loss']:.4f}{' *' if improved else ''} | {t_epoch:.1f}s",
-                main_process_only=True,
+                f"{format_metrics(val)} loss {val['loss']:.4f}{' *' if improved else ''} | {t_epoch:.1f}s"
             )
 
-    # ---- best epoch on test, then the run directory ------------------------------------
+    # The whole model from here on: the real frozen layers back in place, the best epoch's weights.
+    if inputs.prefix is not None:
+        inputs.prefix.remove()
     if best_state is not None and best_epoch != cfg.train.epochs:
         raw_model.load_state_dict(best_state, strict=False)
-    test = evaluate(model, test_loader, accelerator, data.labels)
-    logger.info(f"test (best epoch {best_epoch}) | {format_metrics(test)}", main_process_only=True)
     n_tokens, n_samples = accelerator.reduce(n_tokens, "sum").item(), accelerator.reduce(n_samples, "sum").item()
+    return _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs, precision, accelerator,
+                   t_start, n_samples, n_tokens)
+
+
+def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accelerator, info) -> tuple[list, int, float]:
+    """The logreg head: one scikit-learn fit on the cached features instead of epochs of SGD."""
+    t0 = time.perf_counter()
+    feats = inputs.features
+    fit = fit_logreg_head(model.head, feats["train"], feats["validation"], data.labels, cfg.model.logreg_c,
+                          cfg.train.metric_for_best, cfg.train.seed)
+    seconds = time.perf_counter() - t0
+    model.to(accelerator.device)
+    val = evaluate(model, accelerator.prepare_data_loader(inputs.validation), accelerator, data.labels)
+    info(f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
+         f"{format_metrics(val)} | {seconds:.1f}s")
+    with torch.no_grad():
+        train_loss = torch.nn.functional.cross_entropy(model.head(feats["train"].features.to(accelerator.device)), feats["train"].labels.to(accelerator.device)).item()
+    history = [{"epoch": 1, "train_loss": train_loss, "seconds": round(seconds, 2), "validation": val, "logreg": fit}]
+    return history, 1, seconds
+
+
+def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs: _Inputs, precision,
+            accelerator, t_start, n_samples, n_tokens) -> RunResult:
+    """Best epoch on test, then the run directory."""
+    test = evaluate(model, accelerator.prepare_data_loader(inputs.test), accelerator, data.labels)
+    logger.info(f"test (best epoch {best_epoch}) | {format_metrics(test)}", main_process_only=True)
     timing = {
         "total_seconds": round(time.perf_counter() - t_start, 2),
         "train_seconds": round(t_train, 2),
-        "encode_seconds": round(t_encode, 2),
-        "train_samples_per_second": round(n_samples / t_train, 1) if t_train else None,
+        "encode_seconds": round(inputs.encode_seconds, 2),
+        "train_samples_per_second": round(n_samples / t_train, 1) if t_train and n_samples else None,
         "train_tokens_per_second": round(n_tokens / t_train, 1) if t_train and n_tokens else None,
+        "cache": inputs.cache,
     }
+    out_dir = Path(cfg.output.dir)
     result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing)
     if accelerator.is_main_process:
         _write_run_dir(cfg, result, raw_model, tokenizer, data, precision, accelerator)

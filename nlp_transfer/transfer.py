@@ -60,8 +60,9 @@ def trainable_depth_floor(cfg: TransferConfig, n_layers: int, epoch: int = 0) ->
     if cfg.mode == "partial":
         return n_layers + 1 - cfg.unfreeze_top if cfg.unfreeze_top > 0 else n_layers + 1
     if cfg.mode == "gradual":
-        # Epoch 0: head only; each later epoch opens one more layer group, embeddings last.
-        return max(0, n_layers + 1 - epoch)
+        # ULMFiT: the head alone first; every `unfreeze_every` epochs the next `unfreeze_step`
+        # layer groups open, top down, the embeddings last.
+        return max(0, n_layers + 1 - cfg.unfreeze_step * (epoch // cfg.unfreeze_every))
     return None
 
 

@@ -290,7 +290,8 @@ def test_frozen_backbone_parameters_are_bit_identical(make_cfg, tmp_path, tiny_b
     # saved, so what changed reflects every epoch (a restored earlier epoch would hide it).
     cfg = make_cfg(tmp_path, "model.pooling=auto", "train.metric_for_best=loss", *overrides)
     result = train(cfg, progress=False)
-    assert result.best_epoch == cfg.train.epochs
+    if changed:
+        assert result.best_epoch == cfg.train.epochs
     pretrained = load_file(str(tiny_bert_dir / "model.safetensors"))
     after = backbone_weights(result.output_dir)
     assert set(after) == set(pretrained)

@@ -64,12 +64,13 @@ def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextC
         raise ModelError(f"model.pooling='pooler' but '{cfg.name_or_path}' has no pooler; use cls, mean, max or last")
     if has_pooler and pooling != "pooler":
         backbone.pooler = None  # unused: saves compute and keeps DDP free of unused parameters
-    head = build_head(backbone.config.hidden_size, len(labels), cfg.head, cfg.head_dropout, cfg.head_hidden_size)
+    head = build_head(backbone.config.hidden_size, len(labels), cfg.head, cfg.head_dropout, cfg.head_hidden_size, cfg.head_activation)
     meta = {
         "kind": "encoder",
         "head": cfg.head,
         "head_dropout": cfg.head_dropout,
         "head_hidden_size": cfg.head_hidden_size,
+        "head_activation": cfg.head_activation,
         "max_length": cfg.max_length,
         "source_checkpoint": cfg.name_or_path,
     }
