@@ -11,7 +11,9 @@ LAUNCH := $(VENV)/bin/accelerate launch -q --config_file $(ACCELERATE_CONFIG) sc
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast clean
+MODES := feature_extraction logreg partial gradual bitfit full
+
+.PHONY: setup demo test test-fast modes modes-rt modes-bbc bench-cache clean
 
 setup: $(STAMP)
 
@@ -28,6 +30,23 @@ demo: $(STAMP)
 	$(LAUNCH) --config recipes/rotten_tomatoes/minilm-feature_extraction.yaml output.overwrite=true
 	$(LAUNCH) --config recipes/rotten_tomatoes/minilm-full.yaml output.overwrite=true
 	$(PY) scripts/summarize.py runs/rt-minilm-feature_extraction runs/rt-minilm-full --out results/demo.md
+
+# Every transfer mode on one dataset, then the README table (TF-IDF first): `make modes-rt`, `make modes-bbc`.
+modes: modes-rt modes-bbc
+
+modes-rt: $(STAMP)
+	for m in $(MODES); do $(LAUNCH) --config recipes/rotten_tomatoes/minilm-$$m.yaml output.overwrite=true || exit 1; done
+	$(PY) scripts/summarize.py $(MODES:%=runs/rt-minilm-%) --out results/modes-rotten_tomatoes.md \
+		--readme README.md --section modes-rotten_tomatoes --command "make modes-rt"
+
+modes-bbc: $(STAMP)
+	for m in $(MODES); do $(LAUNCH) --config recipes/bbc_news/minilm-$$m.yaml output.overwrite=true || exit 1; done
+	$(PY) scripts/summarize.py $(MODES:%=runs/bbc-minilm-%) --out results/modes-bbc_news.md \
+		--readme README.md --section modes-bbc_news --command "make modes-bbc"
+
+# Frozen work done once: feature cache and frozen-prefix cache against the uncached paths.
+bench-cache: $(STAMP)
+	$(PY) scripts/bench.py cache --readme README.md
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -30,23 +30,38 @@ def summarize_runs(run_dirs: list[str], baseline: bool = True) -> str:
         from .data import load_data
 
         b = tfidf_logreg(load_data(first_cfg.data))
-        rows.append(("TF-IDF + logistic regression", "-", b, b["seconds"], "-"))
+        rows.append(("TF-IDF + logistic regression", "word 1-2 grams, C=4", b, b["seconds"], "-", "-"))
     for m, cfg in runs:
         env = m["environment"]
-        how = f"{cfg.transfer.mode}, {cfg.train.epochs} ep, {env['mixed_precision']}, {env['num_processes']}x {env['device']}"
-        tps = m["timing"].get("train_tokens_per_second")
-        rows.append((f"{cfg.model.name_or_path} {cfg.transfer.mode}", how, m["test"], m["timing"]["total_seconds"], f"{tps:,.0f}" if tps else "-"))
+        rows.append(_row(m, cfg))
     sizes = runs[0][0]["data"]["sizes"]
     lines = [
         f"Data: `{first_cfg.data.source or first_cfg.data.train_file}`, train {sizes['train']:,} / validation "
         f"{sizes['validation']:,} / test {sizes['test']:,} (split seed {first_cfg.data.split_seed}); test-set figures.",
         "",
-        "| method | settings | test accuracy | test macro F1 | wall time (s) | train tokens/s |",
-        "|---|---|---:|---:|---:|---:|",
+        "| method | settings | trained params | test accuracy | test macro F1 | wall time (s) | train tokens/s |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, how, t, secs, tps in rows:
-        lines.append(f"| {name} | {how} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {secs:.1f} | {tps} |")
+    for name, how, t, secs, tps, params in rows:
+        lines.append(f"| {name} | {how} | {params} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {secs:.1f} | {tps} |")
     return "\n".join(lines)
+
+
+def _row(m: dict, cfg: RecipeConfig) -> tuple:
+    """One run: what it is, how it ran, its test metrics, wall time, throughput, trained parameters."""
+    env, t = m["environment"], cfg.transfer
+    mode = {"partial": f"partial (top {t.unfreeze_top})", "feature_extraction": "feature extraction"}.get(t.mode, t.mode)
+    head = "logistic regression" if cfg.model.head == "logreg" else f"{cfg.model.head} head"
+    epochs = "1 fit" if cfg.model.head == "logreg" else f"{cfg.train.epochs} ep"
+    how = f"{cfg.model.pooling} pooling, {head}, {epochs}, {env['mixed_precision']}, {env['num_processes']}x {env['device']}"
+    extras = [f"LLRD {t.layerwise_lr_decay}"] if t.layerwise_lr_decay < 1 else []
+    extras += [f"L2-SP {t.l2sp}"] if t.l2sp > 0 else []
+    if extras:
+        how += ", " + ", ".join(extras)
+    tps = m["timing"].get("train_tokens_per_second")
+    trainable = m.get("parameters", {}).get("trainable")
+    params = f"{trainable / 1e6:.2f}M" if trainable and trainable >= 1e5 else (f"{trainable:,}" if trainable else "-")
+    return (f"{cfg.model.name_or_path} {mode}", how, m["test"], m["timing"]["total_seconds"], f"{tps:,.0f}" if tps else "-", params)
 
 
 def update_readme(path: str | Path, section: str, text: str) -> None:

@@ -52,6 +52,7 @@ class RunResult:
     validation: dict
     test: dict
     timing: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)  # trainable and total parameter counts
 
 
 def resolve_precision(requested: str) -> str:
@@ -111,6 +112,8 @@ class _Inputs:
     prefix: FrozenPrefix | None = None  # partial: replay of the frozen layers (install before prepare)
     encode_seconds: float = 0.0
     cache: dict = field(default_factory=dict)
+    started: float = 0.0  # when the frozen work began: fit time = frozen work + training + validation
+    params: dict = field(default_factory=dict)  # trainable / total parameter counts (at the end, for gradual)
 
 
 def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=None) -> _Inputs:
@@ -218,7 +221,9 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         tokens = tokenize(data.splits, tokenizer, cfg.model.max_length)
     info = lambda msg: logger.info(msg, main_process_only=True)  # noqa: E731
     frozen = frozen_modules(model)  # run in eval mode, as the caches compute them
+    t_inputs = time.perf_counter()
     inputs = build_inputs(cfg, model, tokenizer, tokens, accelerator, log=info)
+    inputs.started, inputs.params = t_inputs, counts
     if inputs.features is not None and inputs.cache["features"]["misses"]:
         n = sum(len(inputs.features[s]) for s in inputs.cache["features"]["misses"])
         info(f"encoded {n:,} examples once in {inputs.encode_seconds:.1f}s (cache: {inputs.cache['features']['cache_dir'] or 'off'})")
@@ -253,7 +258,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     for epoch in range(cfg.train.epochs):
         if cfg.transfer.mode == "gradual":
             before = counts["trainable"]
-            counts = apply_transfer(raw_model, cfg.transfer, epoch)
+            counts = inputs.params = apply_transfer(raw_model, cfg.transfer, epoch)
             frozen = frozen_modules(raw_model)
             if counts["trainable"] != before:
                 info(f"gradual unfreezing: {counts['trainable']:,} parameters train from epoch {epoch + 1}")
@@ -333,18 +338,21 @@ def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accele
 def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs: _Inputs, precision,
             accelerator, t_start, n_samples, n_tokens) -> RunResult:
     """Best epoch on test, then the run directory."""
+    fit_seconds = time.perf_counter() - inputs.started
     test = evaluate(model, accelerator.prepare_data_loader(inputs.test), accelerator, data.labels)
     logger.info(f"test (best epoch {best_epoch}) | {format_metrics(test)}", main_process_only=True)
     timing = {
         "total_seconds": round(time.perf_counter() - t_start, 2),
         "train_seconds": round(t_train, 2),
         "encode_seconds": round(inputs.encode_seconds, 2),
+        "fit_seconds": round(fit_seconds, 2),
         "train_samples_per_second": round(n_samples / t_train, 1) if t_train and n_samples else None,
         "train_tokens_per_second": round(n_tokens / t_train, 1) if t_train and n_tokens else None,
         "cache": inputs.cache,
     }
+    params = {"trainable": inputs.params.get("trainable"), "total": inputs.params.get("total")}
     out_dir = Path(cfg.output.dir)
-    result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing)
+    result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing, params)
     if accelerator.is_main_process:
         _write_run_dir(cfg, result, raw_model, tokenizer, data, precision, accelerator)
     accelerator.wait_for_everyone()
@@ -409,6 +417,7 @@ def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, pre
             "validation": result.validation,
             "test": result.test,
             "timing": result.timing,
+            "parameters": result.parameters,
             "data": {"sizes": data.sizes(), "label_counts": {s: data.label_counts(s) for s in data.splits}},
             "environment": environment_info(precision, accelerator),
         }
