@@ -88,7 +88,7 @@ def _sharded_batches(lengths, batch_size: int, rank: int, world: int) -> list[li
 
 
 @torch.inference_mode()
-def _encode(fn, ds, collate, batch_size: int, accelerator, desc: str) -> list[torch.Tensor]:
+def _encode(fn, ds, collate, batch_size: int, accelerator, desc: str, progress: bool = True) -> list[torch.Tensor]:
     """``fn(batch)`` -> one CPU tensor per example, for every example of ``ds`` in dataset order.
 
     Each process encodes its share of length-sorted batches; the results are gathered so
@@ -98,7 +98,7 @@ def _encode(fn, ds, collate, batch_size: int, accelerator, desc: str) -> list[to
 
     shards = _sharded_batches(ds["length"], batch_size, accelerator.process_index, accelerator.num_processes)
     mine: list[tuple[int, torch.Tensor]] = []
-    bar = tqdm(shards, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
+    bar = tqdm(shards, desc=desc, disable=not (progress and accelerator.is_local_main_process), leave=False)
     for idx in bar:
         batch = send_to_device(collate([ds[i] for i in idx]), accelerator.device)
         with accelerator.autocast():
@@ -111,14 +111,15 @@ def _encode(fn, ds, collate, batch_size: int, accelerator, desc: str) -> list[to
     return out  # type: ignore[return-value]
 
 
-def encode_features(model, ds, collate, batch_size: int, accelerator, desc: str = "encoding") -> torch.Tensor:
+def encode_features(model, ds, collate, batch_size: int, accelerator, desc: str = "encoding", progress: bool = True) -> torch.Tensor:
     """Pooled float32 features [N, H] of every example of tokenized ``ds``, in dataset order."""
     model.eval()
-    rows = _encode(lambda b: model.encode(**b), ds, collate, batch_size, accelerator, desc)
+    rows = _encode(lambda b: model.encode(**b), ds, collate, batch_size, accelerator, desc, progress)
     return torch.stack(rows) if rows else torch.empty(0)
 
 
-def encode_prefix(model, ds, collate, batch_size: int, accelerator, first_trained: int, desc: str = "caching") -> list[torch.Tensor]:
+def encode_prefix(model, ds, collate, batch_size: int, accelerator, first_trained: int, desc: str = "caching",
+                  progress: bool = True) -> list[torch.Tensor]:
     """Hidden states entering layer ``first_trained`` for every example: [length_i, H] each."""
     model.eval()
     _, layers = find_layers(model.backbone)
@@ -134,7 +135,7 @@ def encode_prefix(model, ds, collate, batch_size: int, accelerator, first_traine
         return [h[j][mask[j]] for j in range(len(h))]
 
     try:
-        return _encode(fn, ds, collate, batch_size, accelerator, desc)
+        return _encode(fn, ds, collate, batch_size, accelerator, desc, progress)
     finally:
         hook.remove()
         for i, layer in upper.items():
@@ -329,7 +330,7 @@ class FeatureCache:
 
 
 def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelerator, *, pooling: str, max_length: int,
-                    precision: str, cache_dir: str | None, use_disk: bool = True, log=None) -> tuple[dict, dict]:
+                    precision: str, cache_dir: str | None, use_disk: bool = True, log=None, progress: bool = True) -> tuple[dict, dict]:
     """{split: FeatureDataset} for every split of ``tokens``, from the disk cache where possible.
 
     Returns the datasets and stats: ``hits``/``misses`` (split names), ``encode_seconds``.
@@ -354,7 +355,7 @@ def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelera
                 log(f"features for {split} ({len(ds):,}) from cache {cache.path(key).name}")
         else:
             t0 = time.perf_counter()
-            feats = encode_features(model, ds, collate, batch_size, accelerator, f"encoding {split}")
+            feats = encode_features(model, ds, collate, batch_size, accelerator, f"encoding {split}", progress)
             stats["encode_seconds"] += time.perf_counter() - t0
             stats["misses"].append(split)
             if cache is not None and accelerator.is_main_process:

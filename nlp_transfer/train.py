@@ -116,7 +116,7 @@ class _Inputs:
     params: dict = field(default_factory=dict)  # trainable / total parameter counts (at the end, for gradual)
 
 
-def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=None) -> _Inputs:
+def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=None, progress: bool = True) -> _Inputs:
     """Loaders for the recipe's mode, doing frozen work once.
 
     * ``feature_extraction``: pooled features from the on-disk cache (encoding what is
@@ -133,6 +133,7 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
         feats, info = cached_features(
             model, tokens, tokenizer, collate, ebs, accelerator, pooling=model.pooling, max_length=cfg.model.max_length,
             precision=accelerator.mixed_precision, cache_dir=t.cache_dir, use_disk=t.cache_features, log=log,
+            progress=progress,
         )
         # The same length-grouped batches as the token path, so cached and uncached runs match.
         stack = torch.utils.data.default_collate
@@ -148,7 +149,7 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
     if mode == "partial" and t.cache_prefix and first >= 1:
         model.to(accelerator.device)
         t0 = time.perf_counter()
-        states = {s: encode_prefix(model, tokens[s], collate, ebs, accelerator, first, f"caching {s}") for s in ("train", "validation")}
+        states = {s: encode_prefix(model, tokens[s], collate, ebs, accelerator, first, f"caching {s}", progress) for s in ("train", "validation")}
         pcollate = PrefixCollator(collate, getattr(tokenizer, "padding_side", "right"))
         mk = lambda s: PrefixDataset(tokens[s], states[s])  # noqa: E731
         train, sampler = _loader(mk("train"), bs, pcollate, shuffle=True, seed=seed, group=cfg.train.group_by_length, lengths=tokens["train"]["length"])
@@ -222,7 +223,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     info = lambda msg: logger.info(msg, main_process_only=True)  # noqa: E731
     frozen = frozen_modules(model)  # run in eval mode, as the caches compute them
     t_inputs = time.perf_counter()
-    inputs = build_inputs(cfg, model, tokenizer, tokens, accelerator, log=info)
+    inputs = build_inputs(cfg, model, tokenizer, tokens, accelerator, log=info, progress=show)
     inputs.started, inputs.params = t_inputs, counts
     if inputs.features is not None and inputs.cache["features"]["misses"]:
         n = sum(len(inputs.features[s]) for s in inputs.cache["features"]["misses"])
