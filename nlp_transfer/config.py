@@ -154,6 +154,10 @@ class TrainConfig:
     mixed_precision: str = _f("auto", "no, fp16, bf16, or auto (bf16 where the hardware supports it, else no).")
     seed: int = _f(42, "Seed for model initialisation, shuffling and dropout.")
     metric_for_best: str = _f("f1_macro", "Validation metric that picks the best epoch (higher is better; loss: lower).")
+    early_stopping_patience: Optional[int] = _f(
+        None, "Stop after this many epochs without improvement of metric_for_best; null trains every epoch."
+    )
+    early_stopping_threshold: float = _f(0.0, "Smallest change of metric_for_best that counts as an improvement.")
     group_by_length: bool = _f(True, "Batch texts of similar length together (less padding, faster).")
     num_threads: Optional[int] = _f(None, "CPU threads per process (default: cores / local processes).")
     log_every: int = _f(50, "Log the training loss every N optimiser steps.")
@@ -166,6 +170,9 @@ class TrainConfig:
         _check(self.head_lr is None or self.head_lr > 0, "train.head_lr must be positive")
         _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio must be in [0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
+        _check(self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+               "train.early_stopping_patience must be at least 1 (or null to disable)")
+        _check(self.early_stopping_threshold >= 0, "train.early_stopping_threshold must be >= 0")
         _choice("train", "mixed_precision", self.mixed_precision, PRECISIONS)
         from .metrics import SELECTABLE_METRICS
 

@@ -15,3 +15,7 @@ class DataError(NLPTransferError):
 
 class ModelError(NLPTransferError):
     """A checkpoint cannot be found or loaded."""
+
+
+class TrainingError(NLPTransferError):
+    """Training cannot go on (e.g. the loss became NaN or infinite); nothing was written."""

@@ -70,10 +70,11 @@ def scalar_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def is_better(metric: str, new: float, best: float | None) -> bool:
+def is_better(metric: str, new: float, best: float | None, threshold: float = 0.0) -> bool:
+    """Whether ``new`` improves on ``best`` by more than ``threshold`` (loss: lower is better)."""
     if best is None:
         return True
-    return new < best if metric == "loss" else new > best
+    return new < best - threshold if metric == "loss" else new > best + threshold
 
 
 def format_metrics(metrics: dict, keys: Sequence[str] = ("accuracy", "f1_macro", "precision_macro", "recall_macro")) -> str:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .config import RecipeConfig
 from .data import LengthGroupedBatchSampler, PadCollator, TextData, load_data, tokenize
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .features import (
     FeatureDataset,
     FrozenPrefix,
@@ -252,7 +252,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         accelerator.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
 
     # ---- train ------------------------------------------------------------------------
-    history, best, best_state, best_epoch, step = [], None, None, 0, 0
+    history, best, best_state, best_epoch, step, stale = [], None, None, 0, 0, 0
     n_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
     n_samples = torch.zeros((), dtype=torch.long, device=accelerator.device)
     t_train = 0.0
@@ -274,6 +274,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
             with accelerator.accumulate(model):
                 out = model(**batch)
                 loss = out["loss"] if l2sp is None else out["loss"] + l2sp()
+                _check_finite(loss, accelerator, cfg, epoch, step + 1)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.train.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
@@ -297,7 +298,8 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         record = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": round(t_epoch, 2), "validation": val}
         history.append(record)
         accelerator.log({"train/epoch_loss": train_loss, **{f"validation/{k}": v for k, v in scalar_metrics(val).items()}}, step=step)
-        improved = is_better(cfg.train.metric_for_best, val[cfg.train.metric_for_best], best)
+        improved = is_better(cfg.train.metric_for_best, val[cfg.train.metric_for_best], best, cfg.train.early_stopping_threshold)
+        stale = 0 if improved else stale + 1
         if improved:
             best, best_epoch = val[cfg.train.metric_for_best], epoch + 1
             best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items() if _trains(raw_model, k, cfg)}
@@ -308,6 +310,12 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
                 f"epoch {epoch + 1}/{cfg.train.epochs} | train loss {train_loss:.4f} | validation "
                 f"{format_metrics(val)} loss {val['loss']:.4f}{' *' if improved else ''} | {t_epoch:.1f}s"
             )
+        # Early stopping: every process saw the same gathered validation metrics, so they agree.
+        patience = cfg.train.early_stopping_patience
+        if patience and stale >= patience and epoch + 1 < cfg.train.epochs:
+            info(f"early stopping after epoch {epoch + 1}: no {cfg.train.metric_for_best} improvement for {stale} epoch(s); "
+                 f"best epoch {best_epoch}")
+            break
 
     # The whole model from here on: the real frozen layers back in place, the best epoch's weights.
     if inputs.prefix is not None:
@@ -317,6 +325,22 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     n_tokens, n_samples = accelerator.reduce(n_tokens, "sum").item(), accelerator.reduce(n_samples, "sum").item()
     return _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs, precision, accelerator,
                    t_start, n_samples, n_tokens)
+
+
+def _check_finite(loss: torch.Tensor, accelerator, cfg: RecipeConfig, epoch: int, step: int) -> None:
+    """Stop with a clear message (and no run directory) when the loss is NaN or infinite.
+
+    The flag is summed across processes so that all of them stop together.
+    """
+    bad = (~torch.isfinite(loss.detach())).float()
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "sum")
+    if bad.item() > 0:
+        hint = "use bf16 instead of fp16, " if accelerator.mixed_precision == "fp16" else ""
+        raise TrainingError(
+            f"the training loss is {loss.item()} at step {step} (epoch {epoch + 1}); nothing was written. "
+            f"Lower train.lr (now {cfg.train.lr:g}), {hint}keep train.max_grad_norm set, or check the data for broken examples"
+        )
 
 
 def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accelerator, info) -> tuple[list, int, float]:
