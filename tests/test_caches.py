@@ -345,3 +345,33 @@ def test_mlp_head_activation_is_built_and_survives_reload(make_cfg, tmp_path, ac
 def test_unknown_head_activation_is_a_config_error(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="head_activation='swish'"):
         make_cfg(tmp_path, "model.head=mlp", "model.head_activation=swish")
+
+
+# ---- two processes ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_processes_encode_the_same_cache_as_one(make_cfg, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each encodes a share, the gathered features are
+    bit-identical to one process's and in dataset order (uneven split sizes included)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    fe = ("transfer.mode=feature_extraction", "train.epochs=1")
+    train(make_cfg(tmp_path / "one", *fe, f"transfer.cache_dir={tmp_path / 'c1'}"), progress=False)
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(make_cfg(tmp_path / "two", *fe, f"transfer.cache_dir={tmp_path / 'c2'}").to_yaml())
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(repo)}
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29651", "scripts/train.py", "--config", str(recipe), "--no-progress"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 process(es)" in proc.stderr
+    one = {p.name: load_file(str(p))["features"] for p in (tmp_path / "c1" / "features").glob("*.safetensors")}
+    two = {p.name: load_file(str(p))["features"] for p in (tmp_path / "c2" / "features").glob("*.safetensors")}
+    assert len(one) == 3 and one.keys() == two.keys()
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=1e-6, rtol=1e-6)
