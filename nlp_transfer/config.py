@@ -68,6 +68,11 @@ class ModelConfig:
     head_dropout: float = _f(0.1, "Dropout before the head's linear layer(s).")
     max_length: int = _f(128, "Longest tokenized input; longer texts are truncated.")
     num_labels: Optional[int] = _f(None, "Expected number of classes; checked against the data when set.")
+    pretrained: bool = _f(
+        True,
+        "Start from the checkpoint's weights; false builds the same architecture from its config with random "
+        "weights (seeded by train.seed): the from-scratch baseline that shows what pretraining adds.",
+    )
 
     def __post_init__(self) -> None:
         _choice("model", "pooling", self.pooling, POOLINGS)

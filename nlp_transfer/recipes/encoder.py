@@ -43,13 +43,20 @@ def load_tokenizer(path: str):
         raise ModelError(f"could not load a tokenizer from '{path}': {str(e).splitlines()[0]}") from None
 
 
+def _random_backbone(path: str):
+    """The checkpoint's architecture with fresh random weights (``model.pretrained: false``)."""
+    from transformers import AutoConfig, AutoModel
+
+    return _quiet(AutoModel.from_config, _quiet(AutoConfig.from_pretrained, path))
+
+
 def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextClassifier, object]:
     """(model, tokenizer) for an encoder checkpoint with a fresh head for ``labels``."""
     from transformers import AutoModel
 
     path = resolve_checkpoint(cfg.name_or_path)
     try:
-        backbone = _quiet(AutoModel.from_pretrained, path)
+        backbone = _quiet(AutoModel.from_pretrained, path) if cfg.pretrained else _random_backbone(path)
     except OSError as e:
         raise ModelError(
             f"could not load checkpoint '{cfg.name_or_path}': {str(e).splitlines()[0]} "
