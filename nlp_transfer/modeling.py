@@ -105,9 +105,16 @@ class TextClassifier(nn.Module):
         cfg = self.backbone.config
         cfg.id2label = dict(enumerate(self.labels))
         cfg.label2id = {n: i for i, n in enumerate(self.labels)}
-        self.backbone.save_pretrained(d)
+        # Where pooling and head are the architecture's own, save in its XForSequenceClassification
+        # layout so plain transformers loads it too (see interop.py); AutoModel reads either layout.
+        from .interop import native_classifier
+
+        native, why_not = native_classifier(self)
+        _quiet((native or self.backbone).save_pretrained, d)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(d / HEAD_FILE))
         meta = {**self.meta, "format_version": FORMAT_VERSION, "pooling": self.pooling, "labels": self.labels}
+        meta["transformers_class"] = type(native).__name__ if native is not None else None
+        meta["transformers_note"] = why_not or None
         (d / META_FILE).write_text(json.dumps(meta, indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(d)

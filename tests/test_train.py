@@ -29,7 +29,12 @@ FULL = ("train.epochs=4",)  # lr 3e-3, batch 8: enough for a random 2-layer BERT
 
 
 def backbone_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(run_dir) / "model.safetensors"))
+    """The backbone's tensors, in BertModel's names whichever layout the run was saved in
+    (BertForSequenceClassification's where pooling and head are BERT's own: see interop.py)."""
+    weights = load_file(str(Path(run_dir) / "model.safetensors"))
+    if "classifier.weight" in weights:
+        weights = {k.removeprefix("bert."): v for k, v in weights.items() if k.startswith("bert.")}
+    return weights
 
 
 def record_initial_state(monkeypatch) -> dict[str, dict[str, torch.Tensor]]:
