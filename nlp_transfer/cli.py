@@ -103,3 +103,127 @@ def summarize_main(argv: list[str]) -> None:
         Path(args.out).write_text(text)
     if args.readme:
         update_readme(args.readme, args.section, text)
+
+
+def _check_run_dir(path: str) -> None:
+    """Fail fast (before reading input or importing the model stack) on a bad run directory."""
+    from pathlib import Path
+
+    from .errors import ModelError
+    from .modeling import META_FILE
+    from .predict import check_run_files
+
+    d = Path(path)
+    if not d.is_dir():
+        raise ModelError(f"run directory '{d}' does not exist; pass the output.dir of a finished training run")
+    if not (d / META_FILE).is_file():
+        raise ModelError(f"'{d}' is not a run directory (no {META_FILE}); pass the output.dir of a finished training run")
+    check_run_files(d)
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by scripts/train.py (its output.dir)")
+    p.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "lines"),
+                   help="input format (default: from the extension; plain lines for .txt, other extensions and standard input)")
+    p.add_argument("--text-column", default="text", help="column with the texts (CSV/JSONL input; default: text)")
+    p.add_argument("--text-pair-column", help="column with the second texts of sentence pairs")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per batch (batches are length-sorted; default: 64)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="autocast for inference (default: the run's own)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def predict_main(argv: list[str]) -> None:
+    import time
+
+    p = argparse.ArgumentParser(
+        prog="scripts/predict.py",
+        description="Predict labels and class probabilities for texts with a saved run. Reads CSV, TSV, JSONL, "
+        "JSON or plain lines (one text each) from a file or standard input; writes CSV (one prob_<label> column "
+        "per class) or JSONL, in input order.",
+        epilog="examples:\n  python scripts/predict.py runs/rt-minilm-full reviews.csv -o predictions.csv\n"
+        "  echo 'a gorgeous, moving film' | python scripts/predict.py runs/rt-minilm-full --output-format jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _predict_args(p)
+    p.add_argument("input", nargs="?", default="-", help="file with the texts, or - for standard input (default)")
+    p.add_argument("-o", "--output", help="output file, .csv or .jsonl (default: standard output)")
+    p.add_argument("--output-format", choices=("csv", "jsonl"), help="default: from --output's extension, else csv")
+    p.add_argument("--id-column", help="copy this input column to the output (e.g. an id)")
+    args = p.parse_intermixed_args(argv)
+    if args.batch_size < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--batch-size={args.batch_size} must be at least 1")
+    _check_run_dir(args.run)
+    from .textio import prediction_rows, read_inputs, write_predictions
+
+    inputs = read_inputs(args.input, args.format, args.text_column, args.text_pair_column, id_column=args.id_column)
+    _setup_logging()
+    from .predict import load_run
+
+    t0 = time.perf_counter()
+    predictor = load_run(args.run, device=args.device, precision=args.precision)
+    preds = predictor.predict(inputs.texts, text_pairs=inputs.text_pairs, batch_size=args.batch_size, progress=not args.no_progress)
+    fmt = write_predictions(prediction_rows(inputs, preds), predictor.labels, args.output, args.output_format)
+    where = args.output if args.output not in (None, "-") else "standard output"
+    print(f"{len(preds):,} predictions ({fmt}) -> {where} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
+
+def evaluate_main(argv: list[str]) -> None:
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(
+        prog="scripts/evaluate.py",
+        description="Evaluate a saved run on labelled texts: accuracy, precision, recall, F1 (macro, micro, weighted), "
+        "per-class table, confusion matrix and the misclassified examples with their scores. Without a data file, "
+        "the run's own test split (rebuilt from its recipe) is used.",
+        epilog="example:\n  python scripts/evaluate.py runs/rt-minilm-full reviews.csv --label-column stars --out runs/eval",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _predict_args(p)
+    p.add_argument("data", nargs="?", help="labelled CSV/TSV/JSONL/JSON file (default: the run's test split)")
+    p.add_argument("--label-column", default="label", help="column with the true labels (default: label)")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"), help="the run's own split when no file is given")
+    p.add_argument("--out", help="write metrics.json, report.md, misclassified.csv and confusion_matrix.png here")
+    p.add_argument("--show", type=int, default=10, help="misclassified examples to print (most confident first; default: 10)")
+    args = p.parse_intermixed_args(argv)
+    _check_run_dir(args.run)
+    if args.data is not None:
+        from .textio import read_inputs
+
+        inputs = read_inputs(args.data, args.format, args.text_column, args.text_pair_column, args.label_column)
+        texts, pairs, labels, source = inputs.texts, inputs.text_pairs, inputs.labels, f"`{args.data}`"
+    else:
+        texts, pairs, labels, source = _run_split(args.run, args.split)
+    _setup_logging()
+    from .predict import load_run
+
+    predictor = load_run(args.run, device=args.device, precision=args.precision)
+    ev = predictor.evaluate(texts, labels, text_pairs=pairs, batch_size=args.batch_size, progress=not args.no_progress)
+    title = f"Evaluation of {Path(args.run).name}"
+    print(ev.report(title, source, show=args.show))
+    if args.out:
+        files = ev.save(args.out, title, source)
+        print(f"wrote {', '.join(str(f) for f in files.values())}", file=sys.stderr)
+
+
+def _run_split(run: str, split: str):
+    """Texts, pairs and label names of a split of the run's own data (same recipe, same seed)."""
+    from pathlib import Path
+
+    from .config import RecipeConfig
+    from .data import load_data
+
+    from .errors import ConfigError
+
+    recipe = Path(run) / "recipe.yaml"
+    if not recipe.is_file():
+        raise ConfigError(f"'{run}' has no recipe.yaml, so its {split} split is unknown; pass a labelled data file")
+    cfg = RecipeConfig.from_yaml(recipe)
+    data = load_data(cfg.data, cfg.model.num_labels)
+    ds = data.splits[split]
+    pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+    source = f"the run's {split} split ({cfg.data.source or cfg.data.train_file}, split seed {cfg.data.split_seed})"
+    return list(ds["text"]), pairs, [data.labels[i] for i in ds["label"]], source
+

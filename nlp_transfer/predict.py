@@ -1,4 +1,9 @@
-"""Batched inference on a saved run: ``load_run(dir).predict(texts)``."""
+"""Batched inference on a saved run: ``load_run(dir).predict(texts)``.
+
+    predictions = load_run("runs/rt-minilm-full").predict(["a gorgeous, moving film", "a tedious mess"])
+    predictions                 # ['fresh', 'rotten']: a list of labels ...
+    predictions.probabilities   # ... with one row of class probabilities per text (columns: predictions.classes)
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,37 @@ import numpy as np
 import torch
 
 from .errors import ModelError
-from .modeling import META_FILE, TextClassifier, _quiet
+from .modeling import HEAD_FILE, META_FILE, TextClassifier, _quiet
+
+# Files without which a run directory cannot be loaded (weights: any one of WEIGHT_FILES).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+
+class Predictions(list):
+    """Predicted labels (a plain ``list`` of names) that also carry the scores behind them.
+
+    ``probabilities`` [N, C] and ``logits`` [N, C] are numpy arrays whose columns follow
+    ``classes``; ``scores`` is the probability of each predicted label.
+    """
+
+    def __init__(self, logits: np.ndarray, classes: Sequence[str]):
+        self.classes = list(classes)
+        self.logits = logits
+        self.probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
+        self.ids = logits.argmax(-1)
+        super().__init__(self.classes[i] for i in self.ids)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.probabilities[np.arange(len(self)), self.ids]
+
+    def to_records(self) -> list[dict]:
+        """One dict per text: ``label``, ``score`` and ``probabilities`` (class -> probability)."""
+        return [
+            {"label": label, "score": float(p[i]), "probabilities": {c: float(x) for c, x in zip(self.classes, p)}}
+            for label, i, p in zip(self, self.ids, self.probabilities)
+        ]
 
 
 class Predictor:
@@ -33,11 +68,21 @@ class Predictor:
         return self.model.labels
 
     @torch.inference_mode()
-    def logits(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 64) -> np.ndarray:
+    def logits(
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 64, progress: bool = False
+    ) -> np.ndarray:
+        """Logits [N, C] in input order; batches of similar length, longest first."""
+        from tqdm.auto import tqdm
+
+        if isinstance(texts, str):
+            raise TypeError("pass a list of texts, not one string (wrap it: [text])")
         texts = list(texts)
+        if text_pairs is not None and len(text_pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
         out = np.zeros((len(texts), self.model.num_labels), dtype=np.float32)
-        for i in range(0, len(texts), batch_size):
+        starts = range(0, len(texts), batch_size)
+        for i in tqdm(starts, desc="predicting", unit="batch", disable=not progress, leave=False):
             idx = order[i : i + batch_size]
             enc = self.tokenizer(
                 [texts[j] for j in idx],
@@ -50,10 +95,21 @@ class Predictor:
         return out
 
     def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
-        return torch.softmax(torch.from_numpy(self.logits(texts, **kw)), -1).numpy()
+        """Class probabilities [N, C]; columns follow :attr:`labels`."""
+        return self.predict(texts, **kw).probabilities
 
-    def predict(self, texts: Sequence[str], **kw) -> list[str]:
-        return [self.labels[i] for i in self.logits(texts, **kw).argmax(-1)]
+    def predict(self, texts: Sequence[str], **kw) -> Predictions:
+        """Labels for ``texts`` (a list), with ``.probabilities``, ``.scores`` and ``.logits`` attached.
+
+        Keyword arguments: ``text_pairs``, ``batch_size`` (64), ``progress`` (a progress bar).
+        """
+        return Predictions(self.logits(texts, **kw), self.labels)
+
+    def evaluate(self, texts: Sequence[str], labels: Sequence, **kw):
+        """Metrics, confusion matrix and misclassified examples on labelled texts (see :mod:`nlp_transfer.evaluation`)."""
+        from .evaluation import evaluate_texts
+
+        return evaluate_texts(self, texts, labels, **kw)
 
 
 def load_run(run_dir: str | Path, device: str | None = None, precision: str | None = None) -> Predictor:
@@ -68,6 +124,7 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
         raise ModelError(f"run directory '{d}' does not exist")
     if not (d / META_FILE).is_file():
         raise ModelError(f"'{d}' is not a run directory (no {META_FILE}); pass the output.dir of a finished run")
+    check_run_files(d)
     meta = json.loads((d / META_FILE).read_text())
     model = TextClassifier.from_pretrained(d)
     tokenizer = _quiet(AutoTokenizer.from_pretrained, str(d))
@@ -76,3 +133,14 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
         env = json.loads(metrics.read_text()).get("environment", {}) if metrics.is_file() else {}
         precision = env.get("mixed_precision", "no")
     return Predictor(model, tokenizer, meta.get("max_length", 128), device, precision)
+
+
+def check_run_files(d: Path) -> None:
+    """A one-line error naming the files a run directory lacks."""
+    missing = [f for f in ("config.json", HEAD_FILE) if not (d / f).is_file()]
+    if not any((d / f).is_file() for f in WEIGHT_FILES):
+        missing.append(f"model weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if not any((d / f).is_file() for f in TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json, tokenizer_config.json)")
+    if missing:
+        raise ModelError(f"run directory '{d}' is incomplete: missing {', '.join(missing)}; copy the whole directory or train again")

@@ -1,0 +1,144 @@
+"""Evaluate a saved run on labelled texts: metrics, confusion matrix, misclassified examples.
+
+    ev = load_run("runs/rt-minilm-full").evaluate(texts, labels)
+    ev.metrics["f1_macro"], ev.misclassified()[:5]
+    ev.save("runs/rt-minilm-full/eval-test")   # metrics.json, report.md, misclassified.csv, confusion_matrix.png
+
+The metrics are :func:`nlp_transfer.compute_metrics` on the model's argmax predictions, plus
+the mean cross-entropy ``loss``, so they read like a run's own ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DataError
+from .metrics import compute_metrics, confusion_table, per_class_table
+
+
+def label_ids(labels: Sequence, classes: Sequence[str]) -> np.ndarray:
+    """Label names (or integers naming them) -> the model's class ids; unknown labels are an error."""
+    from .data import _label_key
+
+    index = {c: i for i, c in enumerate(classes)}
+    keys = [_label_key(v) for v in labels]
+    unknown = sorted(set(keys) - set(index))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise DataError(
+            f"the data has labels the model does not know: {shown}; the model's labels are: {', '.join(classes)} "
+            "(fix the label column or evaluate a run trained on these labels)"
+        )
+    return np.array([index[k] for k in keys], dtype=np.int64)
+
+
+@dataclass
+class Evaluation:
+    """Predictions on labelled texts and what they score."""
+
+    metrics: dict
+    predictions: "object"  # nlp_transfer.predict.Predictions
+    y_true: np.ndarray
+    texts: list[str]
+    text_pairs: list[str] | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictions.classes
+
+    def misclassified(self) -> list[dict]:
+        """Wrong predictions, most confident first: row, text, true, predicted, score, true_probability."""
+        p = self.predictions
+        wrong = np.flatnonzero(p.ids != self.y_true)
+        wrong = wrong[np.argsort(-p.scores[wrong], kind="stable")]
+        rows = []
+        for i in wrong:
+            row = {"row": int(i), "text": self.texts[i]}
+            if self.text_pairs is not None:
+                row["text_pair"] = self.text_pairs[i]
+            row.update(
+                true=self.classes[self.y_true[i]], predicted=p[i], score=float(p.scores[i]),
+                true_probability=float(p.probabilities[i, self.y_true[i]]),
+            )
+            rows.append(row)
+        return rows
+
+    def report(self, title: str = "Evaluation", source: str = "", show: int = 20) -> str:
+        """Markdown: headline metrics, per-class table, confusion matrix, the most confident mistakes."""
+        m = self.metrics
+        wrong = self.misclassified()
+        lines = [
+            f"# {title}",
+            "",
+            *([f"Data: {source}", ""] if source else []),
+            f"{m['num_examples']:,} examples: accuracy **{m['accuracy']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, "
+            f"macro precision {m['precision_macro']:.4f}, macro recall {m['recall_macro']:.4f}, "
+            f"weighted F1 {m['f1_weighted']:.4f}, micro F1 {m['f1_micro']:.4f}, loss {m['loss']:.4f}",
+            "",
+            per_class_table(m),
+            "",
+            "Confusion matrix (rows: true, columns: predicted):",
+            "",
+            confusion_table(m),
+            "",
+            f"## Misclassified: {len(wrong):,} of {m['num_examples']:,}" + (f" (the {min(show, len(wrong))} most confident below)" if wrong else ""),
+            "",
+        ]
+        if wrong:
+            lines += ["| row | text | true | predicted | score |", "|---:|---|---|---|---:|"]
+            for r in wrong[:show]:
+                lines.append(f"| {r['row']} | {_cell(r['text'])} | {r['true']} | {r['predicted']} | {r['score']:.3f} |")
+        return "\n".join(lines) + "\n"
+
+    def save(self, out_dir: str | Path, title: str = "Evaluation", source: str = "") -> dict[str, Path]:
+        """Write ``metrics.json``, ``report.md``, ``misclassified.csv`` and ``confusion_matrix.png``."""
+        from .plots import plot_confusion_matrix
+
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        files = {"metrics": d / "metrics.json", "report": d / "report.md", "misclassified": d / "misclassified.csv"}
+        files["metrics"].write_text(json.dumps(self.metrics, indent=2))
+        wrong = self.misclassified()
+        fields = ["row", "text", *(["text_pair"] if self.text_pairs is not None else []), "true", "predicted", "score", "true_probability"]
+        with open(files["misclassified"], "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+            w.writeheader()
+            w.writerows(wrong)
+        png = plot_confusion_matrix(self.metrics["confusion_matrix"], self.classes, d / "confusion_matrix.png", title)
+        report = self.report(title, source)
+        if png is not None:
+            files["confusion_matrix"] = png
+            report += f"\n![confusion matrix]({png.name})\n"
+        files["report"].write_text(report)
+        return files
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    """Text fit for one Markdown table cell."""
+    t = " ".join(text.split()).replace("|", "\\|")
+    return t if len(t) <= limit else t[: limit - 1] + "…"
+
+
+def evaluate_texts(
+    predictor, texts: Sequence[str], labels: Sequence, text_pairs: Sequence[str] | None = None,
+    batch_size: int = 64, progress: bool = False,
+) -> Evaluation:
+    """Predict ``texts`` with ``predictor`` and score against ``labels`` (names or integers)."""
+    import torch
+
+    texts = list(texts)
+    if len(texts) != len(labels):
+        raise DataError(f"{len(texts)} texts but {len(labels)} labels")
+    if not texts:
+        raise DataError("no labelled texts to evaluate")
+    y = label_ids(labels, predictor.labels)
+    preds = predictor.predict(texts, text_pairs=text_pairs, batch_size=batch_size, progress=progress)
+    metrics = compute_metrics(y, preds.ids, label_names=predictor.labels)
+    metrics["loss"] = float(torch.nn.functional.cross_entropy(torch.from_numpy(preds.logits), torch.from_numpy(y)))
+    return Evaluation(metrics, preds, y, texts, list(text_pairs) if text_pairs is not None else None)
