@@ -1,21 +1,58 @@
-"""Human-readable run summaries (Markdown), written beside ``metrics.json``."""
+"""The run report: ``summary.md`` beside ``metrics.json``, with PNG plots.
+
+It says what ran (the recipe), on what (data sizes and label balance), how training went
+(metrics per epoch, learning curves), how the best epoch did on test (per-class table,
+confusion matrix) and how to load the run.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .metrics import confusion_table, per_class_table
 
 SUMMARY_FILE = "summary.md"
+CONFUSION_PNG = "confusion_matrix.png"
+CURVES_PNG = "learning_curves.png"
+
+
+def label_balance_table(label_counts: dict[str, dict[str, int]]) -> str:
+    """Markdown: one row per split, examples per label with its share."""
+    labels = list(next(iter(label_counts.values())))
+    rows = ["| split | examples | " + " | ".join(labels) + " |", "|---|---:|" + "---:|" * len(labels)]
+    for split, counts in label_counts.items():
+        n = sum(counts.values())
+        cells = [f"{counts[c]:,} ({counts[c] / max(n, 1):.1%})" for c in labels]
+        rows.append(f"| {split} | {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_plots(run_dir: Path, cfg, metrics: dict) -> list[str]:
+    """The confusion matrix on test and the learning curves; names of the PNGs written."""
+    from .plots import plot_confusion_matrix, plot_learning_curves
+
+    t = metrics["test"]
+    written = [
+        plot_confusion_matrix(t["confusion_matrix"], t["labels"], run_dir / CONFUSION_PNG, f"{cfg.name}: test (best epoch {metrics['best_epoch']})"),
+        plot_learning_curves(metrics["epochs"], run_dir / CURVES_PNG, metrics["best_epoch"], cfg.name),
+    ]
+    return [p.name for p in written if p is not None]
 
 
 def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
+    from .interop import loading_instructions
+    from .modeling import META_FILE
+
+    run_dir = Path(run_dir)
     t, timing, env = metrics["test"], metrics["timing"], metrics["environment"]
     sizes = metrics["data"]["sizes"]
+    pngs = write_plots(run_dir, cfg, metrics)
+    init = "" if getattr(cfg.model, "pretrained", True) else ", random initialisation (not pretrained)"
     lines = [
         f"# {cfg.name}",
         "",
-        f"- model: `{cfg.model.name_or_path}` (pooling `{cfg.model.pooling}`, head `{cfg.model.head}`), mode `{cfg.transfer.mode}`",
+        f"- model: `{cfg.model.name_or_path}` (pooling `{cfg.model.pooling}`, head `{cfg.model.head}`{init}), mode `{cfg.transfer.mode}`",
         f"- data: `{cfg.data.source or cfg.data.train_file}`; train {sizes['train']:,}, validation {sizes['validation']:,}, test {sizes['test']:,}",
         f"- training: {cfg.train.epochs} epochs, batch {cfg.train.batch_size} x {cfg.train.grad_accum_steps} accumulation x "
         f"{env['num_processes']} process(es), lr {cfg.train.lr:g}, precision {env['mixed_precision']}, seed {cfg.train.seed}",
@@ -33,6 +70,10 @@ def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
         "",
         confusion_table(t),
         "",
+    ]
+    if CONFUSION_PNG in pngs:
+        lines += [f"![confusion matrix on test]({CONFUSION_PNG})", ""]
+    lines += [
         "## Epochs",
         "",
         "| epoch | train loss | val loss | val accuracy | val macro F1 | seconds |",
@@ -41,7 +82,15 @@ def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
     for e in metrics["epochs"]:
         v = e["validation"]
         lines.append(f"| {e['epoch']} | {e['train_loss']:.4f} | {v['loss']:.4f} | {v['accuracy']:.4f} | {v['f1_macro']:.4f} | {e['seconds']:.1f} |")
-    lines += ["", "Reload: `nlp_transfer.load_run(\"<this directory>\")` (see README)."]
-    path = Path(run_dir) / SUMMARY_FILE
+    if CURVES_PNG in pngs:
+        lines += ["", f"![learning curves]({CURVES_PNG})"]
+    label_counts = metrics["data"].get("label_counts")
+    if label_counts:
+        lines += ["", "## Data", "", "Examples per split and label (share of the split):", "", label_balance_table(label_counts)]
+    meta_file = run_dir / META_FILE
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    lines += ["", "## Loading this run", "", loading_instructions(meta)]
+    lines += ["", "## Recipe", "", "Resolved (`recipe.yaml`; `scripts/train.py --config recipe.yaml output.dir=NEW_DIR` trains it again):", "", "```yaml", cfg.to_yaml().rstrip(), "```"]
+    path = run_dir / SUMMARY_FILE
     path.write_text("\n".join(lines) + "\n")
     return path
