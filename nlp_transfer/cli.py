@@ -243,7 +243,7 @@ def compare_main(argv: list[str]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every recipe")
-    p.add_argument("-r", "--recipe", action="append", dest="recipes", help="a recipe YAML (repeat for several; default: the list below)")
+    p.add_argument("-r", "--recipe", action="append", dest="recipes", metavar="YAML", help="a recipe YAML (repeat for several; default: the list below)")
     p.add_argument("--runs", default="runs/compare", help="directory for the run directories and comparison files (default: runs/compare)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --runs directory's runs")
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")

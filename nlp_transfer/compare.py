@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ class Comparison:
 def describe(cfg: RecipeConfig) -> str:
     """A short name for a recipe's method, e.g. ``minilm: partial fine-tuning (top 2 layers + head)``."""
     what = _MODES[cfg.transfer.mode].format(k=cfg.transfer.unfreeze_top)
+    if cfg.model.head == "logreg":
+        what = "frozen features + logistic regression"
     if not cfg.model.pretrained:
         what = "random init, " + ("full training" if cfg.transfer.mode == "full" else what)
     model = cfg.model.name_or_path
@@ -116,13 +119,22 @@ def compare(
         logger.info(f"{BASELINE}: test accuracy {b['accuracy']:.4f}, macro F1 {b['f1_macro']:.4f} ({b['seconds']:.1f}s)")
     for i, (cfg, name) in enumerate(zip(cfgs, _unique_names(cfgs)), 1):
         cfg = cfg.replace(f"output.dir={out / name}", "output.overwrite=true")
+        # Wall times are of cold runs: a feature cache of its own, not one an earlier run filled.
+        cache = out / ".feature-cache" / name
+        if cfg.transfer.cache_dir is None:
+            cfg = cfg.replace(f"transfer.cache_dir={cache}")
         logger.info(f"[{i}/{len(cfgs)}] {describe(cfg)} ({name})")
         t0 = time.perf_counter()
         result = train(cfg, data=data, progress=progress)
         seconds = result.timing.get("total_seconds", time.perf_counter() - t0)
-        rows.append(_row(describe(cfg), name, cfg.transfer.mode, cfg.model.pretrained, cfg.train.epochs, result.test, seconds, result.output_dir))
+        epochs = None if cfg.model.head == "logreg" else cfg.train.epochs  # one scikit-learn fit, no epochs
+        row = _row(describe(cfg), name, cfg.transfer.mode, cfg.model.pretrained, epochs, result.test, seconds, result.output_dir)
+        row["trained_parameters"] = result.parameters.get("trainable")
+        rows.append(row)
         del result
+        shutil.rmtree(cache, ignore_errors=True)
         gc.collect()
+    shutil.rmtree(out / ".feature-cache", ignore_errors=True)
     table = comparison_table(rows, data, cfgs[0])
     return Comparison(rows, table, write_comparison(rows, table, out, cfgs[0]))
 
@@ -131,15 +143,15 @@ def _row(method, recipe, mode, pretrained, epochs, test: dict, seconds: float, r
     return {
         "method": method, "recipe": recipe, "mode": mode, "pretrained": pretrained, "epochs": epochs,
         "accuracy": test["accuracy"], "f1_macro": test["f1_macro"], "seconds": round(float(seconds), 1),
-        "run_dir": str(run_dir) if run_dir is not None else None,
+        "run_dir": str(run_dir) if run_dir is not None else None, "trained_parameters": None,
     }
 
 
 def comparison_table(rows: list[dict], data=None, cfg: RecipeConfig | None = None) -> str:
     """Markdown: one row per method; the gain column appears when a random-init run is present."""
     scratch = next((r for r in rows if r["pretrained"] is False), None)
-    head = "| method | epochs | test accuracy | test macro F1 | wall time (s) |"
-    rule = "|---|---:|---:|---:|---:|"
+    head = "| method | trained params | epochs | test accuracy | test macro F1 | wall time (s) |"
+    rule = "|---|---:|---:|---:|---:|---:|"
     if scratch:
         head += " gain over random init (accuracy points) |"
         rule += "---:|"
@@ -153,11 +165,15 @@ def comparison_table(rows: list[dict], data=None, cfg: RecipeConfig | None = Non
         ]
     lines += [head, rule]
     for r in rows:
-        line = f"| {r['method']} | {r['epochs'] or '-'} | {r['accuracy']:.4f} | {r['f1_macro']:.4f} | {r['seconds']:,.1f} |"
+        line = f"| {r['method']} | {_count(r['trained_parameters'])} | {r['epochs'] or '-'} | {r['accuracy']:.4f} | {r['f1_macro']:.4f} | {r['seconds']:,.1f} |"
         if scratch:
             line += f" {100 * (r['accuracy'] - scratch['accuracy']):+.1f} |" if r["pretrained"] else " - |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _count(n: int | None) -> str:
+    return "-" if not n else f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
 
 
 def write_comparison(rows: list[dict], table: str, out: Path, cfg: RecipeConfig | None = None) -> dict[str, Path]:

