@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, build_cfg, toy_rows, write_csv
-from nlp_transfer import RecipeConfig, compute_metrics, load_data, load_run, train
+from nlp_transfer import compute_metrics, load_run, train
 from nlp_transfer.cli import evaluate_main, predict_main, run_cli
 
 ROWS = toy_rows(40, seed=11)
