@@ -121,13 +121,19 @@ def _check_run_dir(path: str) -> None:
     check_run_files(d)
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return int(text)
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory written by scripts/train.py (its output.dir)")
     p.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "lines"),
                    help="input format (default: from the extension; plain lines for .txt, other extensions and standard input)")
     p.add_argument("--text-column", default="text", help="column with the texts (CSV/JSONL input; default: text)")
     p.add_argument("--text-pair-column", help="column with the second texts of sentence pairs")
-    p.add_argument("--batch-size", type=int, default=64, help="texts per batch (batches are length-sorted; default: 64)")
+    p.add_argument("--batch-size", type=_positive_int, help="texts per batch, length-sorted (default: the run's train.eval_batch_size)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="autocast for inference (default: the run's own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -151,10 +157,6 @@ def predict_main(argv: list[str]) -> None:
     p.add_argument("--output-format", choices=("csv", "jsonl"), help="default: from --output's extension, else csv")
     p.add_argument("--id-column", help="copy this input column to the output (e.g. an id)")
     args = p.parse_intermixed_args(argv)
-    if args.batch_size < 1:
-        from .errors import ConfigError
-
-        raise ConfigError(f"--batch-size={args.batch_size} must be at least 1")
     _check_run_dir(args.run)
     from .textio import prediction_rows, read_inputs, write_predictions
 

@@ -127,7 +127,7 @@ def _cell(text: str, limit: int = 160) -> str:
 
 def evaluate_texts(
     predictor, texts: Sequence[str], labels: Sequence, text_pairs: Sequence[str] | None = None,
-    batch_size: int = 64, progress: bool = False,
+    batch_size: int | None = None, progress: bool = False,
 ) -> Evaluation:
     """Predict ``texts`` with ``predictor`` and score against ``labels`` (names or integers)."""
     import torch

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import yaml
 
 from .errors import ModelError
 from .modeling import HEAD_FILE, META_FILE, TextClassifier, _quiet
@@ -51,17 +52,23 @@ class Predictions(list):
 class Predictor:
     """A saved model and its tokenizer; predictions in length-sorted batches.
 
-    ``precision`` ("no", "bf16", "fp16") is the autocast used for inference; ``load_run``
-    picks the one the run was trained and evaluated with, so reloaded predictions match
-    the run's reported metrics.
+    ``precision`` ("no", "bf16", "fp16") is the autocast used for inference and
+    ``batch_size`` the default batch; ``load_run`` picks those the run was evaluated with.
+    Batches are formed as in training's evaluation (by token count, longest first, padded to
+    a multiple of 8), so a reloaded run reproduces its reported metrics exactly, even in bf16,
+    where other batches would round differently.
     """
 
-    def __init__(self, model: TextClassifier, tokenizer, max_length: int = 128, device: str | None = None, precision: str = "no"):
+    def __init__(
+        self, model: TextClassifier, tokenizer, max_length: int = 128, device: str | None = None, precision: str = "no",
+        batch_size: int = 64,
+    ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.precision = precision
+        self.batch_size = batch_size
 
     @property
     def labels(self) -> list[str]:
@@ -69,9 +76,9 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(
-        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 64, progress: bool = False
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
-        """Logits [N, C] in input order; batches of similar length, longest first."""
+        """Logits [N, C] in input order; batches of similar token counts, longest first."""
         from tqdm.auto import tqdm
 
         if isinstance(texts, str):
@@ -79,19 +86,19 @@ class Predictor:
         texts = list(texts)
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
         out = np.zeros((len(texts), self.model.num_labels), dtype=np.float32)
-        starts = range(0, len(texts), batch_size)
-        for i in tqdm(starts, desc="predicting", unit="batch", disable=not progress, leave=False):
-            idx = order[i : i + batch_size]
-            enc = self.tokenizer(
-                [texts[j] for j in idx],
-                [text_pairs[j] for j in idx] if text_pairs is not None else None,
-                truncation=True, max_length=self.max_length, padding=True, pad_to_multiple_of=8, return_tensors="pt",
-            ).to(self.device)
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if not texts:
+            return out
+        bs = batch_size or self.batch_size
+        enc = self.tokenizer(texts, list(text_pairs) if text_pairs is not None else None, truncation=True, max_length=self.max_length)
+        rows = [dict(zip(enc.keys(), values)) for values in zip(*enc.values())]
+        order = np.argsort([-len(r["input_ids"]) for r in rows], kind="stable")  # as data.LengthGroupedBatchSampler
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        for i in tqdm(range(0, len(texts), bs), desc="predicting", unit="batch", disable=not progress, leave=False):
+            idx = order[i : i + bs]
+            batch = self.tokenizer.pad([rows[j] for j in idx], pad_to_multiple_of=8, return_tensors="pt").to(self.device)
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                out[idx] = self.model(**enc)["logits"].float().cpu().numpy()
+                out[idx] = self.model(**batch)["logits"].float().cpu().numpy()
         return out
 
     def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
@@ -101,7 +108,7 @@ class Predictor:
     def predict(self, texts: Sequence[str], **kw) -> Predictions:
         """Labels for ``texts`` (a list), with ``.probabilities``, ``.scores`` and ``.logits`` attached.
 
-        Keyword arguments: ``text_pairs``, ``batch_size`` (64), ``progress`` (a progress bar).
+        Keyword arguments: ``text_pairs``, ``batch_size`` (default: :attr:`batch_size`), ``progress`` (a bar).
         """
         return Predictions(self.logits(texts, **kw), self.labels)
 
@@ -132,7 +139,9 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
         metrics = d / "metrics.json"
         env = json.loads(metrics.read_text()).get("environment", {}) if metrics.is_file() else {}
         precision = env.get("mixed_precision", "no")
-    return Predictor(model, tokenizer, meta.get("max_length", 128), device, precision)
+    recipe = yaml.safe_load((d / "recipe.yaml").read_text()) if (d / "recipe.yaml").is_file() else {}
+    batch_size = ((recipe or {}).get("train") or {}).get("eval_batch_size") or 64
+    return Predictor(model, tokenizer, meta.get("max_length", 128), device, precision, batch_size)
 
 
 def check_run_files(d: Path) -> None:

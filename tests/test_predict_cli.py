@@ -172,6 +172,8 @@ def test_evaluate_cli_metrics_equal_the_metrics_module(tmp_path, run_dir, in_pyt
 
 
 def test_evaluate_without_a_file_reproduces_the_run_test_metrics(capsys, tmp_path, run_dir):
+    # The run's own evaluation batches (train.eval_batch_size, by token count): exact even in bf16.
+    assert load_run(run_dir, device="cpu").batch_size == 32
     assert run_cli(evaluate_main, [str(run_dir), "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     recorded = json.loads((run_dir / "metrics.json").read_text())["test"]
