@@ -11,6 +11,7 @@ concurrent processes (DDP ranks, parallel runs) never see a half-written checkpo
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -88,7 +89,7 @@ def _convert(gguf: Path, out: Path) -> None:
 
     from .modeling import _quiet
 
-    if _find_spec("gguf") is None:
+    if importlib.util.find_spec("gguf") is None:
         raise ModelError("reading a GGUF file needs the package 'gguf'; install it with: pip install gguf")
     where, name = str(gguf.parent), gguf.name
     # Dense fp32 weights (not GGUF blocks): trainable, and savable as an ordinary checkpoint.
@@ -106,9 +107,3 @@ def _convert(gguf: Path, out: Path) -> None:
     st = gguf.stat()
     source = {"gguf_file": str(gguf.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     (out / SOURCE_FILE).write_text(json.dumps(source, indent=2))
-
-
-def _find_spec(name: str):
-    import importlib.util
-
-    return importlib.util.find_spec(name)

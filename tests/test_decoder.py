@@ -381,3 +381,34 @@ def test_bf16_backbone_feature_extraction_run_reloads_in_bf16(tmp_path, tiny_lla
     preds = predictor.logits(list(data.splits["test"]["text"])).argmax(-1)
     recomputed = compute_metrics(list(data.splits["test"]["label"]), preds, label_names=data.labels)
     assert recomputed["confusion_matrix"] == json.loads((result.output_dir / "metrics.json").read_text())["test"]["confusion_matrix"]
+
+
+# ---- the caches of feature extraction and partial ----------------------------------------------
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_partial_runs_with_and_without_the_prefix_cache_agree(arch, tmp_path, tiny_gpt2_dir, tiny_llama_dir, toy_csv):
+    """The frozen-prefix cache replays states computed once per example (unpadded); with
+    positions counted over real tokens they fit any batch, padded left (Llama) or right (GPT-2)."""
+    model_dir = {"gpt2": tiny_gpt2_dir, "llama": tiny_llama_dir}[arch]
+    partial = ("transfer.mode=partial", "transfer.unfreeze_top=1", "train.epochs=2")
+    _, cached = run(tmp_path / "a", model_dir, toy_csv, *partial)
+    _, plain = run(tmp_path / "b", model_dir, toy_csv, *partial, "transfer.cache_prefix=false")
+    assert cached.timing["cache"]["prefix"]["first_trained_layer"] == 1 and plain.timing["cache"] == {}
+    a, b = (load_file(str(r.output_dir / "model.safetensors")) for r in (cached, plain))
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = a[k], b[k]
+        if k.endswith("attn.c_attn.bias"):  # GPT-2's fused q|k|v bias: the key part gets zero gradient
+            x, y = torch.cat([x[:32], x[64:]]), torch.cat([y[:32], y[64:]])  # in exact arithmetic (Adam amplifies noise)
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4, msg=k)
+    assert [e["validation"]["accuracy"] for e in cached.history] == [e["validation"]["accuracy"] for e in plain.history]
+    assert cached.test["confusion_matrix"] == plain.test["confusion_matrix"]
+
+
+def test_logreg_head_on_decoder_features(tmp_path, tiny_llama_dir, toy_csv):
+    cfg, result = run(tmp_path, tiny_llama_dir, toy_csv, "transfer.mode=feature_extraction", "model.head=logreg")
+    assert result.history[0]["logreg"]["C"] > 0
+    predictor = load_run(result.output_dir, device="cpu")
+    data = load_data(cfg.data)
+    preds = predictor.logits(list(data.splits["test"]["text"])).argmax(-1)
+    recomputed = compute_metrics(list(data.splits["test"]["label"]), preds, label_names=data.labels)
+    assert recomputed["confusion_matrix"] == result.test["confusion_matrix"]
