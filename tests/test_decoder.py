@@ -143,6 +143,16 @@ def test_auto_pooling_is_the_last_token_and_cls_is_refused(tiny_llama_dir):
         build(tiny_llama_dir, pooling="pooler")
 
 
+def test_pretrained_false_gives_the_decoder_random_weights(tiny_llama_dir):
+    pretrained, _ = build(tiny_llama_dir)
+    torch.manual_seed(1)  # the fixture's "pretrained" weights are themselves seed-0 random ones
+    scratch, tok = build_decoder_classifier(ModelConfig(name_or_path=str(tiny_llama_dir), pretrained=False), ["neg", "pos"])
+    assert type(scratch.backbone) is type(pretrained.backbone) and scratch.pooling == "last"
+    assert tok.pad_token == "</s>" and scratch.backbone.config.pad_token_id == 2
+    a, b = scratch.backbone.state_dict(), pretrained.backbone.state_dict()
+    assert a.keys() == b.keys() and not torch.equal(a["layers.0.mlp.up_proj.weight"], b["layers.0.mlp.up_proj.weight"])
+
+
 # ---- pad token -------------------------------------------------------------------------------
 def test_end_of_sequence_token_serves_as_pad_without_growing_the_vocabulary(tiny_gpt2_dir):
     from transformers import AutoTokenizer
