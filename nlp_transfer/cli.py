@@ -105,22 +105,6 @@ def summarize_main(argv: list[str]) -> None:
         update_readme(args.readme, args.section, text)
 
 
-def _check_run_dir(path: str) -> None:
-    """Fail fast (before reading input or importing the model stack) on a bad run directory."""
-    from pathlib import Path
-
-    from .errors import ModelError
-    from .modeling import META_FILE
-    from .predict import check_run_files
-
-    d = Path(path)
-    if not d.is_dir():
-        raise ModelError(f"run directory '{d}' does not exist; pass the output.dir of a finished training run")
-    if not (d / META_FILE).is_file():
-        raise ModelError(f"'{d}' is not a run directory (no {META_FILE}); pass the output.dir of a finished training run")
-    check_run_files(d)
-
-
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
@@ -157,7 +141,9 @@ def predict_main(argv: list[str]) -> None:
     p.add_argument("--output-format", choices=("csv", "jsonl"), help="default: from --output's extension, else csv")
     p.add_argument("--id-column", help="copy this input column to the output (e.g. an id)")
     args = p.parse_intermixed_args(argv)
-    _check_run_dir(args.run)
+    from .predict import check_run_dir
+
+    check_run_dir(args.run)  # fail fast, before reading the input
     from .textio import prediction_rows, read_inputs, write_predictions
 
     inputs = read_inputs(args.input, args.format, args.text_column, args.text_pair_column, id_column=args.id_column)
@@ -190,7 +176,9 @@ def evaluate_main(argv: list[str]) -> None:
     p.add_argument("--out", help="write metrics.json, report.md, misclassified.csv and confusion_matrix.png here")
     p.add_argument("--show", type=int, default=10, help="misclassified examples to print (most confident first; default: 10)")
     args = p.parse_intermixed_args(argv)
-    _check_run_dir(args.run)
+    from .predict import check_run_dir
+
+    check_run_dir(args.run)  # fail fast, before reading the input
     if args.data is not None:
         from .textio import read_inputs
 

@@ -126,12 +126,7 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
     """
     from transformers import AutoTokenizer
 
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise ModelError(f"run directory '{d}' does not exist")
-    if not (d / META_FILE).is_file():
-        raise ModelError(f"'{d}' is not a run directory (no {META_FILE}); pass the output.dir of a finished run")
-    check_run_files(d)
+    d = check_run_dir(run_dir)
     meta = json.loads((d / META_FILE).read_text())
     model = TextClassifier.from_pretrained(d)
     tokenizer = _quiet(AutoTokenizer.from_pretrained, str(d))
@@ -142,6 +137,17 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
     recipe = yaml.safe_load((d / "recipe.yaml").read_text()) if (d / "recipe.yaml").is_file() else {}
     batch_size = ((recipe or {}).get("train") or {}).get("eval_batch_size") or 64
     return Predictor(model, tokenizer, meta.get("max_length", 128), device, precision, batch_size)
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path, or a one-line error: missing, not a run, or files missing."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise ModelError(f"run directory '{d}' does not exist; pass the output.dir of a finished training run")
+    if not (d / META_FILE).is_file():
+        raise ModelError(f"'{d}' is not a run directory (no {META_FILE}); pass the output.dir of a finished training run")
+    check_run_files(d)
+    return d
 
 
 def check_run_files(d: Path) -> None:
