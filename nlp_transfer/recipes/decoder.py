@@ -19,13 +19,10 @@ for encoders. What differs, and is handled here so users never meet it:
 
 from __future__ import annotations
 
-import torch
-
-from .. import catalog
 from ..config import ModelConfig
 from ..errors import ModelError
-from ..modeling import TextClassifier, _quiet, build_head, enable_gradient_checkpointing
-from .encoder import _random_backbone, load_tokenizer, resolve_checkpoint
+from ..modeling import TextClassifier, _quiet
+from .encoder import assemble, load_backbone, resolve_checkpoint
 
 
 def is_decoder_config(config) -> bool:
@@ -90,33 +87,9 @@ def decoder_pooling(requested: str, name: str) -> str:
 
 def build_decoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextClassifier, object]:
     """(model, tokenizer) for a decoder checkpoint with a fresh head for ``labels``."""
-    from transformers import AutoModel
-
     pooling = decoder_pooling(cfg.pooling, cfg.name_or_path)
-    path = resolve_checkpoint(cfg.name_or_path, cfg.gguf_file)
-    try:
-        dtype = getattr(torch, cfg.backbone_dtype)
-        backbone = _quiet(AutoModel.from_pretrained, path, dtype=dtype) if cfg.pretrained else _random_backbone(path).to(dtype)
-    except OSError as e:
-        raise ModelError(
-            f"could not load checkpoint '{cfg.name_or_path}': {str(e).splitlines()[0]} "
-            f"(catalog names: {', '.join(catalog.MODELS)})"
-        ) from None
-    tokenizer = load_tokenizer(path)
+    backbone, tokenizer = load_backbone(cfg)
     pad = ensure_pad_token(tokenizer, backbone)
     backbone.config.use_cache = False
-    if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(backbone)
-    head = build_head(backbone.config.hidden_size, len(labels), cfg.head, cfg.head_dropout, cfg.head_hidden_size, cfg.head_activation)
-    meta = {
-        "kind": "decoder",
-        "head": cfg.head,
-        "head_dropout": cfg.head_dropout,
-        "head_hidden_size": cfg.head_hidden_size,
-        "head_activation": cfg.head_activation,
-        "max_length": cfg.max_length,
-        "source_checkpoint": cfg.name_or_path,
-        "pad_token": pad,
-        "backbone_dtype": cfg.backbone_dtype,
-    }
-    return TextClassifier(backbone, head, pooling, labels, meta), tokenizer
+    model = assemble(cfg, backbone, pooling, labels, "decoder", pad_token=pad, backbone_dtype=cfg.backbone_dtype)
+    return model, tokenizer

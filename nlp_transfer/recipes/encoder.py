@@ -57,8 +57,9 @@ def _random_backbone(path: str):
     return _quiet(AutoModel.from_config, _quiet(AutoConfig.from_pretrained, path))
 
 
-def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextClassifier, object]:
-    """(model, tokenizer) for an encoder checkpoint with a fresh head for ``labels``."""
+def load_backbone(cfg: ModelConfig):
+    """(backbone, tokenizer) of ``cfg``'s checkpoint: pretrained weights, or random ones with
+    ``model.pretrained: false``, in ``model.backbone_dtype``."""
     from transformers import AutoModel
 
     path = resolve_checkpoint(cfg.name_or_path, cfg.gguf_file)
@@ -70,7 +71,30 @@ def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextC
             f"could not load checkpoint '{cfg.name_or_path}': {str(e).splitlines()[0]} "
             f"(catalog names: {', '.join(catalog.MODELS)})"
         ) from None
-    tokenizer = load_tokenizer(path)
+    return backbone, load_tokenizer(path)
+
+
+def assemble(cfg: ModelConfig, backbone, pooling: str, labels: list[str], kind: str, **meta) -> TextClassifier:
+    """Backbone + a fresh head for ``labels``; ``meta`` (with the head's settings) is saved with it."""
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(backbone)
+    head = build_head(backbone.config.hidden_size, len(labels), cfg.head, cfg.head_dropout, cfg.head_hidden_size, cfg.head_activation)
+    meta = {
+        "kind": kind,
+        "head": cfg.head,
+        "head_dropout": cfg.head_dropout,
+        "head_hidden_size": cfg.head_hidden_size,
+        "head_activation": cfg.head_activation,
+        "max_length": cfg.max_length,
+        "source_checkpoint": cfg.name_or_path,
+        **meta,
+    }
+    return TextClassifier(backbone, head, pooling, labels, meta)
+
+
+def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextClassifier, object]:
+    """(model, tokenizer) for an encoder checkpoint with a fresh head for ``labels``."""
+    backbone, tokenizer = load_backbone(cfg)
     has_pooler = getattr(backbone, "pooler", None) is not None
     pooling = cfg.pooling
     if pooling == "auto":
@@ -79,16 +103,4 @@ def build_encoder_classifier(cfg: ModelConfig, labels: list[str]) -> tuple[TextC
         raise ModelError(f"model.pooling='pooler' but '{cfg.name_or_path}' has no pooler; use cls, mean, max or last")
     if has_pooler and pooling != "pooler":
         backbone.pooler = None  # unused: saves compute and keeps DDP free of unused parameters
-    if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(backbone)
-    head = build_head(backbone.config.hidden_size, len(labels), cfg.head, cfg.head_dropout, cfg.head_hidden_size, cfg.head_activation)
-    meta = {
-        "kind": "encoder",
-        "head": cfg.head,
-        "head_dropout": cfg.head_dropout,
-        "head_hidden_size": cfg.head_hidden_size,
-        "head_activation": cfg.head_activation,
-        "max_length": cfg.max_length,
-        "source_checkpoint": cfg.name_or_path,
-    }
-    return TextClassifier(backbone, head, pooling, labels, meta), tokenizer
+    return assemble(cfg, backbone, pooling, labels, "encoder"), tokenizer
