@@ -352,7 +352,6 @@ def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accele
     fit = fit_logreg_head(model.head, feats["train"], feats["validation"], data.labels, cfg.model.logreg_c,
                           cfg.train.metric_for_best, cfg.train.seed)
     seconds = time.perf_counter() - t0
-    model.to(accelerator.device)
     val = evaluate(model, accelerator.prepare_data_loader(inputs.validation), accelerator, data.labels)
     info(f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
          f"{format_metrics(val)} | {seconds:.1f}s")

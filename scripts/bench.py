@@ -52,8 +52,9 @@ def bench_cache(args) -> dict:
     from nlp_transfer import RecipeConfig, load_data
 
     work = Path(tempfile.mkdtemp(prefix="nlp-transfer-bench-"))
-    common = [f"output.overwrite=true", f"transfer.cache_dir={work / 'cache'}", f"train.num_threads={args.threads}"] if args.threads else [
-        "output.overwrite=true", f"transfer.cache_dir={work / 'cache'}"]
+    common = ["output.overwrite=true", f"transfer.cache_dir={work / 'cache'}"]
+    if args.threads:
+        common.append(f"train.num_threads={args.threads}")
     if args.max_samples:
         common.append(f"data.max_samples={args.max_samples}")
     recipes = REPO / "recipes" / args.dataset
