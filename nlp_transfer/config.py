@@ -177,6 +177,11 @@ class TrainConfig:
     )
     early_stopping_threshold: float = _f(0.0, "Smallest change of metric_for_best that counts as an improvement.")
     group_by_length: bool = _f(True, "Batch texts of similar length together (less padding, faster).")
+    fast_kernels: bool = _f(
+        True,
+        "CPU training: cheaper dropout masks and an attention path without SDPA's slow dropout fallback "
+        "(same computation; see nlp_transfer/fast.py). false: PyTorch's and transformers' own.",
+    )
     num_threads: Optional[int] = _f(None, "CPU threads per process (default: cores / local processes).")
     log_every: int = _f(50, "Log the training loss every N optimiser steps.")
     report_to: str = _f("none", "Accelerate tracker: none, all, tensorboard, wandb, mlflow, ...")

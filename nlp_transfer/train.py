@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .config import RecipeConfig
 from .data import LengthGroupedBatchSampler, PadCollator, TextData, load_data, tokenize
 from .errors import ConfigError, TrainingError
+from .fast import slow_down, speed_up
 from .features import (
     FeatureDataset,
     FrozenPrefix,
@@ -214,10 +215,12 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         raise ConfigError(f"model.num_labels={cfg.model.num_labels} but the data has {data.num_labels} labels")
     model, tokenizer = build_classifier(cfg, data.labels)
     counts = apply_transfer(model, cfg.transfer)
+    fast = speed_up(model) if cfg.train.fast_kernels and accelerator.device.type == "cpu" else None
     logger.info(
         f"{cfg.name}: {cfg.model.name_or_path} ({num_layers(model)} layers), mode {cfg.transfer.mode}, "
         f"{counts['trainable']:,} of {counts['total']:,} parameters train; data {data.sizes()}; "
-        f"precision {precision}; {accelerator.num_processes} process(es) on {accelerator.device}",
+        f"precision {precision}; {accelerator.num_processes} process(es) on {accelerator.device}"
+        + (f"; fast kernels: {fast['dropout']} dropouts{', attention' if fast['attention'] else ''}" if fast else ""),
         main_process_only=True,
     )
     with accelerator.main_process_first():
@@ -238,7 +241,8 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
                        precision, accelerator, t_start, 0, 0)
 
     # ---- optimiser and schedule (length of the un-sharded loader: the scheduler steps once per process) ----
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.train, cfg.transfer), lr=cfg.train.lr)
+    # Fused AdamW: one kernel per step for all parameters (CPU and CUDA), as Trainer's default.
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.train, cfg.transfer), lr=cfg.train.lr, fused=True)
     if inputs.prefix is not None:
         inputs.prefix.install()
     from transformers import get_linear_schedule_with_warmup
@@ -320,6 +324,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
             break
 
     # The whole model from here on: the real frozen layers back in place, the best epoch's weights.
+    slow_down(raw_model)
     if inputs.prefix is not None:
         inputs.prefix.remove()
     if best_state is not None and best_epoch != cfg.train.epochs:
@@ -380,6 +385,8 @@ def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data
     out_dir = Path(cfg.output.dir)
     result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing, params)
     if accelerator.is_main_process:
+        # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
+        raw_model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
         _write_run_dir(cfg, result, raw_model, tokenizer, data, precision, accelerator)
     accelerator.wait_for_everyone()
     accelerator.end_training()

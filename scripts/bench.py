@@ -122,7 +122,278 @@ def cache_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+# ---- speed: against transformers' Trainer and pipeline ---------------------------------
+def _speed_data(spec: dict):
+    """The Rotten Tomatoes split of the shipped recipes; the first ``train_samples`` training examples."""
+    from nlp_transfer import RecipeConfig, load_data
+
+    data = load_data(RecipeConfig.from_yaml(REPO / "recipes" / "rotten_tomatoes" / "minilm-full.yaml").data)
+    data.splits["train"] = data.splits["train"].select(range(min(spec["train_samples"], len(data.splits["train"]))))
+    return data
+
+
+def _model_flops(config, lengths, epochs: int, num_labels: int) -> float:
+    """Training FLOPs of an encoder on texts of ``lengths`` tokens: 6 per matmul weight per
+    token, plus attention scores and values (12 * layers * n^2 * hidden per text)."""
+    import numpy as np
+
+    d, L, ff = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    weights = L * (4 * d * d + 2 * d * ff) + d * d + d * num_labels  # layers, pooler, classifier
+    n = np.asarray(lengths, dtype=np.float64)
+    return float(epochs * (6 * weights * n.sum() + 12 * L * d * (n**2).sum()))
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child_peak(spec: dict) -> dict:
+    """Measured matrix-multiply peak (GFLOP/s) in fp32 and bf16: best of square sizes."""
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        best = 0.0
+        for n in (512, 1024, 2048):
+            a, b = torch.randn(n, n, dtype=dtype, device=dev), torch.randn(n, n, dtype=dtype, device=dev)
+            reps = max(3, int(2e10 / (2 * n**3)))
+            torch.mm(a, b)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+        out[f"{name}_gflops"] = round(best, 1)
+    return out
+
+
+def _child_trainer(spec: dict) -> dict:
+    """transformers.Trainer on AutoModelForSequenceClassification: defaults, best settings, frozen backbone."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+
+    from nlp_transfer.catalog import resolve_model
+
+    variant, data = spec["variant"], _speed_data(spec)
+    path = str(resolve_model("minilm"))
+    tok = AutoTokenizer.from_pretrained(path)
+    labels = data.labels
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)}
+    )
+    frozen = variant == "frozen"
+    if frozen:
+        for p in model.base_model.parameters():
+            p.requires_grad_(False)
+    enc = lambda ds: ds.map(lambda b: tok(b["text"], truncation=True, max_length=spec["max_length"]), batched=True,  # noqa: E731
+                            remove_columns=["text"])
+    train_ds, test_ds = enc(data.splits["train"]), enc(data.splits["test"])
+    epochs = spec["fe_epochs"] if frozen else spec["epochs"]
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="bench-trainer-"), per_device_train_batch_size=spec["batch_size"],
+        per_device_eval_batch_size=spec["batch_size"], num_train_epochs=epochs,
+        learning_rate=spec["fe_lr"] if frozen else spec["lr"], seed=spec["seed"], bf16=variant == "best",
+        train_sampling_strategy="group_by_length" if variant == "best" else "random",
+        use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, processing_class=tok)
+    m = trainer.train().metrics
+    pred = trainer.predict(test_ds)
+    acc = float((pred.predictions.argmax(-1) == np.asarray(test_ds["label"])).mean())
+    lengths = [len(x) for x in train_ds["input_ids"]]
+    return {"seconds": m["train_runtime"], "samples": len(lengths) * epochs, "tokens": sum(lengths) * epochs,
+            "accuracy": acc, "peak_mb": _peak_rss_mb(), "precision": "bf16" if variant == "best" else "fp32",
+            "flops": None if frozen else _model_flops(model.config, lengths, epochs, len(labels))}
+
+
+def _child_ours(spec: dict) -> dict:
+    """nlp_transfer.train with the shipped recipe, the Trainer runs' hyperparameters."""
+    from nlp_transfer import RecipeConfig, train
+
+    variant, data = spec["variant"], _speed_data(spec)
+    fe = variant == "fe"
+    recipe = REPO / "recipes" / "rotten_tomatoes" / ("minilm-feature_extraction.yaml" if fe else "minilm-full.yaml")
+    cfg = RecipeConfig.from_yaml(recipe, [
+        f"output.dir={spec['out']}", "output.overwrite=true", "model.pooling=auto", "model.head_dropout=0.1",
+        f"model.max_length={spec['max_length']}", f"train.batch_size={spec['batch_size']}", f"train.seed={spec['seed']}",
+        f"train.epochs={spec['fe_epochs'] if fe else spec['epochs']}", f"train.lr={spec['fe_lr'] if fe else spec['lr']}",
+        "train.head_lr=null", "train.warmup_ratio=0", "train.weight_decay=0", "train.max_grad_norm=1.0",
+        f"transfer.cache_dir={spec['out']}-cache", *(["train.num_threads=" + str(spec["threads"])] if spec["threads"] else []),
+    ] + spec["overrides"])
+    r = train(cfg, data=data, progress=False)
+    epochs = cfg.train.epochs
+    n = len(data.splits["train"]) * epochs
+    row = {"accuracy": r.test["accuracy"], "peak_mb": _peak_rss_mb(), "precision": r.timing.get("precision", cfg.train.mixed_precision)}
+    if fe:  # frozen work included: encoding (once) + head epochs + validation
+        return {**row, "seconds": r.timing["fit_seconds"], "samples": n, "tokens": None, "flops": None}
+    from transformers import AutoConfig
+
+    tokens = r.timing["train_tokens_per_second"] * r.timing["train_seconds"]
+    lengths = [len(x) for x in _tokenized_lengths(cfg, data)]
+    return {**row, "seconds": r.timing["train_seconds"], "samples": n, "tokens": tokens,
+            "flops": _model_flops(AutoConfig.from_pretrained(spec["out"]), lengths, epochs, len(data.labels))}
+
+
+def _tokenized_lengths(cfg, data):
+    from nlp_transfer.recipes.encoder import load_tokenizer, resolve_checkpoint
+
+    tok = load_tokenizer(resolve_checkpoint(cfg.model.name_or_path))
+    return tok(list(data.splits["train"]["text"]), truncation=True, max_length=cfg.model.max_length)["input_ids"]
+
+
+def _child_predict(spec: dict) -> dict:
+    """Batch prediction on the test texts: transformers.pipeline against load_run, same batch size."""
+    import numpy as np
+    import torch
+
+    texts = list(_speed_data(spec).splits["test"]["text"])
+    bs = spec["batch_size"]
+    if spec["variant"] == "pipeline":
+        from transformers import pipeline
+
+        pipe = pipeline("text-classification", model=spec["run"], device=0 if torch.cuda.is_available() else -1, batch_size=bs)
+        pipe(texts[:bs])  # warm-up
+        t0 = time.perf_counter()
+        labels = [o["label"] for o in pipe(texts, truncation=True, max_length=spec["max_length"])]
+    else:
+        from nlp_transfer import load_run
+
+        pred = load_run(spec["run"])
+        pred.predict(texts[:bs], batch_size=bs)
+        t0 = time.perf_counter()
+        labels = list(pred.predict(texts, batch_size=bs))
+    seconds = time.perf_counter() - t0
+    data = _speed_data(spec)
+    truth = [data.labels[i] for i in data.splits["test"]["label"]]
+    return {"seconds": seconds, "samples": len(texts), "tokens": None, "flops": None, "peak_mb": _peak_rss_mb(),
+            "accuracy": float(np.mean(np.asarray(labels) == np.asarray(truth))), "labels": labels}
+
+
+CHILDREN = {"peak": _child_peak, "trainer": _child_trainer, "ours": _child_ours, "predict": _child_predict}
+
+
+def _child(kind: str, spec: dict) -> dict:
+    """One measurement in a fresh process (its own threads, precision state and peak memory)."""
+    import subprocess
+
+    print(f"  {kind} {spec.get('variant', '')} ...", file=sys.stderr, flush=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if spec["threads"]:
+        env["OMP_NUM_THREADS"] = str(spec["threads"])
+    p = subprocess.run([sys.executable, __file__, "_child", kind, json.dumps(spec)], env=env, capture_output=True, text=True)
+    lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode or not lines:
+        sys.stderr.write(p.stderr[-3000:])
+        raise SystemExit(f"error: benchmark step '{kind} {spec.get('variant', '')}' failed (exit {p.returncode})")
+    row = json.loads(lines[-1][len("RESULT "):])
+    if row.get("seconds"):
+        row["samples_per_second"] = row["samples"] / row["seconds"]
+        row["tokens_per_second"] = row["tokens"] / row["seconds"] if row.get("tokens") else None
+    msg = ", ".join(f"{k} {row[k]:.1f}" for k in ("seconds", "samples_per_second") if row.get(k))
+    print(f"    {msg}" + (f", accuracy {row['accuracy']:.4f}" if row.get("accuracy") is not None else ""), file=sys.stderr)
+    return row
+
+
+def bench_speed(args) -> dict:
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="nlp-transfer-speed-"))
+    spec = {"train_samples": args.train_samples, "epochs": args.epochs, "fe_epochs": args.fe_epochs, "batch_size": args.batch_size,
+            "max_length": args.max_length, "lr": args.lr, "fe_lr": args.fe_lr, "seed": 42, "threads": args.threads,
+            "overrides": args.override}
+    run = str(work / "ours-full")
+    rows = {
+        "peak": _child("peak", spec),
+        "trainer_default": _child("trainer", {**spec, "variant": "default"}),
+        "trainer_best": _child("trainer", {**spec, "variant": "best"}),
+        "ours_full": _child("ours", {**spec, "variant": "full", "out": run}),
+        "trainer_frozen": _child("trainer", {**spec, "variant": "frozen"}),
+        "ours_fe": _child("ours", {**spec, "variant": "fe", "out": str(work / "ours-fe")}),
+        "pipeline": _child("predict", {**spec, "variant": "pipeline", "run": run}),
+        "ours_predict": _child("predict", {**spec, "variant": "ours", "run": run}),
+    }
+    a, b = rows["pipeline"].pop("labels"), rows["ours_predict"].pop("labels")
+    peak = rows["peak"]
+    for key in ("trainer_default", "trainer_best", "ours_full"):
+        r = rows[key]
+        r["mfu"] = r["flops"] / r["seconds"] / 1e9 / peak["bf16_gflops" if r["precision"] == "bf16" else "fp32_gflops"]
+    sps = lambda k: rows[k]["samples_per_second"]  # noqa: E731
+    ratios = {
+        "full_vs_trainer_default": sps("ours_full") / sps("trainer_default"),
+        "full_vs_trainer_best": sps("ours_full") / sps("trainer_best"),
+        "fe_vs_trainer_frozen": rows["trainer_frozen"]["seconds"] / rows["ours_fe"]["seconds"],
+        "predict_vs_pipeline": sps("ours_predict") / sps("pipeline"),
+        "predict_agreement": sum(x == y for x, y in zip(a, b)) / len(a),
+    }
+    return {
+        "benchmark": "speed",
+        "command": "python scripts/bench.py speed " + " ".join(args.argv),
+        "settings": {k: v for k, v in spec.items() if k != "overrides"} | {"overrides": args.override},
+        "machine": {"cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__,
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "rows": rows,
+        "ratios": ratios,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def speed_table(res: dict) -> str:
+    r, q, s = res["rows"], res["ratios"], res["settings"]
+    m = res["machine"]
+    where = m["cuda"] or f"{m['cpu_count']} CPU cores, {m['threads']} threads"
+    lines = [
+        f"MiniLM-L6 on Rotten Tomatoes: {s['train_samples']:,} training texts, batch {s['batch_size']}, max length "
+        f"{s['max_length']}, {s['epochs']} epoch(s) of full fine-tuning, {s['fe_epochs']} of feature extraction; "
+        f"{where}; same model (BERT pooler + linear head), data and hyperparameters on both sides. Measured {res['date']} "
+        f"with `{res['command'].strip()}`.",
+        "",
+        "| run | precision | samples/s | tokens/s | time (s) | peak memory (MB) | MFU | test accuracy | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    names = {
+        "trainer_default": ("Trainer, defaults", None),
+        "trainer_best": ("Trainer, bf16 + length grouping", None),
+        "ours_full": ("**nlp-transfer full fine-tune**", f"**{q['full_vs_trainer_default']:.2f}x** default, **{q['full_vs_trainer_best']:.2f}x** best"),
+        "trainer_frozen": ("Trainer, backbone frozen", None),
+        "ours_fe": ("**nlp-transfer feature extraction** (encode once)", f"**{q['fe_vs_trainer_frozen']:.1f}x**"),
+        "pipeline": ("pipeline(\"text-classification\")", None),
+        "ours_predict": ("**nlp-transfer load_run().predict**", f"**{q['predict_vs_pipeline']:.2f}x**"),
+    }
+    for key, (name, ratio) in names.items():
+        row = r[key]
+        lines.append(
+            f"| {name} | {row.get('precision', 'fp32' if key == 'pipeline' else 'bf16')} | {fmt(row.get('samples_per_second'), '.1f')} | "
+            f"{fmt(row.get('tokens_per_second'), ',.0f')} | {row['seconds']:.1f} | {row['peak_mb']:,.0f} | "
+            f"{fmt(row.get('mfu') and 100 * row['mfu'], '.1f')}{'%' if row.get('mfu') else ''} | {fmt(row.get('accuracy'), '.4f')} | {ratio or ''} |"
+        )
+    p = r["peak"]
+    lines += [
+        "",
+        f"Matrix-multiply peak measured in the same run: {p['bf16_gflops']:,.0f} GFLOP/s bf16, {p['fp32_gflops']:,.0f} GFLOP/s fp32 "
+        "(MFU = training model FLOPs per second over the peak in the run's precision). Feature extraction time includes "
+        f"encoding once; prediction on the {r['pipeline']['samples']:,} test texts gives the same label on "
+        f"{100 * q['predict_agreement']:.2f}% of them.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["_child"]:  # one measurement of `speed`, in its own process
+        row = CHILDREN[argv[1]](json.loads(argv[2]))
+        print("RESULT " + json.dumps(row))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench", required=True)
     c = sub.add_parser("cache", help="feature cache and frozen-prefix cache against the uncached paths")
@@ -133,13 +404,30 @@ def main(argv: list[str]) -> None:
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     c.add_argument("--out", default="results/bench_cache.json", help="JSON results file")
     c.add_argument("--readme", default=None, help="README to update between <!-- results:bench-cache --> markers")
+    s = sub.add_parser("speed", help="training and prediction throughput against transformers' Trainer and pipeline")
+    s.add_argument("--train-samples", type=int, default=1280, help="training texts (default 1280: 40 steps of 32)")
+    s.add_argument("--epochs", type=int, default=1, help="full fine-tuning epochs on both sides (default 1)")
+    s.add_argument("--fe-epochs", type=int, default=5, help="feature extraction (frozen backbone) epochs (default 5)")
+    s.add_argument("--batch-size", type=int, default=32, help="training and prediction batch size (default 32)")
+    s.add_argument("--max-length", type=int, default=128, help="longest tokenized input (default 128)")
+    s.add_argument("--lr", type=float, default=5e-5, help="full fine-tuning learning rate, both sides (default 5e-5)")
+    s.add_argument("--fe-lr", type=float, default=1e-3, help="head learning rate with the backbone frozen (default 1e-3)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: all cores)")
+    s.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra recipe override for the nlp-transfer runs (repeatable), e.g. train.fast_kernels=false")
+    s.add_argument("--out", default="results/bench_speed.json", help="JSON results file")
+    s.add_argument("--readme", default=None, help="README to update between <!-- results:bench-speed --> markers")
     args = p.parse_args(argv)
     args.argv = argv[1:]
     from nlp_transfer.cli import _setup_logging
 
     _setup_logging()
-    res = bench_cache(args)
-    table = cache_table(res)
+    if args.bench == "cache":
+        res, table, section = bench_cache(args), None, "bench-cache"
+        table = cache_table(res)
+    else:
+        res, section = bench_speed(args), "bench-speed"
+        table = speed_table(res)
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
@@ -147,7 +435,7 @@ def main(argv: list[str]) -> None:
     if args.readme:
         from nlp_transfer.summary import update_readme
 
-        update_readme(args.readme, "bench-cache", table)
+        update_readme(args.readme, section, table)
 
 
 if __name__ == "__main__":

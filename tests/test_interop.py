@@ -60,6 +60,12 @@ def test_native_run_loads_with_plain_transformers_and_gives_the_same_logits(nati
     assert "AutoModelForSequenceClassification.from_pretrained" in summary
 
 
+def test_bf16_run_is_saved_in_the_native_layout_too(tmp_path, make_cfg):
+    """Accelerate wraps forward in autocast for bf16 runs; the saved model must not carry it (fp32 interop probe)."""
+    out = train(make_cfg(tmp_path, "model.pooling=pooler", "train.epochs=1", "train.mixed_precision=bf16"), progress=False).output_dir
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+
+
 def test_native_layout_reloads_with_the_project_loader(native_run):
     """The project loader reads the classification layout: its logits equal the run's recorded test metrics."""
     cfg = RecipeConfig.from_yaml(native_run / "recipe.yaml")
