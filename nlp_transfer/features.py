@@ -333,11 +333,13 @@ def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelera
                     precision: str, cache_dir: str | None, use_disk: bool = True, log=None, progress: bool = True) -> tuple[dict, dict]:
     """{split: FeatureDataset} for every split of ``tokens``, from the disk cache where possible.
 
-    Returns the datasets and stats: ``hits``/``misses`` (split names), ``encode_seconds``.
+    Returns the datasets and stats: ``hits``/``misses`` (split names), ``encode_seconds`` (all
+    splits) and ``split_seconds`` (each encoded split).
     """
     cache = FeatureCache(cache_root(cache_dir)) if use_disk else None
     model_fp = fingerprint_model(model) if use_disk else ""
-    out, stats = {}, {"hits": [], "misses": [], "encode_seconds": 0.0, "cache_dir": str(cache.dir) if cache else None}
+    out, stats = {}, {"hits": [], "misses": [], "encode_seconds": 0.0, "split_seconds": {},
+                      "cache_dir": str(cache.dir) if cache else None}
     for split, ds in tokens.items():
         labels = torch.tensor(ds["labels"])
         feats, key, parts = None, None, None
@@ -356,7 +358,8 @@ def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelera
         else:
             t0 = time.perf_counter()
             feats = encode_features(model, ds, collate, batch_size, accelerator, f"encoding {split}", progress)
-            stats["encode_seconds"] += time.perf_counter() - t0
+            stats["split_seconds"][split] = round(time.perf_counter() - t0, 3)
+            stats["encode_seconds"] += stats["split_seconds"][split]
             stats["misses"].append(split)
             if cache is not None and accelerator.is_main_process:
                 cache.save(key, feats, parts)

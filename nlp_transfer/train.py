@@ -220,7 +220,8 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         f"{cfg.name}: {cfg.model.name_or_path} ({num_layers(model)} layers), mode {cfg.transfer.mode}, "
         f"{counts['trainable']:,} of {counts['total']:,} parameters train; data {data.sizes()}; "
         f"precision {precision}; {accelerator.num_processes} process(es) on {accelerator.device}"
-        + (f"; fast kernels: {fast['dropout']} dropouts{', attention' if fast['attention'] else ''}" if fast else ""),
+        + (f"; fast kernels: {fast['dropout']} dropouts{', attention' if fast['attention'] else ''}"
+           f"{', allocator' if fast['allocator'] else ''}" if fast else ""),
         main_process_only=True,
     )
     with accelerator.main_process_first():

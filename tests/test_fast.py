@@ -11,18 +11,17 @@ from nlp_transfer.fast import ATTENTION, FastDropout, attention, dropout_mask, f
 
 def test_dropout_mask_keeps_each_element_with_probability_one_minus_p():
     torch.manual_seed(0)
-    m = dropout_mask((400, 1000), 0.1, torch.float32)
-    kept = (m > 0).float().mean().item()
-    assert abs(kept - 0.9) < 0.003  # 400k draws: the standard error is 0.0005
-    assert torch.allclose(m[m > 0], torch.tensor(1 / 0.9))  # inverted dropout: survivors are scaled up
+    m = dropout_mask((400, 1000), 0.1)
+    assert m.dtype == torch.bool and m.shape == (400, 1000)
+    assert abs(m.float().mean().item() - 0.9) < 0.003  # 400k draws: the standard error is 0.0005
 
 
 def test_dropout_masks_follow_torch_seed():
     torch.manual_seed(1)
-    a = dropout_mask((64, 64), 0.3, torch.bfloat16)
+    a = dropout_mask((64, 64), 0.3)
     torch.manual_seed(1)
-    b = dropout_mask((64, 64), 0.3, torch.bfloat16)
-    c = dropout_mask((64, 64), 0.3, torch.bfloat16)
+    b = dropout_mask((64, 64), 0.3)
+    c = dropout_mask((64, 64), 0.3)
     assert torch.equal(a, b) and not torch.equal(b, c)
 
 
@@ -68,7 +67,7 @@ def test_speed_up_swaps_dropouts_and_attention_and_slow_down_restores(tiny_bert_
     model = AutoModel.from_pretrained(tiny_bert_dir, attn_implementation="sdpa")
     n = sum(type(m) is nn.Dropout for m in model.modules())
     changed = speed_up(model)
-    assert changed == {"dropout": n, "attention": True} and n > 0
+    assert changed["dropout"] == n > 0 and changed["attention"] is True
     assert model.config._attn_implementation == ATTENTION
     assert not any(type(m) is nn.Dropout for m in model.modules())
     ids = torch.tensor([[2, 5, 6, 7, 3, 0]])
