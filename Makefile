@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup demo test test-fast modes modes-rt modes-bbc bench-cache clean
+.PHONY: setup demo test test-fast modes modes-rt modes-bbc bench-cache bench-speed clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ modes-bbc: $(STAMP)
 # Frozen work done once: feature cache and frozen-prefix cache against the uncached paths.
 bench-cache: $(STAMP)
 	$(PY) scripts/bench.py cache --readme README.md
+
+# Side by side with transformers' Trainer and pipeline: throughput, memory, MFU, accuracy (a few minutes).
+bench-speed: $(STAMP)
+	$(PY) scripts/bench.py speed --readme README.md
 
 test: $(STAMP)
 	$(PY) -m pytest -q

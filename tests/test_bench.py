@@ -1,0 +1,53 @@
+"""scripts/bench.py: the FLOP count behind MFU and the tables (no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_model_flops_by_hand(bench):
+    config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
+    # weights: 2 layers * (4*16 + 2*4*8) + 16 (pooler) + 4*3 (classifier) = 2*128 + 28 = 284
+    flops = bench._model_flops(config, [3, 5], epochs=2, num_labels=3)
+    assert flops == 2 * (6 * 284 * 8 + 12 * 2 * 4 * (9 + 25))
+
+
+def _row(seconds, samples, **kw):
+    return {"seconds": seconds, "samples": samples, "samples_per_second": samples / seconds, "peak_mb": 1000.0, **kw}
+
+
+def test_speed_table_shows_every_run_and_the_ratios(bench):
+    rows = {
+        "peak": {"fp32_gflops": 300.0, "bf16_gflops": 1500.0},
+        "trainer_default": _row(50, 2560, precision="fp32", accuracy=0.75, mfu=0.25, tokens_per_second=1300.0),
+        "trainer_best": _row(20, 2560, precision="bf16", accuracy=0.76, mfu=0.14, tokens_per_second=3500.0),
+        "ours_full": _row(16, 2560, precision="bf16", accuracy=0.77, mfu=0.16, tokens_per_second=4000.0),
+        "trainer_frozen": _row(110, 12800, precision="fp32", accuracy=0.65),
+        "ours_fe": _row(5.5, 12800, precision="bf16", accuracy=0.66),
+        "pipeline": _row(7, 1276, accuracy=0.77),
+        "ours_predict": _row(2, 1276, accuracy=0.77),
+    }
+    res = {"rows": rows, "ratios": {"full_vs_trainer_default": 50 / 16, "full_vs_trainer_best": 20 / 16,
+                                    "fe_vs_trainer_frozen": 110 / 5.5, "predict_vs_pipeline": 3.5, "predict_agreement": 0.999},
+           "settings": {"train_samples": 2560, "batch_size": 32, "max_length": 128, "epochs": 1, "fe_epochs": 5},
+           "machine": {"cuda": None, "cpu_count": 2, "threads": 2}, "date": "2026-11-23", "command": "python scripts/bench.py speed"}
+    table = bench.speed_table(res)
+    assert "**3.12x** default, **1.25x** best" in table
+    assert "**20.0x**" in table and "**3.50x**" in table and "99.90%" in table
+    assert table.count("\n| ") == 8  # header + 7 runs
+    json.dumps(res)  # the results file is plain JSON
