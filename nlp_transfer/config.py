@@ -31,6 +31,9 @@ HEADS = ("linear", "mlp", "logreg")
 ACTIVATIONS = ("gelu", "relu", "tanh")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 BACKBONE_DTYPES = ("float32", "bfloat16")
+TRUNCATIONS = ("head", "tail", "head+tail")
+AGGREGATES = ("mean", "max")
+SAMPLERS = ("random", "weighted")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -67,7 +70,21 @@ class ModelConfig:
         None, "Inverse regularisation strength C of the logreg head; null picks the best of 0.01..100 on validation."
     )
     head_dropout: float = _f(0.1, "Dropout before the head's linear layer(s).")
-    max_length: int = _f(128, "Longest tokenized input; longer texts are truncated.")
+    max_length: int = _f(128, "Longest tokenized input (special tokens included); longer texts are truncated or chunked.")
+    truncation: str = _f(
+        "head",
+        "Which tokens a text longer than max_length keeps: head (the first), tail (the last), or head+tail "
+        "(the first head_fraction of the budget and the last tokens for the rest; Sun et al. 2019).",
+    )
+    head_fraction: float = _f(0.25, "head+tail: share of the token budget taken from the start (0.25: 1/4 head, 3/4 tail).")
+    chunking: bool = _f(
+        False,
+        "Cut long texts into sliding windows of max_length tokens instead of truncating: each window trains with "
+        "its document's label; a document's prediction aggregates its windows' logits (chunk_aggregate).",
+    )
+    chunk_stride: int = _f(64, "chunking: tokens shared by two consecutive windows (the tokenizer's 'stride' sense).")
+    chunk_aggregate: str = _f("mean", "chunking: a document's logits from its windows': mean, or max (element-wise).")
+    max_chunks: Optional[int] = _f(None, "chunking: keep at most this many windows per document (the first ones); null: all.")
     num_labels: Optional[int] = _f(None, "Expected number of classes; checked against the data when set.")
     pretrained: bool = _f(
         True,
@@ -94,6 +111,15 @@ class ModelConfig:
         _check(self.logreg_c is None or self.logreg_c > 0, f"model.logreg_c={self.logreg_c} must be positive or null")
         _check(0.0 <= self.head_dropout < 1.0, f"model.head_dropout={self.head_dropout} must be in [0, 1)")
         _check(self.max_length >= 8, f"model.max_length={self.max_length} is too small; use at least 8")
+        _choice("model", "truncation", self.truncation, TRUNCATIONS)
+        _choice("model", "chunk_aggregate", self.chunk_aggregate, AGGREGATES)
+        _check(0.0 <= self.head_fraction <= 1.0, f"model.head_fraction={self.head_fraction} must be in [0, 1]")
+        _check(self.chunk_stride >= 0 and (not self.chunking or self.chunk_stride <= self.max_length // 2),
+               f"model.chunk_stride={self.chunk_stride} must be between 0 and half of model.max_length ({self.max_length // 2})")
+        _check(self.max_chunks is None or self.max_chunks >= 1, "model.max_chunks must be at least 1 (or null)")
+        _check(not (self.chunking and self.truncation != "head"),
+               f"model.chunking=true keeps every token, so model.truncation='{self.truncation}' has no effect; "
+               "set model.truncation=head (or model.chunking=false)")
         _check(self.num_labels is None or self.num_labels >= 2, f"model.num_labels={self.num_labels} must be at least 2")
         _check(self.head_hidden_size is None or self.head_hidden_size > 0, "model.head_hidden_size must be positive")
 
@@ -182,6 +208,16 @@ class TrainConfig:
         "CPU training: cheaper dropout masks and an attention path without SDPA's slow dropout fallback "
         "(same computation; see nlp_transfer/fast.py). false: PyTorch's and transformers' own.",
     )
+    class_weights: Optional[Union[str, list[float]]] = _f(
+        None,
+        "Weights of the classes in the training loss: null (all 1), balanced (n / (k * count of the class), "
+        "counted on the training examples), or a list with one weight per label in the run's label order.",
+    )
+    sampler: str = _f(
+        "random",
+        "Training order: random (each example once per epoch), or weighted (examples drawn with replacement, "
+        "each class equally likely; batches are still grouped by length within the drawn examples).",
+    )
     num_threads: Optional[int] = _f(None, "CPU threads per process (default: cores / local processes).")
     log_every: int = _f(50, "Log the training loss every N optimiser steps.")
     report_to: str = _f("none", "Accelerate tracker: none, all, tensorboard, wandb, mlflow, ...")
@@ -197,6 +233,13 @@ class TrainConfig:
                "train.early_stopping_patience must be at least 1 (or null to disable)")
         _check(self.early_stopping_threshold >= 0, "train.early_stopping_threshold must be >= 0")
         _choice("train", "mixed_precision", self.mixed_precision, PRECISIONS)
+        _choice("train", "sampler", self.sampler, SAMPLERS)
+        if isinstance(self.class_weights, str):
+            _check(self.class_weights == "balanced", f"train.class_weights='{self.class_weights}' is not valid; use null, "
+                   "balanced, or a list with one weight per label (e.g. [1.0, 3.0])")
+        elif self.class_weights is not None:
+            _check(len(self.class_weights) >= 2 and all(w >= 0 for w in self.class_weights) and any(self.class_weights),
+                   f"train.class_weights={self.class_weights} must hold one non-negative weight per label (at least 2), not all zero")
         from .metrics import SELECTABLE_METRICS
 
         _choice("train", "metric_for_best", self.metric_for_best, SELECTABLE_METRICS)
@@ -224,6 +267,11 @@ class RecipeConfig:
             raise ConfigError(
                 f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "
                 f"(got '{self.transfer.mode}'); use head linear or mlp to train the backbone"
+            )
+        if self.model.head == "logreg" and self.train.sampler != "random":
+            raise ConfigError(
+                "train.sampler=weighted does not apply to model.head=logreg (one fit on all features); "
+                "use train.class_weights=balanced to reweigh the classes"
             )
         if self.model.backbone_dtype == "bfloat16" and self.transfer.mode != "feature_extraction":
             raise ConfigError(
@@ -337,6 +385,8 @@ def _type_name(t: Any) -> str:
     args = typing.get_args(t)
     if typing.get_origin(t) in (Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if typing.get_origin(t) is list:
+        return f"a list of {_type_name(typing.get_args(t)[0])}"
     return getattr(t, "__name__", str(t))
 
 
@@ -354,7 +404,11 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(t)}")
-    if t is bool:
+    if origin is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(t)
+            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif t is bool:
         if isinstance(value, bool):
             return value
     elif t is int:

@@ -250,20 +250,29 @@ def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:
 
 
 # ---- tokens ---------------------------------------------------------------------------
-def tokenize(data: datasets.DatasetDict, tokenizer, max_length: int) -> datasets.DatasetDict:
-    """Token ids per example (no padding: batches are padded dynamically), plus ``length``."""
+def tokenize(data: datasets.DatasetDict, tokenizer, max_length: int, spec=None) -> datasets.DatasetDict:
+    """Token ids per example (no padding: batches are padded dynamically), plus ``length``.
+
+    ``spec`` (a :class:`nlp_transfer.chunking.LongTextSpec`) chooses the truncation or the
+    sliding windows; with chunking a text becomes several rows, each with the text's label
+    and its index in the split as ``doc_id``.
+    """
+    from .chunking import LongTextSpec, encode
+
+    spec = spec or LongTextSpec(max_length)
     has_pair = "text_pair" in data["train"].column_names
 
-    def fn(batch):
-        enc = tokenizer(
-            batch["text"], batch["text_pair"] if has_pair else None, truncation=True, max_length=max_length
-        )
+    def fn(batch, indices):
+        enc = encode(tokenizer, batch["text"], batch["text_pair"] if has_pair else None, spec)
+        doc = enc.pop("doc_id")  # position within this batch
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
-        enc["labels"] = batch["label"]
+        enc["labels"] = [batch["label"][d] for d in doc]
+        if spec.chunking:
+            enc["doc_id"] = [indices[d] for d in doc]
         return enc
 
     cols = data["train"].column_names
-    return data.map(fn, batched=True, remove_columns=cols, desc="tokenizing")
+    return data.map(fn, batched=True, with_indices=True, remove_columns=cols, desc="tokenizing")
 
 
 class PadCollator:
@@ -284,14 +293,21 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     Training: shuffle, cut into mega-batches of ``50 * batch_size``, sort each by length,
     cut into batches, shuffle the batches. Deterministic given ``seed`` and the epoch set
     with :meth:`set_epoch`, so every process (and a resumed run) sees the same order.
+
+    With ``weights`` (per-example probabilities, ``train.sampler: weighted``) an epoch is
+    ``len(lengths)`` examples drawn with replacement instead of a permutation; the drawn
+    examples are then grouped by length exactly as above, so length grouping still saves
+    padding and does not change which examples are drawn.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, group: bool = True):
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, group: bool = True,
+                 weights: np.ndarray | None = None):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.group = group
+        self.weights = weights
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -307,7 +323,7 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
             yield from (order[i : i + bs].tolist() for i in range(0, n, bs))
             return
         rng = np.random.default_rng(self.seed + self.epoch)
-        perm = rng.permutation(n)
+        perm = rng.permutation(n) if self.weights is None else rng.choice(n, size=n, replace=True, p=self.weights)
         if self.group:
             mega = bs * 50
             perm = np.concatenate(

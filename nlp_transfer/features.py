@@ -34,15 +34,20 @@ CACHE_FORMAT = 1
 
 # ---- datasets held in memory ------------------------------------------------------------
 class FeatureDataset(torch.utils.data.Dataset):
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
-        assert len(features) == len(labels)
-        self.features, self.labels = features, labels
+    """Pooled features and labels (and, with chunking, the document id of each window)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, doc_ids: torch.Tensor | None = None):
+        assert len(features) == len(labels) and (doc_ids is None or len(doc_ids) == len(labels))
+        self.features, self.labels, self.doc_ids = features, labels, doc_ids
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"features": self.features[i], "labels": self.labels[i]}
+        item = {"features": self.features[i], "labels": self.labels[i]}
+        if self.doc_ids is not None:
+            item["doc_id"] = self.doc_ids[i]
+        return item
 
 
 class PrefixDataset(torch.utils.data.Dataset):
@@ -363,7 +368,7 @@ def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelera
             stats["misses"].append(split)
             if cache is not None and accelerator.is_main_process:
                 cache.save(key, feats, parts)
-        out[split] = FeatureDataset(feats, labels)
+        out[split] = FeatureDataset(feats, labels, torch.tensor(ds["doc_id"]) if "doc_id" in ds.column_names else None)
     if accelerator.num_processes > 1:
         accelerator.wait_for_everyone()
     return out, stats

@@ -76,6 +76,12 @@ class TextClassifier(nn.Module):
         self.pooling = pooling
         self.labels = list(labels)
         self.meta = dict(meta or {})
+        # Class weights of the training loss (train.class_weights); not saved: they only shape training.
+        self.register_buffer("class_weights", None, persistent=False)
+
+    def set_class_weights(self, weights: list[float] | None) -> None:
+        ref = self.head[-1].weight
+        self.class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=ref.device)
 
     @property
     def num_labels(self) -> int:
@@ -97,7 +103,7 @@ class TextClassifier(nn.Module):
         if features is None:
             features = self.encode(input_ids, attention_mask, token_type_ids)
         logits = self.head(features.to(self.head[-1].weight.dtype))
-        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        loss = nn.functional.cross_entropy(logits.float(), labels, weight=self.class_weights) if labels is not None else None
         return {"loss": loss, "logits": logits}
 
     # ---- persistence -------------------------------------------------------------------

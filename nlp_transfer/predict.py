@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import yaml
 
+from .chunking import LongTextSpec, aggregate, encode
 from .errors import ModelError
 from .modeling import HEAD_FILE, META_FILE, TextClassifier, _quiet
 
@@ -61,7 +62,7 @@ class Predictor:
 
     def __init__(
         self, model: TextClassifier, tokenizer, max_length: int = 128, device: str | None = None, precision: str = "no",
-        batch_size: int = 64,
+        batch_size: int = 64, spec: LongTextSpec | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
@@ -69,6 +70,8 @@ class Predictor:
         self.max_length = max_length
         self.precision = precision
         self.batch_size = batch_size
+        # Truncation or sliding windows, as in training (load_run reads them from the run).
+        self.spec = spec or LongTextSpec(max_length)
 
     @property
     def labels(self) -> list[str]:
@@ -78,7 +81,10 @@ class Predictor:
     def logits(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
-        """Logits [N, C] in input order; batches of similar token counts, longest first."""
+        """Logits [N, C] in input order; batches of similar token counts, longest first.
+
+        With chunking, every window of a text is scored and the text's logits aggregate them.
+        """
         from tqdm.auto import tqdm
 
         if isinstance(texts, str):
@@ -90,15 +96,21 @@ class Predictor:
         if not texts:
             return out
         bs = batch_size or self.batch_size
-        enc = self.tokenizer(texts, list(text_pairs) if text_pairs is not None else None, truncation=True, max_length=self.max_length)
+        enc = encode(self.tokenizer, texts, list(text_pairs) if text_pairs is not None else None, self.spec)
+        doc_ids = enc.pop("doc_id")
         rows = [dict(zip(enc.keys(), values)) for values in zip(*enc.values())]
         order = np.argsort([-len(r["input_ids"]) for r in rows], kind="stable")  # as data.LengthGroupedBatchSampler
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        for i in tqdm(range(0, len(texts), bs), desc="predicting", unit="batch", disable=not progress, leave=False):
+        windows = np.zeros((len(rows), self.model.num_labels), dtype=np.float32)
+        for i in tqdm(range(0, len(rows), bs), desc="predicting", unit="batch", disable=not progress, leave=False):
             idx = order[i : i + bs]
             batch = self.tokenizer.pad([rows[j] for j in idx], pad_to_multiple_of=8, return_tensors="pt").to(self.device)
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                out[idx] = self.model(**batch)["logits"].float().cpu().numpy()
+                windows[idx] = self.model(**batch)["logits"].float().cpu().numpy()
+        if not self.spec.chunking:
+            return windows
+        _, docs = aggregate(torch.from_numpy(windows), torch.tensor(doc_ids), self.spec.chunk_aggregate)
+        out[:] = docs.numpy()
         return out
 
     def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
@@ -136,7 +148,7 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
         precision = env.get("mixed_precision", "no")
     recipe = yaml.safe_load((d / "recipe.yaml").read_text()) if (d / "recipe.yaml").is_file() else {}
     batch_size = ((recipe or {}).get("train") or {}).get("eval_batch_size") or 64
-    return Predictor(model, tokenizer, meta.get("max_length", 128), device, precision, batch_size)
+    return Predictor(model, tokenizer, meta.get("max_length", 128), device, precision, batch_size, LongTextSpec.from_meta(meta))
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

@@ -15,13 +15,16 @@ from .metrics import compute_metrics, is_better
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, num_labels: int, C: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(weight [num_labels, H], bias [num_labels]) of a logistic regression on raw features ``x``."""
+def fit_logreg(x: np.ndarray, y: np.ndarray, num_labels: int, C: float, seed: int = 0,
+               class_weights: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weight [num_labels, H], bias [num_labels]) of a logistic regression on raw features ``x``;
+    ``class_weights`` (one per label) weigh each class's examples in the fit."""
     from sklearn.linear_model import LogisticRegression
 
     mu, sigma = x.mean(0), x.std(0)
     sigma[sigma < 1e-8] = 1.0
-    clf = LogisticRegression(C=C, max_iter=3000, random_state=seed)
+    cw = None if class_weights is None else {i: w for i, w in enumerate(class_weights) if i in set(y.tolist())}
+    clf = LogisticRegression(C=C, max_iter=3000, random_state=seed, class_weight=cw)
     clf.fit((x - mu) / sigma, y)
     coef, intercept = clf.coef_, clf.intercept_
     if num_labels == 2 and coef.shape[0] == 1:
@@ -37,17 +40,23 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, num_labels: int, C: float, seed: in
 
 
 def fit_logreg_head(head: torch.nn.Sequential, train, validation, labels: list[str], C: float | None, metric: str,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, class_weights: list[float] | None = None, aggregate: str = "mean") -> dict:
     """Fit the head's last linear layer on ``FeatureDataset`` s; pick C on validation when None.
 
+    With windows (chunking), C is picked on the documents' aggregated logits (``aggregate``).
     Returns ``{"C": chosen, "search": [{"C": c, metric: value}, ...]}``.
     """
+    from .chunking import per_document
+
     x, y = train.features.double().numpy(), train.labels.numpy()
-    xv, yv = validation.features.double().numpy(), validation.labels.numpy()
+    xv, yv = validation.features.double().numpy(), validation.labels
     search, best, best_fit = [], None, None
     for c in (C,) if C is not None else C_GRID:
-        w, b = fit_logreg(x, y, len(labels), c, seed)
-        val = compute_metrics(yv, (xv @ w.T + b).argmax(1), label_names=labels)
+        w, b = fit_logreg(x, y, len(labels), c, seed, class_weights)
+        logits, y_val = torch.from_numpy(xv @ w.T + b), yv
+        if validation.doc_ids is not None:
+            logits, y_val = per_document(logits, yv, validation.doc_ids, aggregate)
+        val = compute_metrics(y_val.numpy(), logits.argmax(1).numpy(), label_names=labels)
         score = val[metric] if metric in val else val["f1_macro"]
         search.append({"C": c, metric: score})
         if best is None or is_better(metric if metric in val else "f1_macro", score, best):

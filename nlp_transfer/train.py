@@ -22,6 +22,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from .chunking import LongTextSpec, per_document
 from .config import RecipeConfig
 from .data import LengthGroupedBatchSampler, PadCollator, TextData, load_data, tokenize
 from .errors import ConfigError, TrainingError
@@ -36,6 +37,7 @@ from .features import (
     first_trained_layer,
     frozen_modules,
 )
+from .imbalance import check_class_weights, class_weights, sampling_weights
 from .metrics import compute_metrics, format_metrics, is_better, scalar_metrics
 from .probe import fit_logreg_head
 from .recipes import build_decoder_classifier, build_encoder_classifier, is_decoder_checkpoint
@@ -54,6 +56,7 @@ class RunResult:
     test: dict
     timing: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)  # trainable and total parameter counts
+    setup: dict = field(default_factory=dict)  # class weights, sampler, windows per split (chunking)
 
 
 def resolve_precision(requested: str) -> str:
@@ -97,9 +100,9 @@ def build_classifier(cfg: RecipeConfig, labels: list[str]):
     return build_encoder_classifier(cfg.model, labels)
 
 
-def _loader(ds, batch_size, collate, *, shuffle, seed=0, group=True, lengths=None):
+def _loader(ds, batch_size, collate, *, shuffle, seed=0, group=True, lengths=None, weights=None):
     lengths = ds["length"] if lengths is None else lengths  # tokenize() adds "length"
-    sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, seed, group)
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, seed, group, weights)
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate), sampler
 
 
@@ -117,6 +120,7 @@ class _Inputs:
     cache: dict = field(default_factory=dict)
     started: float = 0.0  # when the frozen work began: fit time = frozen work + training + validation
     params: dict = field(default_factory=dict)  # trainable / total parameter counts (at the end, for gradual)
+    setup: dict = field(default_factory=dict)  # recorded in metrics.json as "setup"
 
 
 def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=None, progress: bool = True) -> _Inputs:
@@ -131,6 +135,8 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
     collate = PadCollator(tokenizer)
     bs, ebs, seed, t = cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed, cfg.transfer
     mode = t.mode
+    # train.sampler=weighted: every class equally likely per draw (over the rows that train: windows, with chunking)
+    weights = sampling_weights(tokens["train"]["labels"]) if cfg.train.sampler == "weighted" else None
     if mode == "feature_extraction" and (t.cache_features or cfg.model.head == "logreg"):
         model.to(accelerator.device)
         feats, info = cached_features(
@@ -141,7 +147,7 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
         # The same length-grouped batches as the token path, so cached and uncached runs match.
         stack = torch.utils.data.default_collate
         train, sampler = _loader(feats["train"], bs, stack, shuffle=True, seed=seed, group=cfg.train.group_by_length,
-                                 lengths=tokens["train"]["length"])
+                                 lengths=tokens["train"]["length"], weights=weights)
         return _Inputs(
             train,
             torch.utils.data.DataLoader(feats["validation"], batch_size=ebs),
@@ -155,32 +161,45 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
         states = {s: encode_prefix(model, tokens[s], collate, ebs, accelerator, first, f"caching {s}", progress) for s in ("train", "validation")}
         pcollate = PrefixCollator(collate, getattr(tokenizer, "padding_side", "right"))
         mk = lambda s: PrefixDataset(tokens[s], states[s])  # noqa: E731
-        train, sampler = _loader(mk("train"), bs, pcollate, shuffle=True, seed=seed, group=cfg.train.group_by_length, lengths=tokens["train"]["length"])
+        train, sampler = _loader(mk("train"), bs, pcollate, shuffle=True, seed=seed, group=cfg.train.group_by_length,
+                                 lengths=tokens["train"]["length"], weights=weights)
         val, _ = _loader(mk("validation"), ebs, pcollate, shuffle=False, lengths=tokens["validation"]["length"])
         test, _ = _loader(tokens["test"], ebs, collate, shuffle=False)  # test runs the whole model, as saved
         seconds = time.perf_counter() - t0
         return _Inputs(train, val, test, sampler, prefix=FrozenPrefix(model, first), encode_seconds=seconds,
                        cache={"prefix": {"first_trained_layer": first, "seconds": round(seconds, 2)}})
-    train, sampler = _loader(tokens["train"], bs, collate, shuffle=True, seed=seed, group=cfg.train.group_by_length)
+    train, sampler = _loader(tokens["train"], bs, collate, shuffle=True, seed=seed, group=cfg.train.group_by_length, weights=weights)
     val, _ = _loader(tokens["validation"], ebs, collate, shuffle=False)
     test, _ = _loader(tokens["test"], ebs, collate, shuffle=False)
     return _Inputs(train, val, test, sampler)
 
 
 @torch.inference_mode()
-def evaluate(model, loader, accelerator, labels: list[str]) -> dict:
-    """Metrics on a prepared loader; every example counted once across processes."""
+def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "mean") -> dict:
+    """Metrics on a prepared loader; every example counted once across processes.
+
+    Batches with ``doc_id`` (chunking) hold windows: their logits are gathered with the
+    document ids, then aggregated per document (``aggregate``: mean or max), so metrics and
+    loss count documents, whichever process saw which window.
+    """
     model.eval()
-    preds, refs, loss_sum, n = [], [], 0.0, 0
+    logits_all, refs, docs = [], [], []
     for batch in loader:
+        doc = batch.pop("doc_id", None)
         out = model(**batch)
-        logits, y = accelerator.gather_for_metrics((out["logits"].float(), batch["labels"]))
-        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        n += len(y)
-        preds.append(logits.argmax(-1).cpu())
-        refs.append(y.cpu())
-    metrics = compute_metrics(torch.cat(refs).numpy(), torch.cat(preds).numpy(), label_names=labels)
-    metrics["loss"] = loss_sum / max(n, 1)
+        gathered = accelerator.gather_for_metrics((out["logits"].float(), batch["labels"]) + ((doc,) if doc is not None else ()))
+        logits_all.append(gathered[0].cpu())
+        refs.append(gathered[1].cpu())
+        if doc is not None:
+            docs.append(gathered[2].cpu())
+    logits, y = torch.cat(logits_all), torch.cat(refs)
+    if docs:
+        n_windows = len(y)
+        logits, y = per_document(logits, y, torch.cat(docs), aggregate)
+    metrics = compute_metrics(y.numpy(), logits.argmax(-1).numpy(), label_names=labels)
+    metrics["loss"] = torch.nn.functional.cross_entropy(logits, y).item()
+    if docs:
+        metrics["num_windows"] = n_windows
     return metrics
 
 
@@ -213,6 +232,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
             data = load_data(cfg.data, cfg.model.num_labels)
     elif cfg.model.num_labels is not None and cfg.model.num_labels != data.num_labels:
         raise ConfigError(f"model.num_labels={cfg.model.num_labels} but the data has {data.num_labels} labels")
+    check_class_weights(cfg.train.class_weights, data.labels)
     model, tokenizer = build_classifier(cfg, data.labels)
     counts = apply_transfer(model, cfg.transfer)
     fast = speed_up(model) if cfg.train.fast_kernels and accelerator.device.type == "cpu" else None
@@ -225,12 +245,21 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         main_process_only=True,
     )
     with accelerator.main_process_first():
-        tokens = tokenize(data.splits, tokenizer, cfg.model.max_length)
+        tokens = tokenize(data.splits, tokenizer, cfg.model.max_length, LongTextSpec.from_config(cfg.model))
+    weights = class_weights(cfg.train.class_weights, data.labels, tokens["train"]["labels"])
+    model.set_class_weights(weights)
+    if weights is not None:
+        logger.info(f"class weights: {dict(zip(data.labels, [round(w, 4) for w in weights]))}", main_process_only=True)
     info = lambda msg: logger.info(msg, main_process_only=True)  # noqa: E731
     frozen = frozen_modules(model)  # run in eval mode, as the caches compute them
     t_inputs = time.perf_counter()
     inputs = build_inputs(cfg, model, tokenizer, tokens, accelerator, log=info, progress=show)
     inputs.started, inputs.params = t_inputs, counts
+    inputs.setup = {
+        "class_weights": dict(zip(data.labels, weights)) if weights is not None else None,
+        "sampler": cfg.train.sampler,
+        "windows": {s: len(tokens[s]) for s in tokens} if cfg.model.chunking else None,
+    }
     if inputs.features is not None and inputs.cache["features"]["misses"]:
         n = sum(len(inputs.features[s]) for s in inputs.cache["features"]["misses"])
         info(f"encoded {n:,} examples once in {inputs.encode_seconds:.1f}s (cache: {inputs.cache['features']['cache_dir'] or 'off'})")
@@ -278,6 +307,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         t0, loss_sum, loss_n = time.perf_counter(), 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show, leave=False)
         for batch in bar:
+            batch.pop("doc_id", None)  # windows train as examples of their own
             with accelerator.accumulate(model):
                 out = model(**batch)
                 loss = out["loss"] if l2sp is None else out["loss"] + l2sp()
@@ -300,7 +330,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
                     accelerator.log({"train/loss": loss_sum / loss_n, "train/lr": scheduler.get_last_lr()[0]}, step=step)
         t_epoch = time.perf_counter() - t0
         t_train += t_epoch
-        val = evaluate(model, val_loader, accelerator, data.labels)
+        val = evaluate(model, val_loader, accelerator, data.labels, cfg.model.chunk_aggregate)
         train_loss = accelerator.reduce(torch.tensor(loss_sum / max(loss_n, 1), device=accelerator.device), "mean").item()
         record = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": round(t_epoch, 2), "validation": val}
         history.append(record)
@@ -351,18 +381,23 @@ def _check_finite(loss: torch.Tensor, accelerator, cfg: RecipeConfig, epoch: int
         )
 
 
+def _weights_list(model) -> list[float] | None:
+    return None if model.class_weights is None else model.class_weights.tolist()
+
+
 def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accelerator, info) -> tuple[list, int, float]:
     """The logreg head: one scikit-learn fit on the cached features instead of epochs of SGD."""
     t0 = time.perf_counter()
     feats = inputs.features
     fit = fit_logreg_head(model.head, feats["train"], feats["validation"], data.labels, cfg.model.logreg_c,
-                          cfg.train.metric_for_best, cfg.train.seed)
+                          cfg.train.metric_for_best, cfg.train.seed, _weights_list(model), cfg.model.chunk_aggregate)
     seconds = time.perf_counter() - t0
-    val = evaluate(model, accelerator.prepare_data_loader(inputs.validation), accelerator, data.labels)
+    val = evaluate(model, accelerator.prepare_data_loader(inputs.validation), accelerator, data.labels, cfg.model.chunk_aggregate)
     info(f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
          f"{format_metrics(val)} | {seconds:.1f}s")
     with torch.no_grad():
-        train_loss = torch.nn.functional.cross_entropy(model.head(feats["train"].features.to(accelerator.device)), feats["train"].labels.to(accelerator.device)).item()
+        train_loss = torch.nn.functional.cross_entropy(model.head(feats["train"].features.to(accelerator.device)), feats["train"].labels.to(accelerator.device),
+                                                     weight=model.class_weights).item()
     history = [{"epoch": 1, "train_loss": train_loss, "seconds": round(seconds, 2), "validation": val, "logreg": fit}]
     return history, 1, seconds
 
@@ -371,7 +406,7 @@ def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data
             accelerator, t_start, n_samples, n_tokens) -> RunResult:
     """Best epoch on test, then the run directory."""
     fit_seconds = time.perf_counter() - inputs.started
-    test = evaluate(model, accelerator.prepare_data_loader(inputs.test), accelerator, data.labels)
+    test = evaluate(model, accelerator.prepare_data_loader(inputs.test), accelerator, data.labels, cfg.model.chunk_aggregate)
     logger.info(f"test (best epoch {best_epoch}) | {format_metrics(test)}", main_process_only=True)
     timing = {
         "total_seconds": round(time.perf_counter() - t_start, 2),
@@ -384,7 +419,7 @@ def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data
     }
     params = {"trainable": inputs.params.get("trainable"), "total": inputs.params.get("total")}
     out_dir = Path(cfg.output.dir)
-    result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing, params)
+    result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing, params, inputs.setup)
     if accelerator.is_main_process:
         # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
         raw_model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
@@ -452,6 +487,7 @@ def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, pre
             "test": result.test,
             "timing": result.timing,
             "parameters": result.parameters,
+            "setup": result.setup,
             "data": {"sizes": data.sizes(), "label_counts": {s: data.label_counts(s) for s in data.splits}},
             "environment": environment_info(precision, accelerator),
         }

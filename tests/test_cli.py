@@ -141,6 +141,21 @@ def test_num_labels_inconsistent_with_data(setup):
     assert_user_error(proc, setup, "model.num_labels=3", "2 labels (neg, pos)")
 
 
+def test_pair_column_missing_in_one_split(setup):
+    rows = [(t, "the " + t, lab) for t, lab in toy_rows(40)]
+    train_file = write_csv(setup.root / "data" / "pairs.csv", rows, header=("text", "second", "label"))
+    val_file = write_csv(setup.root / "data" / "val.csv", toy_rows(10, seed=1))
+    setup.files |= {"data/pairs.csv", "data/val.csv"}
+    proc = run_train("--config", str(setup.recipe), f"data.train_file={train_file}", f"data.validation_file={val_file}",
+                     "data.text_pair_column=second")
+    assert_user_error(proc, setup, "validation split has no column 'second'", "data.text_pair_column")
+
+
+def test_class_weight_list_of_the_wrong_length(setup):
+    proc = run_train("--config", str(setup.recipe), "train.class_weights=[1.0, 2.0, 3.0]")
+    assert_user_error(proc, setup, "train.class_weights has 3 values", "2 labels", "in this label order: neg, pos")
+
+
 # ---- bad checkpoint ----------------------------------------------------------------------
 def test_checkpoint_path_that_does_not_exist(setup):
     missing = setup.root / "no-such-checkpoint"

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import catalog
+from ..chunking import LongTextSpec
 from ..config import ModelConfig
 from ..errors import ModelError
 from ..modeling import TextClassifier, _quiet, build_head, enable_gradient_checkpointing
@@ -86,6 +87,7 @@ def assemble(cfg: ModelConfig, backbone, pooling: str, labels: list[str], kind: 
         "head_hidden_size": cfg.head_hidden_size,
         "head_activation": cfg.head_activation,
         "max_length": cfg.max_length,
+        "long_text": LongTextSpec.from_config(cfg).to_meta(),
         "source_checkpoint": cfg.name_or_path,
         **meta,
     }
