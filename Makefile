@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup demo test test-fast modes modes-rt modes-bbc bench-cache bench-speed clean
+.PHONY: setup demo test test-fast modes modes-rt modes-bbc longdocs imbalance bench-cache bench-speed clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,20 @@ modes-bbc: $(STAMP)
 	for m in $(MODES); do $(LAUNCH) --config recipes/bbc_news/minilm-$$m.yaml output.overwrite=true || exit 1; done
 	$(PY) scripts/summarize.py $(MODES:%=runs/bbc-minilm-%) --out results/modes-bbc_news.md \
 		--readme README.md --section modes-bbc_news --command "make modes-bbc"
+
+# Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
+LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max
+longdocs: $(STAMP)
+	for r in $(LONGDOCS); do $(LAUNCH) --config recipes/bbc_news/minilm-$$r.yaml output.overwrite=true || exit 1; done
+	$(PY) scripts/summarize.py $(LONGDOCS:%=runs/bbc-minilm-%) --metric recall_macro --out results/longdocs-bbc_news.md \
+		--readme README.md --section longdocs-bbc_news --command "make longdocs"
+
+# Class imbalance: tweet sentiment (3 skewed classes), without and with class weights or a weighted sampler.
+IMBALANCE := feature_extraction feature_extraction-balanced feature_extraction-sampler logreg logreg-balanced
+imbalance: $(STAMP)
+	for r in $(IMBALANCE); do $(LAUNCH) --config recipes/tweet_sentiment/minilm-$$r.yaml output.overwrite=true || exit 1; done
+	$(PY) scripts/summarize.py $(IMBALANCE:%=runs/tweet-minilm-%) --metric recall_macro --out results/imbalance-tweet_sentiment.md \
+		--readme README.md --section imbalance-tweet_sentiment --command "make imbalance"
 
 # Frozen work done once: feature cache and frozen-prefix cache against the uncached paths.
 bench-cache: $(STAMP)

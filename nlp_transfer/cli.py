@@ -91,9 +91,11 @@ def summarize_main(argv: list[str]) -> None:
     p.add_argument("--readme", help="also replace the <!-- results:SECTION --> block of this file")
     p.add_argument("--section", default="demo", help="README block name (default: demo)")
     p.add_argument("--command", help="the command to print under the table (default: this invocation)")
+    p.add_argument("--metric", action="append", default=[], dest="metrics", metavar="NAME",
+                   help="an extra test-metric column (repeatable): recall_macro, precision_macro, f1_weighted, f1_micro")
     args = p.parse_args(argv)
     command = args.command or "python scripts/summarize.py " + " ".join(shlex.quote(a) for a in argv)
-    table = summarize_runs(args.runs, baseline=not args.no_baseline)
+    table = summarize_runs(args.runs, baseline=not args.no_baseline, metrics=tuple(args.metrics))
     text = f"{table}\n\nProduced by: `{command}`\n"
     print("\n" + text)
     if args.out:

@@ -17,8 +17,16 @@ def _read_run(d: str | Path) -> tuple[dict, RecipeConfig]:
     return json.loads((d / "metrics.json").read_text()), RecipeConfig.from_yaml(d / "recipe.yaml")
 
 
-def summarize_runs(run_dirs: list[str], baseline: bool = True) -> str:
-    """A Markdown table: one row per run (test accuracy, macro F1, wall time), baseline first."""
+# Extra test-metric columns a table can show (--metric), with their headers.
+METRIC_COLUMNS = {"recall_macro": "test macro recall", "precision_macro": "test macro precision", "f1_weighted": "test weighted F1",
+                  "f1_micro": "test micro F1"}
+
+
+def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[str, ...] = ()) -> str:
+    """A Markdown table: one row per run (test accuracy, macro F1, ``metrics``, wall time), baseline first."""
+    unknown = [m for m in metrics if m not in METRIC_COLUMNS]
+    if unknown:
+        raise ConfigError(f"unknown table metric '{unknown[0]}'; choose from {', '.join(METRIC_COLUMNS)}")
     runs = [_read_run(d) for d in run_dirs]
     data_cfgs = {json.dumps(cfg.to_dict()["data"], sort_keys=True) for _, cfg in runs}
     if len(data_cfgs) > 1:
@@ -39,11 +47,13 @@ def summarize_runs(run_dirs: list[str], baseline: bool = True) -> str:
         f"Data: `{first_cfg.data.source or first_cfg.data.train_file}`, train {sizes['train']:,} / validation "
         f"{sizes['validation']:,} / test {sizes['test']:,} (split seed {first_cfg.data.split_seed}); test-set figures.",
         "",
-        "| method | settings | trained params | test accuracy | test macro F1 | wall time (s) | train tokens/s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| method | settings | trained params | test accuracy | test macro F1 | "
+        + "".join(f"{METRIC_COLUMNS[m]} | " for m in metrics) + "wall time (s) | train tokens/s |",
+        "|---|---|---:|---:|---:|" + "---:|" * len(metrics) + "---:|---:|",
     ]
     for name, how, t, secs, tps, params in rows:
-        lines.append(f"| {name} | {how} | {params} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {secs:.1f} | {tps} |")
+        extra = "".join(f"{t[m]:.4f} | " for m in metrics)
+        lines.append(f"| {name} | {how} | {params} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {extra}{secs:.1f} | {tps} |")
     return "\n".join(lines)
 
 
@@ -56,12 +66,32 @@ def _row(m: dict, cfg: RecipeConfig) -> tuple:
     how = f"{cfg.model.pooling} pooling, {head}, {epochs}, {env['mixed_precision']}, {env['num_processes']}x {env['device']}"
     extras = [f"LLRD {t.layerwise_lr_decay}"] if t.layerwise_lr_decay < 1 else []
     extras += [f"L2-SP {t.l2sp}"] if t.l2sp > 0 else []
+    extras += _long_text(cfg.model) + _imbalance(cfg.train)
     if extras:
         how += ", " + ", ".join(extras)
     tps = m["timing"].get("train_tokens_per_second")
     trainable = m.get("parameters", {}).get("trainable")
     params = f"{trainable / 1e6:.2f}M" if trainable and trainable >= 1e5 else (f"{trainable:,}" if trainable else "-")
     return (f"{cfg.model.name_or_path} {mode}", how, m["test"], m["timing"]["total_seconds"], f"{tps:,.0f}" if tps else "-", params)
+
+
+def _long_text(m) -> list[str]:
+    """How texts longer than max_length were handled; nothing for the default (head truncation)."""
+    if m.chunking:
+        cap = f", at most {m.max_chunks}" if m.max_chunks else ""
+        return [f"windows of {m.max_length} tokens, {m.chunk_stride} shared{cap}, {m.chunk_aggregate} of logits"]
+    if m.truncation == "head+tail":
+        return [f"head+tail truncation ({m.head_fraction:g} head) at {m.max_length}"]
+    return [f"{m.truncation} truncation at {m.max_length}"] if m.truncation != "head" else []
+
+
+def _imbalance(t) -> list[str]:
+    out = []
+    if t.class_weights is not None:
+        out.append("balanced class weights" if t.class_weights == "balanced" else f"class weights {t.class_weights}")
+    if t.sampler != "random":
+        out.append(f"{t.sampler} sampler")
+    return out
 
 
 def update_readme(path: str | Path, section: str, text: str) -> None:
