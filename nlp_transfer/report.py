@@ -40,6 +40,23 @@ def write_plots(run_dir: Path, cfg, metrics: dict) -> list[str]:
     return [p.name for p in written if p is not None]
 
 
+def _setup_lines(cfg, metrics: dict) -> list[str]:
+    """Long-text handling and class balancing, where the recipe sets them."""
+    from .summary import _imbalance, _long_text
+
+    lines = []
+    long_text = _long_text(cfg.model)
+    if long_text:
+        note = (" (`load_run` does the same; plain transformers loading would truncate instead)" if cfg.model.chunking else "")
+        lines.append(f"- long texts: {long_text[0]}{note}")
+    weights = (metrics.get("setup") or {}).get("class_weights")
+    balance = _imbalance(cfg.train)
+    if balance:
+        shown = f" ({', '.join(f'{k} {v:.3f}' for k, v in weights.items())})" if weights else ""
+        lines.append(f"- class balance: {', '.join(balance)}{shown}")
+    return lines
+
+
 def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
     from .interop import loading_instructions
     from .modeling import META_FILE
@@ -56,13 +73,15 @@ def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
         f"- data: `{cfg.data.source or cfg.data.train_file}`; train {sizes['train']:,}, validation {sizes['validation']:,}, test {sizes['test']:,}",
         f"- training: {cfg.train.epochs} epochs, batch {cfg.train.batch_size} x {cfg.train.grad_accum_steps} accumulation x "
         f"{env['num_processes']} process(es), lr {cfg.train.lr:g}, precision {env['mixed_precision']}, seed {cfg.train.seed}",
+        *_setup_lines(cfg, metrics),
         f"- best epoch by validation {metrics['metric_for_best']}: {metrics['best_epoch']}",
         f"- wall time: {timing['total_seconds']:.1f}s (training {timing['train_seconds']:.1f}s, encoding {timing['encode_seconds']:.1f}s)",
         "",
         "## Test",
         "",
         f"accuracy **{t['accuracy']:.4f}**, macro F1 **{t['f1_macro']:.4f}**, macro precision {t['precision_macro']:.4f}, "
-        f"macro recall {t['recall_macro']:.4f}, weighted F1 {t['f1_weighted']:.4f} ({t['num_examples']:,} examples)",
+        f"macro recall {t['recall_macro']:.4f}, weighted F1 {t['f1_weighted']:.4f} ({t['num_examples']:,} examples"
+        + (f", {t['num_windows']:,} windows" if "num_windows" in t else "") + ")",
         "",
         per_class_table(t),
         "",

@@ -345,6 +345,8 @@ def test_balanced_weights_are_recorded_in_metrics_json(tmp_path, tiny_bert_dir):
     expected = {"neg": len(y) / (2 * counts[0]), "pos": len(y) / (2 * counts[1])}
     assert metrics["setup"]["class_weights"] == pytest.approx(expected)
     assert metrics["setup"]["sampler"] == "weighted" and metrics["metric_for_best"] == "recall_macro"
+    summary = (result.output_dir / "summary.md").read_text()
+    assert f"- class balance: balanced class weights, weighted sampler (neg {expected['neg']:.3f}, pos {expected['pos']:.3f})" in summary
 
 
 def test_weighted_sampler_draws_classes_equally_and_keeps_length_grouping():
@@ -389,3 +391,18 @@ def test_bad_settings_are_one_line_errors(override, words):
 def test_chunking_with_a_truncation_strategy_is_refused():
     with pytest.raises(ConfigError, match="model.truncation=head"):
         RecipeConfig().replace("model.chunking=true", "model.truncation=tail")
+
+
+# ---- reports --------------------------------------------------------------------------------
+def test_reports_name_the_windows_and_the_recall_column(chunked_run):
+    from nlp_transfer.summary import summarize_runs
+
+    cfg, result = chunked_run
+    table = summarize_runs([str(result.output_dir)], baseline=False, metrics=("recall_macro",))
+    header, _, row = table.splitlines()[2:5]
+    assert "test macro recall" in header
+    assert f"{result.test['recall_macro']:.4f}" in row and "windows of 16 tokens, 4 shared, mean of logits" in row
+    with pytest.raises(ConfigError, match="unknown table metric 'recall'"):
+        summarize_runs([str(result.output_dir)], baseline=False, metrics=("recall",))
+    summary = (result.output_dir / "summary.md").read_text()
+    assert "- long texts: windows of 16 tokens" in summary and f"{result.test['num_windows']:,} windows" in summary
