@@ -406,3 +406,35 @@ def test_reports_name_the_windows_and_the_recall_column(chunked_run):
         summarize_runs([str(result.output_dir)], baseline=False, metrics=("recall",))
     summary = (result.output_dir / "summary.md").read_text()
     assert "- long texts: windows of 16 tokens" in summary and f"{result.test['num_windows']:,} windows" in summary
+
+
+@pytest.mark.slow
+def test_two_processes_aggregate_windows_per_document(tmp_path, tiny_bert_dir, long_csv):
+    """torchrun, 2 CPU processes: each scores a share of the windows; gathered with their document
+    ids, every test document is counted once and scores as the reloaded run scores it alone."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    cfg = build_cfg(tmp_path, tiny_bert_dir, long_csv, "model.max_length=16", "model.chunking=true", "model.chunk_stride=4",
+                    "train.epochs=1", "train.eval_batch_size=7")  # uneven shards: the last batch is padded by duplicates
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(cfg.to_yaml())
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29653", "scripts/train.py", "--config", str(recipe), "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 process(es)" in proc.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    data = load_data(cfg.data)
+    test = data.splits["test"]
+    assert metrics["test"]["num_examples"] == len(test)
+    assert metrics["test"]["num_windows"] == metrics["setup"]["windows"]["test"]
+    ev = load_run(tmp_path / "run").evaluate(test["text"], [data.labels[i] for i in test["label"]])
+    assert ev.metrics["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    assert ev.metrics["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-4)
