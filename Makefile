@@ -52,7 +52,7 @@ longdocs: $(STAMP)
 		--readme README.md --section longdocs-bbc_news --command "make longdocs"
 
 # Class imbalance: tweet sentiment (3 skewed classes), without and with class weights or a weighted sampler.
-IMBALANCE := feature_extraction feature_extraction-balanced feature_extraction-sampler logreg logreg-balanced
+IMBALANCE := feature_extraction feature_extraction-balanced feature_extraction-sampler logreg logreg-balanced partial partial-balanced
 imbalance: $(STAMP)
 	for r in $(IMBALANCE); do $(LAUNCH) --config recipes/tweet_sentiment/minilm-$$r.yaml output.overwrite=true || exit 1; done
 	$(PY) scripts/summarize.py $(IMBALANCE:%=runs/tweet-minilm-%) --metric recall_macro --out results/imbalance-tweet_sentiment.md \

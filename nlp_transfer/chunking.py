@@ -162,8 +162,8 @@ def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: L
     budget = spec.max_length - len(tpl.prefix) - len(tpl.middle) - len(tpl.suffix)
     if budget < 2:
         raise ModelError(f"model.max_length={spec.max_length} leaves no room for text after the special tokens")
-    ids_a = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    ids_b = tokenizer(list(pairs), add_special_tokens=False)["input_ids"] if pairs is not None else [None] * len(ids_a)
+    ids_a = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]  # whole texts: no length warning
+    ids_b = tokenizer(list(pairs), add_special_tokens=False, verbose=False)["input_ids"] if pairs is not None else [None] * len(ids_a)
     out: dict[str, list] = {}
     for doc, (a, b) in enumerate(zip(ids_a, ids_b)):
         if spec.chunking:
