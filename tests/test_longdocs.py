@@ -20,6 +20,7 @@ from nlp_transfer.config import ConfigError
 from nlp_transfer.data import LengthGroupedBatchSampler, tokenize
 from nlp_transfer.features import fingerprint_tokens
 from nlp_transfer.imbalance import class_weights, sampling_weights
+from test_decoder import tiny_llama_dir  # noqa: F401  (a fixture)
 
 CLS, SEP = VOCAB.index("[CLS]"), VOCAB.index("[SEP]")
 WORDS = FILLER[:20]
@@ -438,3 +439,16 @@ def test_two_processes_aggregate_windows_per_document(tmp_path, tiny_bert_dir, l
     ev = load_run(tmp_path / "run").evaluate(test["text"], [data.labels[i] for i in test["label"]])
     assert ev.metrics["confusion_matrix"] == metrics["test"]["confusion_matrix"]
     assert ev.metrics["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-4)
+
+
+def test_a_decoder_trains_on_windows_and_reloads_to_the_same_metrics(tmp_path, tiny_llama_dir, long_csv):
+    """Llama-style: a BOS in front of every window, left padding, last-token pooling."""
+    cfg = build_cfg(tmp_path, tiny_llama_dir, long_csv, "model.max_length=16", "model.chunking=true", "model.chunk_stride=4",
+                    "model.pooling=auto", "train.epochs=1", "model.chunk_aggregate=max")
+    result = train(cfg, progress=False)
+    data = load_data(cfg.data)
+    test = data.splits["test"]
+    assert result.test["num_examples"] == len(test) < result.test["num_windows"]
+    ev = load_run(result.output_dir).evaluate(test["text"], [data.labels[i] for i in test["label"]])
+    assert ev.metrics["confusion_matrix"] == result.test["confusion_matrix"]
+    assert ev.metrics["loss"] == pytest.approx(result.test["loss"], rel=1e-5)
