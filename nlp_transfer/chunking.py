@@ -199,8 +199,8 @@ def aggregate(logits: torch.Tensor, doc_ids: torch.Tensor, how: str = "mean") ->
 
 
 def per_document(logits: torch.Tensor, labels: torch.Tensor, doc_ids: torch.Tensor, how: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [D, C], labels [D]) per document from per-window logits and labels."""
+    """(logits [D, C], labels [D] or [D, L] (multi-label)) per document from per-window logits and labels."""
     docs, doc_logits = aggregate(logits, doc_ids, how)
-    doc_labels = torch.empty(len(docs), dtype=labels.dtype, device=labels.device)
+    doc_labels = torch.empty((len(docs), *labels.shape[1:]), dtype=labels.dtype, device=labels.device)
     doc_labels[torch.searchsorted(docs, doc_ids)] = labels  # every window carries its document's label
     return doc_logits, doc_labels

@@ -34,6 +34,11 @@ BACKBONE_DTYPES = ("float32", "bfloat16")
 TRUNCATIONS = ("head", "tail", "head+tail")
 AGGREGATES = ("mean", "max")
 SAMPLERS = ("random", "weighted")
+# Task types (their logic lives in tasks.py; the names are here so recipes validate without torch).
+TASKS = ("single_label", "multi_label", "regression")
+TASK_CHOICES = ("auto",) + TASKS
+LOSSES = ("auto", "cross_entropy", "bce", "mse", "huber")
+THRESHOLD_MODES = ("per_label", "global")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -136,7 +141,18 @@ class DataConfig:
     test_file: Optional[str] = _f(None, "Explicit test file (optional; split from train if absent).")
     text_column: str = _f("text", "Column that holds the text.")
     text_pair_column: Optional[str] = _f(None, "Optional second text column (sentence pairs).")
-    label_column: str = _f("label", "Column that holds the label (strings or integers).")
+    label_column: str = _f("label", "Column that holds the label: strings or integers; lists of labels (multi-label); numbers (regression).")
+    task: str = _f(
+        "auto",
+        "single_label, multi_label, regression, or auto: multi_label for list labels, data.label_columns or "
+        "data.label_separator; regression for numbers with fractions and more than 20 distinct values; else single_label.",
+    )
+    label_columns: Optional[list[str]] = _f(
+        None, "Multi-label data as several 0/1 columns, one per label (instead of data.label_column)."
+    )
+    label_separator: Optional[str] = _f(
+        None, "Multi-label data as strings of labels joined by this separator, e.g. '|' for 'sport|politics'."
+    )
     validation_fraction: float = _f(0.1, "Fraction of the data held out for validation when the source has no such split.")
     test_fraction: float = _f(0.1, "Fraction held out for test when the source has no such split.")
     split_seed: int = _f(42, "Seed of the stratified splits (recorded with the run).")
@@ -155,6 +171,15 @@ class DataConfig:
             "data.validation_fraction + data.test_fraction must leave at least 10% for training",
         )
         _check(self.max_samples is None or self.max_samples > 0, "data.max_samples must be positive or null")
+        _choice("data", "task", self.task, TASK_CHOICES)
+        if self.label_columns is not None:
+            _check(len(self.label_columns) >= 1, "data.label_columns must name at least one 0/1 column (or be null)")
+            _check(len(set(self.label_columns)) == len(self.label_columns), f"data.label_columns={self.label_columns} names a column twice")
+        _check(self.label_separator is None or self.label_separator != "", "data.label_separator must not be empty (or null)")
+        multi = self.label_columns is not None or self.label_separator is not None
+        _check(not multi or self.task in ("auto", "multi_label"),
+               f"data.label_columns and data.label_separator describe multi-label data, but data.task={self.task}; "
+               "set data.task to multi_label or auto")
 
 
 @dataclass
@@ -197,7 +222,18 @@ class TrainConfig:
     max_grad_norm: Optional[float] = _f(1.0, "Clip the gradient norm to this value; null disables.")
     mixed_precision: str = _f("auto", "no, fp16, bf16, or auto (bf16 where the hardware supports it, else no).")
     seed: int = _f(42, "Seed for model initialisation, shuffling and dropout.")
-    metric_for_best: str = _f("f1_macro", "Validation metric that picks the best epoch (higher is better; loss: lower).")
+    metric_for_best: str = _f(
+        "auto",
+        "Validation metric that picks the best epoch (loss, mse, mae, rmse, hamming_loss: lower is better; others higher). "
+        "auto: f1_macro (single-label), f1_micro (multi-label), mse (regression).",
+    )
+    loss: str = _f("auto", "Training loss: auto (the task's own), cross_entropy, bce (multi-label), mse or huber (regression).")
+    huber_delta: float = _f(1.0, "Huber loss: where it turns from quadratic to linear (train.loss=huber).")
+    thresholds: Union[float, list[float], str] = _f(
+        "per_label",
+        "Multi-label decision thresholds: per_label or global (tuned on validation for the best F1, saved with the "
+        "model), or fixed: a number in [0, 1] or a list with one per label.",
+    )
     early_stopping_patience: Optional[int] = _f(
         None, "Stop after this many epochs without improvement of metric_for_best; null trains every epoch."
     )
@@ -243,6 +279,15 @@ class TrainConfig:
         from .metrics import SELECTABLE_METRICS
 
         _choice("train", "metric_for_best", self.metric_for_best, SELECTABLE_METRICS)
+        _choice("train", "loss", self.loss, LOSSES)
+        _check(self.huber_delta > 0, f"train.huber_delta={self.huber_delta} must be positive")
+        if isinstance(self.thresholds, str):
+            _choice("train", "thresholds", self.thresholds, THRESHOLD_MODES + ("<number in [0, 1]>",))
+        else:
+            values = self.thresholds if isinstance(self.thresholds, list) else [self.thresholds]
+            _check(len(values) >= 1, "train.thresholds must not be an empty list")
+            bad = [v for v in values if not 0.0 <= v <= 1.0]
+            _check(not bad, f"train.thresholds={self.thresholds} must be in [0, 1] (sigmoid probabilities); got {bad[0] if bad else ''}")
 
 
 @dataclass
@@ -263,6 +308,11 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.model.num_labels is not None and self.model.num_labels < 2:
             raise ConfigError("model.num_labels must be at least 2")
+        if self.model.head == "logreg" and self.data.task in ("multi_label", "regression"):
+            raise ConfigError(
+                f"model.head=logreg fits a single-label logistic regression and cannot learn a {self.data.task} task; "
+                "use model.head=linear (or mlp) with transfer.mode=feature_extraction"
+            )
         if self.model.head == "logreg" and self.transfer.mode != "feature_extraction":
             raise ConfigError(
                 f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "
@@ -405,10 +455,11 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
                 pass
         raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(t)}")
     if origin is list:
+        (item,) = typing.get_args(t)
         if isinstance(value, (list, tuple)):
-            (item,) = typing.get_args(t)
             return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    elif t is bool:
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected a list of {_type_name(item)}")
+    if t is bool:
         if isinstance(value, bool):
             return value
     elif t is int:

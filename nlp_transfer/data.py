@@ -1,8 +1,10 @@
 """Data: load from files, saved datasets, the hub or the catalog; labels; splits; tokens.
 
 Everything downstream sees a :class:`TextData`: a ``DatasetDict`` with ``train``,
-``validation`` and ``test`` splits, each with ``text`` (and ``text_pair``) and integer
-``label`` columns, plus the label names (id -> name).
+``validation`` and ``test`` splits, each with ``text`` (and ``text_pair``) and ``label``
+columns, plus the label names and the task (see :mod:`nlp_transfer.tasks`): ``label`` is a
+class id (single-label), a 0/1 float vector with one entry per name (multi-label) or a float
+(regression, whose one "label name" is the target column).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import datasets
 import numpy as np
 import torch
 
-from . import catalog
+from . import catalog, tasks
 from .config import DataConfig
 from .errors import DataError
 
@@ -30,17 +32,28 @@ SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"
 class TextData:
     splits: datasets.DatasetDict
     labels: list[str]
+    task: str = "single_label"
 
     @property
     def num_labels(self) -> int:
+        """Outputs of the head: classes, labels (multi-label) or 1 (regression)."""
         return len(self.labels)
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
 
     def label_counts(self, split: str) -> dict[str, int]:
-        counts = np.bincount(np.asarray(self.splits[split]["label"]), minlength=self.num_labels)
+        """Examples per class; multi-label: examples carrying each label; regression: empty."""
+        y = np.asarray(self.splits[split]["label"])
+        if self.task == "regression":
+            return {}
+        counts = y.sum(0) if self.task == "multi_label" else np.bincount(y, minlength=self.num_labels)
         return {name: int(c) for name, c in zip(self.labels, counts)}
+
+    def target_stats(self, split: str) -> dict[str, float]:
+        """Regression: mean, std, min and max of the target in ``split``."""
+        y = np.asarray(self.splits[split]["label"], dtype=np.float64)
+        return {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()), "max": float(y.max())}
 
 
 # ---- loading --------------------------------------------------------------------------
@@ -123,6 +136,8 @@ def load_raw(cfg: DataConfig) -> dict[str, datasets.Dataset]:
 
 # ---- cleaning and labels --------------------------------------------------------------
 def _select_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> datasets.Dataset:
+    if cfg.label_columns:
+        return _select_label_columns(ds, split, cfg)
     given = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
     if len(set(given)) != len(given):  # one column in two roles would silently drop a role below
         raise DataError(
@@ -131,14 +146,7 @@ def _select_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> datase
     wanted = {cfg.text_column: "text", cfg.label_column: "label"}
     if cfg.text_pair_column:
         wanted[cfg.text_pair_column] = "text_pair"
-    for col, role in wanted.items():
-        if col not in ds.column_names:
-            key = {"text": "text_column", "label": "label_column", "text_pair": "text_pair_column"}[role]
-            near = difflib.get_close_matches(col, ds.column_names, n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else ""
-            raise DataError(
-                f"{split} split has no column '{col}' (data.{key}){hint}; the columns are: {', '.join(ds.column_names)}"
-            )
+    _require_columns(ds, split, wanted)
     ds = ds.select_columns(list(wanted))
     rename = {c: r for c, r in wanted.items() if c != r}
     # Two-step rename so swapping names (e.g. text<->label) cannot collide.
@@ -146,6 +154,32 @@ def _select_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> datase
         ds = ds.rename_columns({c: f"__{r}" for c, r in rename.items()})
         ds = ds.rename_columns({f"__{r}": r for r in rename.values()})
     return ds
+
+
+def _select_label_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> datasets.Dataset:
+    """Multi-label data as 0/1 columns: ``text`` (``text_pair``) and one ``label`` vector per row."""
+    texts = {cfg.text_column: "text", **({cfg.text_pair_column: "text_pair"} if cfg.text_pair_column else {})}
+    clash = sorted(set(texts) & set(cfg.label_columns))
+    if clash:
+        raise DataError(f"column '{clash[0]}' is both a text column and in data.label_columns; name different columns")
+    _require_columns(ds, split, {**texts, **{c: "label_columns" for c in cfg.label_columns}})
+    where = f"{split} split"
+    cols = [tasks.zero_one(ds[c], c, where) for c in cfg.label_columns]
+    vectors = [list(row) for row in zip(*cols)]
+    ds = ds.select_columns(list(texts)).rename_columns({c: f"__{r}" for c, r in texts.items()})
+    ds = ds.rename_columns({f"__{r}": r for r in texts.values()})
+    return ds.add_column("label", vectors)
+
+
+def _require_columns(ds: datasets.Dataset, split: str, wanted: dict[str, str]) -> None:
+    for col, role in wanted.items():
+        if col not in ds.column_names:
+            key = {"text": "text_column", "label": "label_column", "text_pair": "text_pair_column"}.get(role, role)
+            near = difflib.get_close_matches(col, ds.column_names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise DataError(
+                f"{split} split has no column '{col}' (data.{key}){hint}; the columns are: {', '.join(ds.column_names)}"
+            )
 
 
 def _check_texts(ds: datasets.Dataset, split: str, column: str, cfg_key: str) -> None:
@@ -190,15 +224,18 @@ def _encode_labels(ds: datasets.Dataset, split: str, names: list[str], cfg: Data
 
 
 # ---- splits ---------------------------------------------------------------------------
-def _stratified_split(ds: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(rest, held_out): a deterministic stratified split on the ``label`` column."""
+def _stratified_split(ds: datasets.Dataset, fraction: float, seed: int, stratified: bool = True) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(rest, held_out): a deterministic split, stratified on the ``label`` column (class ids)
+    when ``stratified`` (single-label), else a seeded random one (multi-label, regression)."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(ds))
-    labels = np.asarray(ds["label"])
     n_held = max(1, math.ceil(fraction * len(ds) - 1e-9))  # 0.15 * 100 is 15.000000000000002 in floats
-    counts = np.bincount(labels)
-    stratify = labels if (counts[counts > 0].min() >= 2 and n_held >= (counts > 0).sum()) else None
+    stratify = None
+    if stratified:
+        labels = np.asarray(ds["label"])
+        counts = np.bincount(labels)
+        stratify = labels if (counts[counts > 0].min() >= 2 and n_held >= (counts > 0).sum()) else None
     rest, held = train_test_split(idx, test_size=n_held, random_state=seed, shuffle=True, stratify=stratify)
     return ds.select(rest), ds.select(held)
 
@@ -216,26 +253,35 @@ def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:
             _check_texts(ds, s, "text_pair", f"data.text_pair_column ('{cfg.text_pair_column}')")
 
     train_labels = raw["train"]["label"]
-    if any(v is None for v in train_labels):
-        raise DataError(f"train split has rows without a label in column '{cfg.label_column}'")
-    names = build_label_names(train_labels)
-    if len(names) < 2:
-        raise DataError(f"the training data has a single label ({names[0]}); classification needs at least two")
-    if num_labels is not None and num_labels != len(names):
+    task = tasks.infer_task(cfg.task, train_labels, label_columns=cfg.label_columns, label_separator=cfg.label_separator)
+    if task == "single_label":
+        if any(v is None for v in train_labels):
+            raise DataError(f"train split has rows without a label in column '{cfg.label_column}'")
+        names = build_label_names(train_labels)
+        if len(names) < 2:
+            raise DataError(f"the training data has a single label ({names[0]}); classification needs at least two")
+        enc = {s: _encode_labels(ds, s, names, cfg) for s, ds in raw.items()}
+    elif task == "multi_label":
+        names, enc = _encode_multi_label(raw, cfg)
+    else:
+        names = [cfg.label_column]
+        enc = {s: _set_label(ds, tasks.numbers(ds["label"], cfg.label_column, f"{s} split"), datasets.Value("float32"))
+               for s, ds in raw.items()}
+    if num_labels is not None and task != "regression" and num_labels != len(names):
         raise DataError(
             f"model.num_labels={num_labels} but the training data has {len(names)} labels ({', '.join(names[:10])}); "
             "fix model.num_labels or remove it"
         )
-    enc = {s: _encode_labels(ds, s, names, cfg) for s, ds in raw.items()}
 
     # Held-out fractions are of the whole source, so 80/10/10 means what it says.
     train = enc["train"]
     total = len(train)
+    strat = task == "single_label"
     if "test" not in enc:
-        train, enc["test"] = _stratified_split(train, cfg.test_fraction, cfg.split_seed)
+        train, enc["test"] = _stratified_split(train, cfg.test_fraction, cfg.split_seed, strat)
     if "validation" not in enc:
         frac = cfg.validation_fraction * total / len(train) if "test" not in raw else cfg.validation_fraction
-        train, enc["validation"] = _stratified_split(train, min(frac, 0.5), cfg.split_seed + 1)
+        train, enc["validation"] = _stratified_split(train, min(frac, 0.5), cfg.split_seed + 1, strat)
     enc["train"] = train
 
     splits = datasets.DatasetDict({s: enc[s] for s in SPLITS})
@@ -246,7 +292,27 @@ def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:
     for s, ds in splits.items():
         if len(ds) == 0:
             raise DataError(f"{s} split is empty after splitting; use more data or other data.*_fraction values")
-    return TextData(splits=splits, labels=names)
+    return TextData(splits=splits, labels=names, task=task)
+
+
+def _set_label(ds: datasets.Dataset, values: list, feature) -> datasets.Dataset:
+    return ds.remove_columns("label").add_column("label", values).cast_column("label", feature)
+
+
+def _encode_multi_label(raw: dict[str, datasets.Dataset], cfg: DataConfig) -> tuple[list[str], dict[str, datasets.Dataset]]:
+    """Label names and 0/1 float vectors from 0/1 columns, label lists or separated strings."""
+    vector = datasets.Sequence(datasets.Value("float32"))
+    if cfg.label_columns:  # already vectors (see _select_label_columns)
+        return list(cfg.label_columns), {s: ds.cast_column("label", vector) for s, ds in raw.items()}
+    sets = {s: [tasks.label_set(v, cfg.label_separator, f"{s} split, row {i} (column '{cfg.label_column}'),")
+                for i, v in enumerate(ds["label"])] for s, ds in raw.items()}
+    names = build_label_names([x for row in sets["train"] for x in row])
+    if not names:
+        raise DataError(
+            f"no training row has a label in column '{cfg.label_column}'; multi-label data needs lists of labels, "
+            "data.label_separator for joined strings, or data.label_columns for 0/1 columns"
+        )
+    return names, {s: _set_label(ds, tasks.multi_hot(sets[s], names, f"{s} split"), vector) for s, ds in raw.items()}
 
 
 # ---- tokens ---------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Classification metrics, computed once, used everywhere (training, evaluation, reports).
+"""Metrics, computed once, used everywhere (training, evaluation, reports).
 
-scikit-learn does the arithmetic. ``ClassificationMetrics`` wraps the same function as an
+Single-label classification (:func:`compute_metrics`), multi-label classification
+(:func:`multilabel_metrics`) and regression (:func:`regression_metrics`); scikit-learn and
+scipy do the arithmetic. ``ClassificationMetrics`` wraps the same function as an
 ``evaluate.Metric`` that works offline (nothing is fetched from the hub), so research code
 can use ``add_batch`` / ``compute``.
 """
@@ -12,10 +14,14 @@ from typing import Sequence
 import numpy as np
 
 AVERAGES = ("macro", "micro", "weighted")
-# Scalar metrics a run can select its best epoch by (all: higher is better, except loss).
-SELECTABLE_METRICS = ("accuracy", "loss") + tuple(
-    f"{m}_{a}" for m in ("precision", "recall", "f1") for a in AVERAGES
-)
+_PRF = tuple(f"{m}_{a}" for m in ("precision", "recall", "f1") for a in AVERAGES)
+# Scalar metrics a run can select its best epoch by, per task (see nlp_transfer.tasks).
+SINGLE_LABEL_METRICS = ("accuracy", "loss") + _PRF
+MULTI_LABEL_METRICS = ("subset_accuracy", "hamming_loss", "loss") + _PRF
+REGRESSION_METRICS = ("mse", "mae", "rmse", "pearson", "spearman", "loss")
+# "auto": the task's default (tasks.Task.default_metric).
+SELECTABLE_METRICS = ("auto",) + tuple(dict.fromkeys(SINGLE_LABEL_METRICS + MULTI_LABEL_METRICS + REGRESSION_METRICS))
+LOWER_IS_BETTER = frozenset({"loss", "hamming_loss", "mse", "mae", "rmse"})
 
 
 def compute_metrics(
@@ -65,27 +71,127 @@ def compute_metrics(
     return out
 
 
+def multilabel_metrics(y_true, y_pred, label_names: Sequence[str] | None = None) -> dict:
+    """Multi-label metrics from 0/1 matrices ``y_true`` and ``y_pred`` [N, L].
+
+    Precision/recall/F1 micro (pooled over every (example, label) decision), macro (mean over
+    labels) and weighted (by label support); ``subset_accuracy`` (the whole label set right);
+    ``hamming_loss`` (share of wrong (example, label) decisions); per label. Undefined ratios
+    count as 0 (``zero_division=0``).
+    """
+    from sklearn.metrics import hamming_loss, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true).astype(np.int64)
+    y_pred = np.asarray(y_pred).astype(np.int64)
+    if y_true.ndim != 2 or y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be matrices of one shape [N, labels]")
+    if y_true.shape[0] == 0:
+        raise ValueError("cannot compute metrics on zero examples")
+    names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(y_true.shape[1])]
+    if len(names) != y_true.shape[1]:
+        raise ValueError(f"{len(names)} label_names given for {y_true.shape[1]} label columns")
+    out: dict = {
+        "subset_accuracy": float((y_true == y_pred).all(1).mean()),
+        "hamming_loss": float(hamming_loss(y_true, y_pred)),
+        "num_examples": int(y_true.shape[0]),
+    }
+    for avg in AVERAGES:
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
+        out[f"precision_{avg}"], out[f"recall_{avg}"], out[f"f1_{avg}"] = float(p), float(r), float(f)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    out["per_class"] = {
+        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
+               "predicted": int(y_pred[:, i].sum())}
+        for i, name in enumerate(names)
+    }
+    out["labels"] = names
+    return out
+
+
+def regression_metrics(y_true, y_pred) -> dict:
+    """MSE, RMSE, MAE, Pearson and Spearman correlation of numbers ``y_pred`` against ``y_true``.
+
+    A correlation is undefined when either side is constant; it is then reported as 0.0
+    (so model selection and tables keep working).
+    """
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.shape[0]} items but y_pred has {y_pred.shape[0]}")
+    if y_true.size == 0:
+        raise ValueError("cannot compute metrics on zero examples")
+    mse = float(mean_squared_error(y_true, y_pred))
+    constant = y_true.size < 2 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0
+    return {
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "pearson": 0.0 if constant else float(pearsonr(y_true, y_pred)[0]),
+        "spearman": 0.0 if constant else float(spearmanr(y_true, y_pred)[0]),
+        "num_examples": int(y_true.size),
+        "target_mean": float(y_true.mean()),
+        "target_std": float(y_true.std()),
+    }
+
+
 def scalar_metrics(metrics: dict) -> dict:
     """Only the scalar entries (for logging and trackers)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def is_better(metric: str, new: float, best: float | None, threshold: float = 0.0) -> bool:
-    """Whether ``new`` improves on ``best`` by more than ``threshold`` (loss: lower is better)."""
+    """Whether ``new`` improves on ``best`` by more than ``threshold`` (loss, MSE, MAE, Hamming loss: lower is better)."""
     if best is None:
         return True
-    return new < best - threshold if metric == "loss" else new > best + threshold
+    return new < best - threshold if metric in LOWER_IS_BETTER else new > best + threshold
 
 
-def format_metrics(metrics: dict, keys: Sequence[str] = ("accuracy", "f1_macro", "precision_macro", "recall_macro")) -> str:
+HEADLINE = ("accuracy", "subset_accuracy", "f1_micro", "f1_macro", "precision_macro", "recall_macro", "hamming_loss",
+            "mse", "mae", "pearson", "spearman")
+
+
+def format_metrics(metrics: dict, keys: Sequence[str] | None = None) -> str:
+    """``name value`` pairs of the headline metrics present (any task), for log lines."""
+    if keys is None:
+        keys = HEADLINE if "accuracy" not in metrics else ("accuracy", "f1_macro", "precision_macro", "recall_macro")
     return " ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+def headline(metrics: dict) -> str:
+    """One Markdown line with the metrics that matter for the task of ``metrics`` (bold: the main ones)."""
+    m = metrics
+    n = f"({m['num_examples']:,} examples" + (f", {m['num_windows']:,} windows" if "num_windows" in m else "") + ")"
+    if "accuracy" in m:
+        return (f"accuracy **{m['accuracy']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, macro precision {m['precision_macro']:.4f}, "
+                f"macro recall {m['recall_macro']:.4f}, weighted F1 {m['f1_weighted']:.4f} {n}")
+    if "subset_accuracy" in m:
+        return (f"micro F1 **{m['f1_micro']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, micro precision {m['precision_micro']:.4f}, "
+                f"micro recall {m['recall_micro']:.4f}, macro precision {m['precision_macro']:.4f}, macro recall "
+                f"{m['recall_macro']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} {n}")
+    return (f"MSE **{m['mse']:.4f}**, MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, Pearson **{m['pearson']:.4f}**, "
+            f"Spearman {m['spearman']:.4f} {n}; the target's mean {m['target_mean']:.4f}, standard deviation {m['target_std']:.4f}")
+
+
+def epoch_columns(metrics: dict) -> list[tuple[str, str]]:
+    """(key, column title) of the validation scores shown per epoch for this task."""
+    if "accuracy" in metrics:
+        return [("accuracy", "val accuracy"), ("f1_macro", "val macro F1")]
+    if "subset_accuracy" in metrics:
+        return [("f1_micro", "val micro F1"), ("f1_macro", "val macro F1")]
+    return [("mse", "val MSE"), ("pearson", "val Pearson")]
 
 
 def per_class_table(metrics: dict) -> str:
     """A Markdown table of per-class precision, recall, F1 and support."""
-    rows = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-    for name, m in metrics["per_class"].items():
-        rows.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
+    thresholds = metrics.get("thresholds")  # multi-label: the decision threshold of each label
+    extra = " threshold |" if thresholds else ""
+    rows = ["| class | precision | recall | F1 | support |" + extra, "|---|---:|---:|---:|---:|" + ("---:|" if thresholds else "")]
+    for i, (name, m) in enumerate(metrics["per_class"].items()):
+        cell = f" {thresholds[i]:.2f} |" if thresholds else ""
+        rows.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |" + cell)
     return "\n".join(rows)
 
 

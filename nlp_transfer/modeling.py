@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .tasks import build_loss
 
 META_FILE = "nlp_transfer.json"
 HEAD_FILE = "head.safetensors"
@@ -69,6 +70,10 @@ def build_head(
 
 
 class TextClassifier(nn.Module):
+    """Backbone + pooling + head for a task (``meta["task"]``, default single-label; see
+    :mod:`nlp_transfer.tasks`). ``loss_fn`` computes the loss when ``labels`` are given;
+    ``thresholds`` are the multi-label decision thresholds (saved with the model)."""
+
     def __init__(self, backbone: nn.Module, head: nn.Module, pooling: str, labels: list[str], meta: dict | None = None):
         super().__init__()
         self.backbone = backbone
@@ -76,12 +81,25 @@ class TextClassifier(nn.Module):
         self.pooling = pooling
         self.labels = list(labels)
         self.meta = dict(meta or {})
-        # Class weights of the training loss (train.class_weights); not saved: they only shape training.
+        # Class weights of the single-label loss (train.class_weights); not saved: they only shape training.
         self.register_buffer("class_weights", None, persistent=False)
+        task = self.meta.get("task", "single_label")
+        self.set_task(task, build_loss(task, **(self.meta.get("loss") or {})), self.meta.get("thresholds"))
 
     def set_class_weights(self, weights: list[float] | None) -> None:
         ref = self.head[-1].weight
         self.class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=ref.device)
+
+    def set_task(self, task: str, loss_fn: nn.Module | None = None, thresholds: list[float] | None = None) -> "TextClassifier":
+        """Train and predict for ``task`` with ``loss_fn`` (default: the task's own loss)."""
+        self.task = task
+        self.meta["task"] = task
+        self.loss_fn = loss_fn if loss_fn is not None else build_loss(task)
+        if task == "multi_label":
+            self.thresholds = [float(t) for t in thresholds] if thresholds is not None else [0.5] * len(self.labels)
+        else:
+            self.thresholds = None
+        return self
 
     @property
     def num_labels(self) -> int:
@@ -103,7 +121,7 @@ class TextClassifier(nn.Module):
         if features is None:
             features = self.encode(input_ids, attention_mask, token_type_ids)
         logits = self.head(features.to(self.head[-1].weight.dtype))
-        loss = nn.functional.cross_entropy(logits.float(), labels, weight=self.class_weights) if labels is not None else None
+        loss = self.loss_fn(logits, labels, self.class_weights) if labels is not None else None
         return {"loss": loss, "logits": logits}
 
     # ---- persistence -------------------------------------------------------------------
@@ -115,6 +133,8 @@ class TextClassifier(nn.Module):
         cfg = self.backbone.config
         cfg.id2label = dict(enumerate(self.labels))
         cfg.label2id = {n: i for i, n in enumerate(self.labels)}
+        if self.task != "single_label":  # so AutoModelForSequenceClassification picks the same loss
+            cfg.problem_type = {"multi_label": "multi_label_classification", "regression": "regression"}[self.task]
         # Where pooling and head are the architecture's own, save in its XForSequenceClassification
         # layout so plain transformers loads it too (see interop.py); AutoModel reads either layout.
         from .interop import native_classifier
@@ -122,7 +142,8 @@ class TextClassifier(nn.Module):
         native, why_not = native_classifier(self)
         _quiet((native or self.backbone).save_pretrained, d)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(d / HEAD_FILE))
-        meta = {**self.meta, "format_version": FORMAT_VERSION, "pooling": self.pooling, "labels": self.labels}
+        meta = {**self.meta, "format_version": FORMAT_VERSION, "pooling": self.pooling, "labels": self.labels,
+                "task": self.task, "thresholds": self.thresholds}
         meta["transformers_class"] = type(native).__name__ if native is not None else None
         meta["transformers_note"] = why_not or None
         (d / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -63,7 +63,8 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], pa
 
 
 def plot_learning_curves(epochs: list[dict], path: str | Path, best_epoch: int | None = None, title: str = "") -> Path | None:
-    """Train and validation loss (left), validation accuracy and macro F1 (right), per epoch."""
+    """Train and validation loss (left), the task's validation scores (right), per epoch: accuracy and
+    macro F1 (single-label), micro and macro F1 (multi-label), Pearson and Spearman (regression)."""
     fig = _figure(figsize=(10, 3.8))
     if fig is None:
         return None
@@ -73,8 +74,13 @@ def plot_learning_curves(epochs: list[dict], path: str | Path, best_epoch: int |
     left.plot(x, [e["train_loss"] for e in epochs], marker="o", label="train")
     left.plot(x, [v["loss"] for v in val], marker="o", label="validation")
     left.set(xlabel="epoch", ylabel="loss", title="loss")
-    right.plot(x, [v["accuracy"] for v in val], marker="o", label="accuracy")
-    right.plot(x, [v["f1_macro"] for v in val], marker="o", label="macro F1")
+    scores = {"accuracy": "accuracy", "subset_accuracy": "subset accuracy", "f1_micro": "micro F1", "f1_macro": "macro F1",
+              "pearson": "Pearson", "spearman": "Spearman"}
+    if "accuracy" in val[0]:
+        scores = {"accuracy": "accuracy", "f1_macro": "macro F1"}
+    for key, name in scores.items():
+        if key in val[0]:
+            right.plot(x, [v[key] for v in val], marker="o", label=name)
     right.set(xlabel="epoch", ylabel="validation score", title="validation")
     for ax in (left, right):
         if best_epoch:

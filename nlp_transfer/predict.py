@@ -3,6 +3,10 @@
     predictions = load_run("runs/rt-minilm-full").predict(["a gorgeous, moving film", "a tedious mess"])
     predictions                 # ['fresh', 'rotten']: a list of labels ...
     predictions.probabilities   # ... with one row of class probabilities per text (columns: predictions.classes)
+
+Multi-label runs return a list of label lists (``[["sport"], ["sport", "politics"]]``, with
+per-label ``probabilities`` and the ``thresholds`` that decided them); regression runs a list
+of numbers (:class:`MultiLabelPredictions`, :class:`RegressionPredictions`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,50 @@ class Predictions(list):
         ]
 
 
+class MultiLabelPredictions(list):
+    """Predicted label sets (a ``list`` of lists of names): each label whose sigmoid probability
+    reaches its threshold. ``probabilities`` [N, L] and ``logits`` [N, L] follow ``classes``;
+    ``ids`` is the 0/1 decision matrix."""
+
+    def __init__(self, logits: np.ndarray, classes: Sequence[str], thresholds: Sequence[float]):
+        from .tasks import decide, probabilities
+
+        self.classes = list(classes)
+        self.logits = logits
+        self.thresholds = [float(t) for t in thresholds]
+        self.probabilities = probabilities("multi_label", logits)
+        self.ids = decide("multi_label", logits, self.thresholds)
+        super().__init__([c for c, on in zip(self.classes, row) if on] for row in self.ids)
+
+    def to_records(self) -> list[dict]:
+        """One dict per text: ``labels`` (a list) and ``probabilities`` (label -> probability)."""
+        return [{"labels": list(labels), "probabilities": {c: float(x) for c, x in zip(self.classes, p)}}
+                for labels, p in zip(self, self.probabilities)]
+
+
+class RegressionPredictions(list):
+    """Predicted numbers (a ``list`` of floats); ``values`` the same as a numpy array, ``logits`` [N, 1]."""
+
+    def __init__(self, logits: np.ndarray, classes: Sequence[str]):
+        self.classes = list(classes)  # one name: the target column
+        self.logits = logits
+        self.values = logits[:, 0].astype(np.float64)
+        super().__init__(float(v) for v in self.values)
+
+    def to_records(self) -> list[dict]:
+        """One dict per text: ``value``."""
+        return [{"value": v} for v in self]
+
+
+def make_predictions(logits: np.ndarray, model: TextClassifier):
+    """The predictions container of ``model``'s task for ``logits``."""
+    if model.task == "multi_label":
+        return MultiLabelPredictions(logits, model.labels, model.thresholds)
+    if model.task == "regression":
+        return RegressionPredictions(logits, model.labels)
+    return Predictions(logits, model.labels)
+
+
 class Predictor:
     """A saved model and its tokenizer; predictions in length-sorted batches.
 
@@ -76,6 +124,10 @@ class Predictor:
     @property
     def labels(self) -> list[str]:
         return self.model.labels
+
+    @property
+    def task(self) -> str:
+        return self.model.task
 
     @torch.inference_mode()
     def logits(
@@ -114,15 +166,19 @@ class Predictor:
         return out
 
     def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
-        """Class probabilities [N, C]; columns follow :attr:`labels`."""
+        """Class probabilities [N, C] (multi-label: per-label sigmoid); columns follow :attr:`labels`."""
+        if self.task == "regression":
+            raise ModelError("a regression run predicts numbers, not probabilities; use predict()")
         return self.predict(texts, **kw).probabilities
 
-    def predict(self, texts: Sequence[str], **kw) -> Predictions:
-        """Labels for ``texts`` (a list), with ``.probabilities``, ``.scores`` and ``.logits`` attached.
+    def predict(self, texts: Sequence[str], **kw) -> "Predictions | MultiLabelPredictions | RegressionPredictions":
+        """Predictions for ``texts`` (a list), by the run's task: labels with ``.probabilities``, ``.scores``
+        and ``.logits`` (single-label); label lists with ``.probabilities`` and ``.thresholds``
+        (multi-label); numbers with ``.values`` (regression).
 
         Keyword arguments: ``text_pairs``, ``batch_size`` (default: :attr:`batch_size`), ``progress`` (a bar).
         """
-        return Predictions(self.logits(texts, **kw), self.labels)
+        return make_predictions(self.logits(texts, **kw), self.model)
 
     def evaluate(self, texts: Sequence[str], labels: Sequence, **kw):
         """Metrics, confusion matrix and misclassified examples on labelled texts (see :mod:`nlp_transfer.evaluation`)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .metrics import confusion_table, per_class_table
+from .metrics import confusion_table, epoch_columns, headline, per_class_table
 
 SUMMARY_FILE = "summary.md"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -18,7 +18,7 @@ CURVES_PNG = "learning_curves.png"
 
 
 def label_balance_table(label_counts: dict[str, dict[str, int]]) -> str:
-    """Markdown: one row per split, examples per label with its share."""
+    """Markdown: one row per split, examples per label with its share (multi-label: examples carrying the label)."""
     labels = list(next(iter(label_counts.values())))
     rows = ["| split | examples | " + " | ".join(labels) + " |", "|---|---:|" + "---:|" * len(labels)]
     for split, counts in label_counts.items():
@@ -33,10 +33,10 @@ def write_plots(run_dir: Path, cfg, metrics: dict) -> list[str]:
     from .plots import plot_confusion_matrix, plot_learning_curves
 
     t = metrics["test"]
-    written = [
-        plot_confusion_matrix(t["confusion_matrix"], t["labels"], run_dir / CONFUSION_PNG, f"{cfg.name}: test (best epoch {metrics['best_epoch']})"),
-        plot_learning_curves(metrics["epochs"], run_dir / CURVES_PNG, metrics["best_epoch"], cfg.name),
-    ]
+    written = [plot_learning_curves(metrics["epochs"], run_dir / CURVES_PNG, metrics["best_epoch"], cfg.name)]
+    if "confusion_matrix" in t:  # single-label only: multi-label and regression have none
+        written.append(plot_confusion_matrix(t["confusion_matrix"], t["labels"], run_dir / CONFUSION_PNG,
+                                             f"{cfg.name}: test (best epoch {metrics['best_epoch']})"))
     return [p.name for p in written if p is not None]
 
 
@@ -66,11 +66,13 @@ def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
     sizes = metrics["data"]["sizes"]
     pngs = write_plots(run_dir, cfg, metrics)
     init = "" if getattr(cfg.model, "pretrained", True) else ", random initialisation (not pretrained)"
+    task = metrics.get("task", "single_label")
     lines = [
         f"# {cfg.name}",
         "",
         f"- model: `{cfg.model.name_or_path}` (pooling `{cfg.model.pooling}`, head `{cfg.model.head}`{init}), mode `{cfg.transfer.mode}`",
-        f"- data: `{cfg.data.source or cfg.data.train_file}`; train {sizes['train']:,}, validation {sizes['validation']:,}, test {sizes['test']:,}",
+        f"- data: `{cfg.data.source or cfg.data.train_file}` ({task.replace('_', '-')}); train {sizes['train']:,}, "
+        f"validation {sizes['validation']:,}, test {sizes['test']:,}",
         f"- training: {cfg.train.epochs} epochs, batch {cfg.train.batch_size} x {cfg.train.grad_accum_steps} accumulation x "
         f"{env['num_processes']} process(es), lr {cfg.train.lr:g}, precision {env['mixed_precision']}, seed {cfg.train.seed}",
         *_setup_lines(cfg, metrics),
@@ -79,33 +81,38 @@ def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
         "",
         "## Test",
         "",
-        f"accuracy **{t['accuracy']:.4f}**, macro F1 **{t['f1_macro']:.4f}**, macro precision {t['precision_macro']:.4f}, "
-        f"macro recall {t['recall_macro']:.4f}, weighted F1 {t['f1_weighted']:.4f} ({t['num_examples']:,} examples"
-        + (f", {t['num_windows']:,} windows" if "num_windows" in t else "") + ")",
-        "",
-        per_class_table(t),
-        "",
-        "Confusion matrix (rows: true, columns: predicted):",
-        "",
-        confusion_table(t),
+        headline(t),
         "",
     ]
+    if "per_class" in t:
+        if t.get("thresholds"):
+            lines += ["Per label, with the decision thresholds tuned on validation (or fixed by the recipe):", ""]
+        lines += [per_class_table(t), ""]
+    if "confusion_matrix" in t:
+        lines += ["Confusion matrix (rows: true, columns: predicted):", "", confusion_table(t), ""]
     if CONFUSION_PNG in pngs:
         lines += [f"![confusion matrix on test]({CONFUSION_PNG})", ""]
+    cols = epoch_columns(t)
     lines += [
         "## Epochs",
         "",
-        "| epoch | train loss | val loss | val accuracy | val macro F1 | seconds |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| epoch | train loss | val loss | " + " | ".join(title for _, title in cols) + " | seconds |",
+        "|---:|---:|---:|" + "---:|" * len(cols) + "---:|",
     ]
     for e in metrics["epochs"]:
         v = e["validation"]
-        lines.append(f"| {e['epoch']} | {e['train_loss']:.4f} | {v['loss']:.4f} | {v['accuracy']:.4f} | {v['f1_macro']:.4f} | {e['seconds']:.1f} |")
+        scores = " | ".join(f"{v[k]:.4f}" for k, _ in cols)
+        lines.append(f"| {e['epoch']} | {e['train_loss']:.4f} | {v['loss']:.4f} | {scores} | {e['seconds']:.1f} |")
     if CURVES_PNG in pngs:
         lines += ["", f"![learning curves]({CURVES_PNG})"]
     label_counts = metrics["data"].get("label_counts")
     if label_counts:
-        lines += ["", "## Data", "", "Examples per split and label (share of the split):", "", label_balance_table(label_counts)]
+        what = "carrying each label" if task == "multi_label" else "per split and label"
+        lines += ["", "## Data", "", f"Examples {what} (share of the split):", "", label_balance_table(label_counts)]
+    target = metrics["data"].get("target")
+    if target:
+        lines += ["", "## Data", "", "Regression target per split:", "", "| split | mean | std | min | max |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {s} | {v['mean']:.4f} | {v['std']:.4f} | {v['min']:.4f} | {v['max']:.4f} |" for s, v in target.items()]
     meta_file = run_dir / META_FILE
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     lines += ["", "## Loading this run", "", loading_instructions(meta)]

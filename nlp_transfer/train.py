@@ -38,10 +38,11 @@ from .features import (
     frozen_modules,
 )
 from .imbalance import check_class_weights, class_weights, sampling_weights
-from .metrics import compute_metrics, format_metrics, is_better, scalar_metrics
+from .metrics import format_metrics, is_better, scalar_metrics
 from .probe import fit_logreg_head
 from .recipes import build_decoder_classifier, build_encoder_classifier, is_decoder_checkpoint
 from .report import write_summary
+from .tasks import probabilities, score, setup_task, tune_thresholds
 from .transfer import L2SP, apply_transfer, num_layers, param_groups
 
 logger = get_logger("nlp_transfer")
@@ -175,13 +176,19 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
 
 
 @torch.inference_mode()
-def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "mean") -> dict:
-    """Metrics on a prepared loader; every example counted once across processes.
+def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "mean", tune: str | None = None) -> dict:
+    """The task's metrics on a prepared loader; every example counted once across processes.
 
     Batches with ``doc_id`` (chunking) hold windows: their logits are gathered with the
     document ids, then aggregated per document (``aggregate``: mean or max), so metrics and
-    loss count documents, whichever process saw which window.
+    loss count documents, whichever process saw which window. The loss is the task's loss
+    without class weights.
+
+    Multi-label: with ``tune`` (``per_label`` or ``global``) the decision thresholds are first
+    tuned on these examples (validation only) and returned in ``metrics["thresholds"]``;
+    otherwise the model's own thresholds are used.
     """
+    raw = accelerator.unwrap_model(model)
     model.eval()
     logits_all, refs, docs = [], [], []
     for batch in loader:
@@ -196,8 +203,11 @@ def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "me
     if docs:
         n_windows = len(y)
         logits, y = per_document(logits, y, torch.cat(docs), aggregate)
-    metrics = compute_metrics(y.numpy(), logits.argmax(-1).numpy(), label_names=labels)
-    metrics["loss"] = torch.nn.functional.cross_entropy(logits, y).item()
+    thresholds = raw.thresholds
+    if tune and raw.task == "multi_label":
+        thresholds = tune_thresholds(probabilities(raw.task, logits.numpy()), y.numpy(), tune)
+    metrics = score(raw.task, logits.numpy(), y.numpy(), labels, thresholds)
+    metrics["loss"] = raw.loss_fn(logits, y).item()
     if docs:
         metrics["num_windows"] = n_windows
     return metrics
@@ -232,13 +242,16 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
             data = load_data(cfg.data, cfg.model.num_labels)
     elif cfg.model.num_labels is not None and cfg.model.num_labels != data.num_labels:
         raise ConfigError(f"model.num_labels={cfg.model.num_labels} but the data has {data.num_labels} labels")
+    task = setup_task(cfg, data)  # metric, loss and thresholds of the data's task (single/multi-label, regression)
+    metric = task.metric
     check_class_weights(cfg.train.class_weights, data.labels)
     model, tokenizer = build_classifier(cfg, data.labels)
+    model.set_task(task.task, task.loss_fn, task.thresholds)
     counts = apply_transfer(model, cfg.transfer)
     fast = speed_up(model) if cfg.train.fast_kernels and accelerator.device.type == "cpu" else None
     logger.info(
         f"{cfg.name}: {cfg.model.name_or_path} ({num_layers(model)} layers), mode {cfg.transfer.mode}, "
-        f"{counts['trainable']:,} of {counts['total']:,} parameters train; data {data.sizes()}; "
+        f"{counts['trainable']:,} of {counts['total']:,} parameters train; {data.task} data {data.sizes()}; "
         f"precision {precision}; {accelerator.num_processes} process(es) on {accelerator.device}"
         + (f"; fast kernels: {fast['dropout']} dropouts{', attention' if fast['attention'] else ''}"
            f"{', allocator' if fast['allocator'] else ''}" if fast else ""),
@@ -267,8 +280,8 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         info(f"frozen-prefix cache: states entering layer {inputs.prefix.first_trained + 1} computed once in {inputs.encode_seconds:.1f}s")
 
     if cfg.model.head == "logreg":
-        return _finish(cfg, *_fit_probe(cfg, model, inputs, data, accelerator, info), model, model, tokenizer, data, inputs,
-                       precision, accelerator, t_start, 0, 0)
+        return _finish(cfg, *_fit_probe(cfg, model, inputs, data, accelerator, info, metric), model, model, tokenizer, data,
+                       inputs, precision, accelerator, t_start, 0, 0, metric)
 
     # ---- optimiser and schedule (length of the un-sharded loader: the scheduler steps once per process) ----
     # Fused AdamW: one kernel per step for all parameters (CPU and CUDA), as Trainer's default.
@@ -289,6 +302,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
 
     # ---- train ------------------------------------------------------------------------
     history, best, best_state, best_epoch, step, stale = [], None, None, 0, 0, 0
+    best_thresholds = None  # multi-label: the thresholds tuned with the best epoch
     n_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
     n_samples = torch.zeros((), dtype=torch.long, device=accelerator.device)
     t_train = 0.0
@@ -330,15 +344,15 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
                     accelerator.log({"train/loss": loss_sum / loss_n, "train/lr": scheduler.get_last_lr()[0]}, step=step)
         t_epoch = time.perf_counter() - t0
         t_train += t_epoch
-        val = evaluate(model, val_loader, accelerator, data.labels, cfg.model.chunk_aggregate)
+        val = evaluate(model, val_loader, accelerator, data.labels, cfg.model.chunk_aggregate, tune=task.tune)
         train_loss = accelerator.reduce(torch.tensor(loss_sum / max(loss_n, 1), device=accelerator.device), "mean").item()
         record = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": round(t_epoch, 2), "validation": val}
         history.append(record)
         accelerator.log({"train/epoch_loss": train_loss, **{f"validation/{k}": v for k, v in scalar_metrics(val).items()}}, step=step)
-        improved = is_better(cfg.train.metric_for_best, val[cfg.train.metric_for_best], best, cfg.train.early_stopping_threshold)
+        improved = is_better(metric, val[metric], best, cfg.train.early_stopping_threshold)
         stale = 0 if improved else stale + 1
         if improved:
-            best, best_epoch = val[cfg.train.metric_for_best], epoch + 1
+            best, best_epoch, best_thresholds = val[metric], epoch + 1, val.get("thresholds")
             best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items() if _trains(raw_model, k, cfg)}
         # Long head-only runs (feature extraction) log about ten lines, plus every improvement.
         every = max(1, cfg.train.epochs // 10)
@@ -350,7 +364,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         # Early stopping: every process saw the same gathered validation metrics, so they agree.
         patience = cfg.train.early_stopping_patience
         if patience and stale >= patience and epoch + 1 < cfg.train.epochs:
-            info(f"early stopping after epoch {epoch + 1}: no {cfg.train.metric_for_best} improvement for {stale} epoch(s); "
+            info(f"early stopping after epoch {epoch + 1}: no {metric} improvement for {stale} epoch(s); "
                  f"best epoch {best_epoch}")
             break
 
@@ -360,9 +374,11 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         inputs.prefix.remove()
     if best_state is not None and best_epoch != cfg.train.epochs:
         raw_model.load_state_dict(best_state, strict=False)
+    if best_thresholds is not None:
+        raw_model.thresholds = list(best_thresholds)
     n_tokens, n_samples = accelerator.reduce(n_tokens, "sum").item(), accelerator.reduce(n_samples, "sum").item()
     return _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs, precision, accelerator,
-                   t_start, n_samples, n_tokens)
+                   t_start, n_samples, n_tokens, metric)
 
 
 def _check_finite(loss: torch.Tensor, accelerator, cfg: RecipeConfig, epoch: int, step: int) -> None:
@@ -385,12 +401,12 @@ def _weights_list(model) -> list[float] | None:
     return None if model.class_weights is None else model.class_weights.tolist()
 
 
-def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accelerator, info) -> tuple[list, int, float]:
+def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accelerator, info, metric: str) -> tuple[list, int, float]:
     """The logreg head: one scikit-learn fit on the cached features instead of epochs of SGD."""
     t0 = time.perf_counter()
     feats = inputs.features
     fit = fit_logreg_head(model.head, feats["train"], feats["validation"], data.labels, cfg.model.logreg_c,
-                          cfg.train.metric_for_best, cfg.train.seed, _weights_list(model), cfg.model.chunk_aggregate)
+                          metric, cfg.train.seed, _weights_list(model), cfg.model.chunk_aggregate)
     seconds = time.perf_counter() - t0
     val = evaluate(model, accelerator.prepare_data_loader(inputs.validation), accelerator, data.labels, cfg.model.chunk_aggregate)
     info(f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
@@ -403,7 +419,7 @@ def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accele
 
 
 def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs: _Inputs, precision,
-            accelerator, t_start, n_samples, n_tokens) -> RunResult:
+            accelerator, t_start, n_samples, n_tokens, metric: str) -> RunResult:
     """Best epoch on test, then the run directory."""
     fit_seconds = time.perf_counter() - inputs.started
     test = evaluate(model, accelerator.prepare_data_loader(inputs.test), accelerator, data.labels, cfg.model.chunk_aggregate)
@@ -423,7 +439,7 @@ def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data
     if accelerator.is_main_process:
         # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
         raw_model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-        _write_run_dir(cfg, result, raw_model, tokenizer, data, precision, accelerator)
+        _write_run_dir(cfg, result, raw_model, tokenizer, data, precision, accelerator, metric)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
@@ -469,7 +485,17 @@ def environment_info(precision: str, accelerator) -> dict:
     }
 
 
-def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, precision: str, accelerator) -> None:
+def _data_summary(data: TextData) -> dict:
+    """Split sizes and label balance (regression: target statistics) for metrics.json."""
+    out = {"sizes": data.sizes()}
+    if data.task == "regression":
+        out["target"] = {s: data.target_stats(s) for s in data.splits}
+    else:
+        out["label_counts"] = {s: data.label_counts(s) for s in data.splits}
+    return out
+
+
+def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, precision: str, accelerator, metric: str) -> None:
     """Write everything into a hidden sibling, then rename: a run dir is complete or absent."""
     out = result.output_dir
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -482,13 +508,14 @@ def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, pre
             "name": cfg.name,
             "epochs": result.history,
             "best_epoch": result.best_epoch,
-            "metric_for_best": cfg.train.metric_for_best,
+            "task": data.task,
+            "metric_for_best": metric,
             "validation": result.validation,
             "test": result.test,
             "timing": result.timing,
             "parameters": result.parameters,
             "setup": result.setup,
-            "data": {"sizes": data.sizes(), "label_counts": {s: data.label_counts(s) for s in data.splits}},
+            "data": _data_summary(data),
             "environment": environment_info(precision, accelerator),
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
