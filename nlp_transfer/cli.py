@@ -63,6 +63,7 @@ def train_main(argv: list[str]) -> None:
         print(cfg.to_yaml(), end="")
         return
     _setup_logging()
+    from .metrics import format_metrics
     from .train import train
 
     result = train(cfg, progress=not args.no_progress)
@@ -70,10 +71,9 @@ def train_main(argv: list[str]) -> None:
 
     if PartialState().is_main_process:
         t = result.test
-        print(
-            f"\n{cfg.name}: test accuracy {t['accuracy']:.4f}, macro F1 {t['f1_macro']:.4f} "
-            f"(best epoch {result.best_epoch}, {result.timing['total_seconds']:.0f}s) -> {result.output_dir}"
-        )
+        scores = (f"test accuracy {t['accuracy']:.4f}, macro F1 {t['f1_macro']:.4f}" if "accuracy" in t
+                  else "test " + format_metrics(t))
+        print(f"\n{cfg.name}: {scores} (best epoch {result.best_epoch}, {result.timing['total_seconds']:.0f}s) -> {result.output_dir}")
 
 
 def summarize_main(argv: list[str]) -> None:
@@ -217,7 +217,13 @@ def _run_split(run: str, split: str):
     ds = data.splits[split]
     pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
     source = f"the run's {split} split ({cfg.data.source or cfg.data.train_file}, split seed {cfg.data.split_seed})"
-    return list(ds["text"]), pairs, [data.labels[i] for i in ds["label"]], source
+    if data.task == "multi_label":
+        labels = [[n for n, on in zip(data.labels, row) if on] for row in ds["label"]]
+    elif data.task == "regression":
+        labels = list(ds["label"])
+    else:
+        labels = [data.labels[i] for i in ds["label"]]
+    return list(ds["text"]), pairs, labels, source
 
 
 def compare_main(argv: list[str]) -> None:

@@ -143,7 +143,7 @@ class TextClassifier(nn.Module):
         _quiet((native or self.backbone).save_pretrained, d)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(d / HEAD_FILE))
         meta = {**self.meta, "format_version": FORMAT_VERSION, "pooling": self.pooling, "labels": self.labels,
-                "task": self.task, "thresholds": self.thresholds}
+                "task": self.task, "thresholds": self.thresholds, "loss": getattr(self.loss_fn, "spec", None)}
         meta["transformers_class"] = type(native).__name__ if native is not None else None
         meta["transformers_note"] = why_not or None
         (d / META_FILE).write_text(json.dumps(meta, indent=2))

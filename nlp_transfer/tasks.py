@@ -100,11 +100,15 @@ def selection_metric(task: str, requested: str) -> str:
 
 # ---- loss -------------------------------------------------------------------------------
 class TaskLoss(nn.Module):
-    """``fn(logits, labels)`` with the shapes and dtypes of ``task`` put right (in float32)."""
+    """``fn(logits, labels)`` with the shapes and dtypes of ``task`` put right (in float32).
 
-    def __init__(self, task: str, fn: nn.Module):
+    ``spec`` is what :func:`build_loss` was given (saved in the run's ``nlp_transfer.json``,
+    so a reloaded run reports the same loss).
+    """
+
+    def __init__(self, task: str, fn: nn.Module, spec: dict | None = None):
         super().__init__()
-        self.task, self.fn = task, fn
+        self.task, self.fn, self.spec = task, fn, dict(spec or {})
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
         """The mean loss; ``class_weights`` (single-label only: ``train.class_weights``) weigh each class."""
@@ -136,7 +140,7 @@ def build_loss(task: str, loss: str = "auto", huber_delta: float = 1.0) -> TaskL
         "mse": lambda: nn.MSELoss(),
         "huber": lambda: nn.HuberLoss(delta=huber_delta),
     }[name]()
-    return TaskLoss(task, fn)
+    return TaskLoss(task, fn, {"loss": name, **({"huber_delta": huber_delta} if name == "huber" else {})})
 
 
 # ---- from logits to predictions and metrics ---------------------------------------------------
@@ -242,9 +246,15 @@ def infer_task(requested: str, values: Sequence, *, label_columns=None, label_se
 
 
 def label_set(value, separator: str | None, where: str) -> list[str]:
-    """The label names of one multi-label row: a list, a ``separator``-joined string or a JSON list string."""
+    """The label names of one multi-label row: a list, a ``separator``-joined string or a JSON list string.
+
+    With a separator an empty cell (CSV readers give None) is the empty set; elsewhere a missing
+    value is an error (write ``[]`` for "none of the labels").
+    """
     from .data import _label_key
 
+    if value is None and separator is not None:
+        return []
     if value is None or (isinstance(value, float) and math.isnan(value)):
         raise DataError(f"{where} has no labels (a missing value); give [] or all-zero label columns for 'none of the labels'")
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -307,8 +317,9 @@ def numbers(values: Sequence, column: str, where: str) -> list[float]:
             except ValueError:
                 f = None
         if f is None or not math.isfinite(f):
+            shown = "an empty cell" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
             raise DataError(
-                f"{where}: the regression target '{column}' must be a number in every row, got {v!r} at row {i}; "
+                f"{where}: the regression target '{column}' must be a number in every row, got {shown} at row {i}; "
                 "fix the column, choose another with data.label_column, or set data.task for classification"
             )
         out.append(f)

@@ -140,7 +140,8 @@ def read_inputs(
 
 # ---- predictions out ---------------------------------------------------------------------
 def prediction_rows(inputs: Inputs, predictions) -> list[dict]:
-    """One dict per text: [id], text, [text_pair], label, score, probabilities (class -> p)."""
+    """One dict per text: [id], text, [text_pair], then the task's fields: label, score, probabilities
+    (class -> p); labels (a list) and probabilities (multi-label); value (regression)."""
     rows = []
     for i, rec in enumerate(predictions.to_records()):
         row = {}
@@ -157,7 +158,8 @@ def write_predictions(rows: list[dict], classes: list[str], output: str | None, 
     """Write to ``output`` (``None`` or ``-``: standard output) as CSV or JSONL; returns the format.
 
     CSV has one ``prob_<class>`` column per class; JSONL one ``probabilities`` object. Numbers
-    are written in full (``repr``), so they read back exactly.
+    are written in full (``repr``), so they read back exactly. Multi-label ``labels`` are a JSON
+    list in JSONL and joined with ``|`` in CSV.
     """
     fmt = fmt or ("jsonl" if output and Path(output).suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv")
     if fmt not in OUTPUT_FORMATS:
@@ -167,7 +169,8 @@ def write_predictions(rows: list[dict], classes: list[str], output: str | None, 
         for r in rows:
             buf.write(json.dumps(r, ensure_ascii=False) + "\n")
     else:
-        flat = [{**{k: v for k, v in r.items() if k != "probabilities"}, **{f"prob_{c}": p for c, p in r["probabilities"].items()}} for r in rows]
+        flat = [{**{k: ("|".join(v) if k == "labels" else v) for k, v in r.items() if k != "probabilities"},
+                 **{f"prob_{c}": p for c, p in r.get("probabilities", {}).items()}} for r in rows]
         fields = list(flat[0]) if flat else ["label", "score", *[f"prob_{c}" for c in classes]]
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()

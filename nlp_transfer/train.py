@@ -247,6 +247,8 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     check_class_weights(cfg.train.class_weights, data.labels)
     model, tokenizer = build_classifier(cfg, data.labels)
     model.set_task(task.task, task.loss_fn, task.thresholds)
+    if cfg.data.label_separator is not None:  # so evaluation parses label strings as training did
+        model.meta["label_separator"] = cfg.data.label_separator
     counts = apply_transfer(model, cfg.transfer)
     fast = speed_up(model) if cfg.train.fast_kernels and accelerator.device.type == "cpu" else None
     logger.info(
