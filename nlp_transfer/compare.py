@@ -110,6 +110,11 @@ def compare(
     if out.exists() and not overwrite:
         raise ConfigError(f"comparison directory '{out}' already exists; pass --overwrite or choose another --runs")
     data = load_data(cfgs[0].data)
+    if data.task != "single_label":
+        raise ConfigError(
+            f"scripts/compare.py compares single-label classifiers (accuracy, macro F1, a TF-IDF baseline) but this data is "
+            f"{data.task}; train the recipes with scripts/train.py and read each run's summary.md"
+        )
     rows = []
     if baseline:
         from .baselines import tfidf_logreg

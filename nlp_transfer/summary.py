@@ -28,6 +28,12 @@ def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[st
     if unknown:
         raise ConfigError(f"unknown table metric '{unknown[0]}'; choose from {', '.join(METRIC_COLUMNS)}")
     runs = [_read_run(d) for d in run_dirs]
+    other = next((m.get("task") for m, _ in runs if m.get("task", "single_label") != "single_label"), None)
+    if other:
+        raise ConfigError(
+            f"the summary table compares single-label runs (accuracy, macro F1, a TF-IDF baseline) but a run is {other}; "
+            "read that run's summary.md"
+        )
     data_cfgs = {json.dumps(cfg.to_dict()["data"], sort_keys=True) for _, cfg in runs}
     if len(data_cfgs) > 1:
         raise ConfigError("the runs use different data settings; compare runs of one dataset and split")

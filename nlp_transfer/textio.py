@@ -110,14 +110,16 @@ def read_inputs(
     text_pair_column: str | None = None,
     label_column: str | None = None,
     id_column: str | None = None,
+    label_columns: list[str] | None = None,
 ) -> Inputs:
-    """Texts from a file or ``-`` (standard input); with ``label_column``, their labels too."""
+    """Texts from a file or ``-`` (standard input); with ``label_column``, their labels too, or with
+    ``label_columns`` (0/1 columns of a multi-label run) the list of labels whose column is 1."""
     fmt = infer_format(path, fmt)
     rows = read_records(path, fmt)
     if not rows:
         raise DataError(f"{_name(path)} has no texts to read" + (" (only blank lines)" if fmt == "lines" else ""))
     if fmt == "lines":
-        if label_column or text_pair_column or id_column:
+        if label_column or text_pair_column or id_column or label_columns:
             raise DataError(f"{_name(path)} is read as plain lines (one text each), which have no other columns; use a CSV or JSONL file")
         return Inputs([r["text"] for r in rows], path)
     texts = _check_texts(_column(rows, text_column, "text", path, "--text-column"), path, text_column, "--text-column")
@@ -126,7 +128,19 @@ def read_inputs(
         pairs = _column(rows, text_pair_column, "text-pair", path, "--text-pair-column")
         out.text_pairs = _check_texts(pairs, path, text_pair_column, "--text-pair-column")
         out.text_pair_column = text_pair_column
-    if label_column:
+    if label_columns:
+        from .tasks import zero_one
+
+        def number(v):
+            try:
+                return float(v) if isinstance(v, str) else v
+            except ValueError:
+                return v
+
+        cols = [zero_one([number(v) for v in _column(rows, c, "label", path, "the run's data.label_columns")], c, _name(path))
+                for c in label_columns]
+        out.labels = [[c for c, on in zip(label_columns, row) if on] for row in zip(*cols)]
+    elif label_column:
         labels = _column(rows, label_column, "label", path, "--label-column")
         missing = [i for i, v in enumerate(labels) if v is None or (isinstance(v, str) and not v.strip())]
         if missing:

@@ -247,8 +247,10 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     check_class_weights(cfg.train.class_weights, data.labels)
     model, tokenizer = build_classifier(cfg, data.labels)
     model.set_task(task.task, task.loss_fn, task.thresholds)
-    if cfg.data.label_separator is not None:  # so evaluation parses label strings as training did
+    if cfg.data.label_separator is not None:  # so evaluation reads labels as training did
         model.meta["label_separator"] = cfg.data.label_separator
+    if cfg.data.label_columns:
+        model.meta["label_columns"] = list(cfg.data.label_columns)
     counts = apply_transfer(model, cfg.transfer)
     fast = speed_up(model) if cfg.train.fast_kernels and accelerator.device.type == "cpu" else None
     logger.info(

@@ -70,10 +70,18 @@ def test_hand_computed_three_class_example():
 
 
 def test_every_selectable_metric_is_computed():
-    m = compute_metrics(Y_TRUE, Y_PRED)
-    for key in SELECTABLE_METRICS:
-        if key != "loss":  # loss comes from the model, not from predictions
-            assert isinstance(m[key], float), key
+    from nlp_transfer.metrics import MULTI_LABEL_METRICS, REGRESSION_METRICS, SINGLE_LABEL_METRICS, multilabel_metrics, regression_metrics
+
+    computed = {
+        SINGLE_LABEL_METRICS: compute_metrics(Y_TRUE, Y_PRED),
+        MULTI_LABEL_METRICS: multilabel_metrics([[1, 0], [0, 1]], [[1, 1], [0, 1]]),
+        REGRESSION_METRICS: regression_metrics([1.0, 2.0, 3.0], [1.5, 2.0, 2.0]),
+    }
+    for keys, m in computed.items():
+        for key in keys:
+            if key != "loss":  # loss comes from the model, not from predictions
+                assert isinstance(m[key], float), key
+    assert set(SELECTABLE_METRICS) == {"auto", *(k for keys in computed for k in keys)}  # auto: the task's default
 
 
 def test_inputs_may_be_numpy_or_tensors():

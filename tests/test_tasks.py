@@ -22,6 +22,7 @@ from nlp_transfer import ConfigError, DataError, RecipeConfig, load_data, load_r
 from nlp_transfer.config import DataConfig
 from nlp_transfer.metrics import is_better, multilabel_metrics, regression_metrics
 from nlp_transfer.tasks import build_loss, decide, infer_task, selection_metric, tune_thresholds
+from test_cli import assert_user_error, run_train, setup  # noqa: F401  (setup: a fixture)
 from test_decoder import tiny_llama_dir  # noqa: F401  (a fixture)
 
 
@@ -326,3 +327,57 @@ def test_decoder_recipe_trains_each_task(tmp_path, tiny_llama_dir, task_csv, tas
     result = train(cfg, progress=False)
     preds = load_run(result.output_dir, device="cpu").predict(["good film"])
     assert isinstance(preds[0], list if task == "multi_label" else float)
+
+
+# ---- command line ------------------------------------------------------------------------------------
+def test_predict_and_evaluate_clis_on_a_multi_label_run(tmp_path, capsys, multi_run):
+    import csv
+
+    from nlp_transfer.cli import evaluate_main, predict_main, run_cli
+
+    d = multi_run[1].output_dir
+    rows = task_rows(30, seed=5)
+    f = tmp_path / "in.jsonl"
+    f.write_text("\n".join(json.dumps({"text": r["text"], "labels": r["labels"]}) for r in rows) + "\n")
+    out = tmp_path / "pred.csv"
+    assert run_cli(predict_main, [str(d), str(f), "-o", str(out), "--no-progress"]) == 0
+    got = list(csv.DictReader(out.open()))
+    python = load_run(d, device="cpu").predict([r["text"] for r in rows])
+    assert [g["labels"] for g in got] == ["|".join(p) for p in python]
+    assert set(got[0]) == {"text", "labels", "prob_neg", "prob_pos"}
+    capsys.readouterr()
+    assert run_cli(evaluate_main, [str(d), str(f), "--label-column", "labels", "--no-progress", "--out", str(tmp_path / "ev")]) == 0
+    report = capsys.readouterr().out
+    assert "micro F1 **" in report and "Hamming loss" in report and "Confusion matrix" not in report
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["num_examples"] == 30 and not (tmp_path / "ev" / "confusion_matrix.png").exists()
+    assert "wrong_labels" in (tmp_path / "ev" / "misclassified.csv").read_text().splitlines()[0]
+
+
+def test_evaluate_cli_on_a_regression_run_reproduces_its_test_metrics(capsys, regression_run):
+    from nlp_transfer.cli import evaluate_main, run_cli
+
+    _, result = regression_run
+    assert run_cli(evaluate_main, [str(result.output_dir), "--no-progress"]) == 0
+    report = capsys.readouterr().out
+    assert "Largest errors" in report
+    mse = float(report.split("MSE **")[1].split("**")[0])
+    assert mse == pytest.approx(result.test["mse"], abs=1e-4)
+
+
+def test_evaluate_cli_reads_the_label_columns_a_run_was_trained_on(tmp_path, capsys, tiny_bert_dir, task_csv):
+    from nlp_transfer.cli import evaluate_main, run_cli
+
+    cfg = build_cfg(tmp_path, tiny_bert_dir, task_csv, "data.label_columns=[neg, pos]", "train.epochs=1", "train.thresholds=0.4")
+    result = train(cfg, progress=False)
+    assert json.loads((result.output_dir / "nlp_transfer.json").read_text())["thresholds"] == [0.4, 0.4]  # fixed: not tuned
+    assert run_cli(evaluate_main, [str(result.output_dir), str(task_csv), "--no-progress", "--out", str(tmp_path / "ev")]) == 0
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["num_examples"] == 300 and saved["thresholds"] == [0.4, 0.4]
+
+
+def test_train_cli_bad_task_input_is_one_error_line(setup):  # noqa: F811
+    proc = run_train("--config", str(setup.recipe), "train.thresholds=1.5")
+    assert_user_error(proc, setup, "train.thresholds=1.5 must be in [0, 1]")
+    proc = run_train("--config", str(setup.recipe), "data.task=regression")
+    assert_user_error(proc, setup, "regression target 'label' must be a number", "got 'neg' at row 0")
