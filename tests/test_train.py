@@ -151,8 +151,8 @@ def test_best_epoch_weights_are_saved_and_tested(make_cfg, tmp_path, monkeypatch
     real_evaluate = train_module.evaluate
     snapshots, scripted_f1 = [], [0.9, 0.5, 0.4]
 
-    def scripted_evaluate(model, loader, accelerator, labels, *args):
-        metrics = real_evaluate(model, loader, accelerator, labels, *args)
+    def scripted_evaluate(model, loader, accelerator, labels, *args, **kw):
+        metrics = real_evaluate(model, loader, accelerator, labels, *args, **kw)
         snapshots.append({k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()})
         if len(snapshots) <= len(scripted_f1):  # validation calls; the last call is the test split
             metrics["f1_macro"] = scripted_f1[len(snapshots) - 1]
