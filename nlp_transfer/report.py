@@ -17,12 +17,13 @@ CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "learning_curves.png"
 
 
-def label_balance_table(label_counts: dict[str, dict[str, int]]) -> str:
-    """Markdown: one row per split, examples per label with its share (multi-label: examples carrying the label)."""
+def label_balance_table(label_counts: dict[str, dict[str, int]], sizes: dict[str, int] | None = None) -> str:
+    """Markdown: one row per split, examples per label with its share of the split's examples
+    (``sizes``; without them the counts' sum: right when every example has one label)."""
     labels = list(next(iter(label_counts.values())))
     rows = ["| split | examples | " + " | ".join(labels) + " |", "|---|---:|" + "---:|" * len(labels)]
     for split, counts in label_counts.items():
-        n = sum(counts.values())
+        n = sizes[split] if sizes else sum(counts.values())
         cells = [f"{counts[c]:,} ({counts[c] / max(n, 1):.1%})" for c in labels]
         rows.append(f"| {split} | {n:,} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -108,7 +109,7 @@ def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
     label_counts = metrics["data"].get("label_counts")
     if label_counts:
         what = "carrying each label" if task == "multi_label" else "per split and label"
-        lines += ["", "## Data", "", f"Examples {what} (share of the split):", "", label_balance_table(label_counts)]
+        lines += ["", "## Data", "", f"Examples {what} (share of the split):", "", label_balance_table(label_counts, sizes)]
     target = metrics["data"].get("target")
     if target:
         lines += ["", "## Data", "", "Regression target per split:", "", "| split | mean | std | min | max |", "|---|---:|---:|---:|---:|"]

@@ -277,6 +277,8 @@ def test_multi_label_run_learns_and_restores_its_thresholds(multi_run, task_json
     assert all(r["wrong_labels"] >= 1 for r in ev.misclassified())
     summary = (d / "summary.md").read_text()
     assert "micro F1 **" in summary and "| threshold |" in summary and "Confusion matrix" not in summary
+    n_train = metrics["data"]["sizes"]["train"]
+    assert f"| train | {n_train:,} | " in summary  # shares are of examples (a text may carry both labels)
     assert not (d / "confusion_matrix.png").exists()
 
 
@@ -302,6 +304,21 @@ def test_regression_run_predicts_numbers(regression_run):
         predictor.evaluate(test["text"][:2], ["1.0", "high"])
     summary = (d / "summary.md").read_text()
     assert "MSE **" in summary and "Pearson" in summary and "Regression target per split" in summary
+
+
+def test_regression_run_with_the_architectures_own_head_loads_in_plain_transformers(tmp_path, tiny_bert_dir, task_csv):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    cfg = build_cfg(tmp_path, tiny_bert_dir, task_csv, "data.label_column=score", "model.pooling=pooler", "train.epochs=1")
+    d = train(cfg, progress=False).output_dir
+    native = AutoModelForSequenceClassification.from_pretrained(d).eval()
+    assert native.config.problem_type == "regression" and native.config.num_labels == 1
+    texts = ["good film", "a bad and dull film"]
+    tok = AutoTokenizer.from_pretrained(d)
+    with torch.no_grad():
+        theirs = native(**tok(texts, padding=True, return_tensors="pt")).logits[:, 0].numpy()
+    ours = load_run(d, device="cpu", precision="no").predict(texts).values
+    assert np.allclose(theirs, ours, atol=1e-5)
 
 
 @pytest.mark.parametrize("task", ["multi_label", "regression"])
