@@ -398,3 +398,22 @@ def test_train_cli_bad_task_input_is_one_error_line(setup):  # noqa: F811
     assert_user_error(proc, setup, "train.thresholds=1.5 must be in [0, 1]")
     proc = run_train("--config", str(setup.recipe), "data.task=regression")
     assert_user_error(proc, setup, "regression target 'label' must be a number", "got 'neg' at row 0")
+
+
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_sliding_windows_aggregate_per_document_for_each_task(tmp_path, tiny_bert_dir, task_csv, task):
+    label = "data.label_columns=[neg, pos]" if task == "multi_label" else "data.label_column=score"
+    cfg = build_cfg(tmp_path, tiny_bert_dir, task_csv, label, "model.chunking=true", "model.max_length=8",
+                    "model.chunk_stride=2", "train.epochs=1")
+    result = train(cfg, progress=False)
+    t = result.test
+    assert t["num_windows"] > t["num_examples"] == 60  # documents are counted once, windows aggregated
+    preds = load_run(result.output_dir, device="cpu").predict(["good great fine film with a lovely cast and music"])
+    assert isinstance(preds[0], list if task == "multi_label" else float)
+
+
+def test_class_weights_and_weighted_sampler_are_single_label_only(tmp_path, tiny_bert_dir, task_csv):
+    for extra in ("train.class_weights=balanced", "train.sampler=weighted"):
+        cfg = build_cfg(tmp_path, tiny_bert_dir, task_csv, "data.label_columns=[neg, pos]", extra)
+        with pytest.raises(ConfigError, match="balance single-label classes, but the data is multi_label"):
+            train(cfg, progress=False)
