@@ -140,3 +140,12 @@ def make_cfg(tiny_bert_dir, toy_csv):
         return build_cfg(tmp_path, tiny_bert_dir, toy_csv, *dotted, **sections)
 
     return factory
+
+
+def free_port() -> str:
+    """A TCP port nobody listens on now, for torchrun's rendezvous (fixed ports collide when suites overlap)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])

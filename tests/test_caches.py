@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import free_port
+
 from nlp_transfer import ConfigError, load_data, load_run, train
 from nlp_transfer.data import PadCollator, tokenize
 from nlp_transfer.features import (
@@ -365,7 +367,7 @@ def test_two_processes_encode_the_same_cache_as_one(make_cfg, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(repo)}
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29651", "scripts/train.py", "--config", str(recipe), "--no-progress"],
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "scripts/train.py", "--config", str(recipe), "--no-progress"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

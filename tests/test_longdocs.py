@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FILLER, SPECIAL, VOCAB, build_cfg, toy_rows, write_csv
+from conftest import FILLER, SPECIAL, VOCAB, build_cfg, free_port, toy_rows, write_csv
 from nlp_transfer import RecipeConfig, load_data, load_run, train
 from nlp_transfer.chunking import LongTextSpec, aggregate, encode, pair_budget, per_document, window_starts
 from nlp_transfer.config import ConfigError
@@ -426,7 +426,7 @@ def test_two_processes_aggregate_windows_per_document(tmp_path, tiny_bert_dir, l
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29653", "scripts/train.py", "--config", str(recipe), "--no-progress"],
+        [torchrun, "--nproc_per_node", "2", "--master_port", free_port(), "scripts/train.py", "--config", str(recipe), "--no-progress"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
