@@ -57,8 +57,17 @@ def train_main(argv: list[str]) -> None:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                   help="continue an interrupted run from its newest checkpoint (or the step-NNNNNNNN folder given), "
+                   "with the same recipe and overrides; same as train.resume=latest. Checkpoints are written with "
+                   "train.save_checkpoints=true or train.save_every_steps=N into output.checkpoint_dir "
+                   "(default: <output.dir>.checkpoints)")
     args = p.parse_intermixed_args(argv)  # overrides may come before and after flags
-    cfg = RecipeConfig.from_yaml(args.config, args.overrides)
+    if args.resume and "=" in args.resume:  # `--resume train.lr=...`: an override, not a checkpoint
+        args.overrides.append(args.resume)
+        args.resume = "latest"
+    overrides = args.overrides + ([f"train.resume={args.resume}"] if args.resume else [])
+    cfg = RecipeConfig.from_yaml(args.config, overrides)
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return

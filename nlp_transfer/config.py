@@ -257,9 +257,20 @@ class TrainConfig:
     num_threads: Optional[int] = _f(None, "CPU threads per process (default: cores / local processes).")
     log_every: int = _f(50, "Log the training loss every N optimiser steps.")
     report_to: str = _f("none", "Accelerate tracker: none, all, tensorboard, wandb, mlflow, ...")
+    save_checkpoints: bool = _f(
+        False, "Save a resumable checkpoint at every epoch end (model, optimiser, scheduler, scaler, RNG, loop state)."
+    )
+    save_every_steps: Optional[int] = _f(
+        None, "Also checkpoint every N optimiser steps (mid-epoch too; implies save_checkpoints); null: epoch ends only."
+    )
+    keep_checkpoints: int = _f(2, "Keep the newest K checkpoints; older ones are deleted.")
+    resume: Optional[str] = _f(
+        None, "Resume an interrupted run: 'latest' (newest checkpoint in output.checkpoint_dir) or a checkpoint "
+        "directory (scripts/train.py --resume [PATH])."
+    )
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "log_every"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "log_every", "keep_checkpoints"):
             _check(getattr(self, name) >= 1, f"train.{name}={getattr(self, name)} must be at least 1")
         _check(self.lr > 0, f"train.lr={self.lr} must be positive")
         _check(self.head_lr is None or self.head_lr > 0, "train.head_lr must be positive")
@@ -268,6 +279,8 @@ class TrainConfig:
         _check(self.early_stopping_patience is None or self.early_stopping_patience >= 1,
                "train.early_stopping_patience must be at least 1 (or null to disable)")
         _check(self.early_stopping_threshold >= 0, "train.early_stopping_threshold must be >= 0")
+        _check(self.save_every_steps is None or self.save_every_steps >= 1,
+               "train.save_every_steps must be at least 1 (or null to checkpoint at epoch ends only)")
         _choice("train", "mixed_precision", self.mixed_precision, PRECISIONS)
         _choice("train", "sampler", self.sampler, SAMPLERS)
         if isinstance(self.class_weights, str):
@@ -294,6 +307,10 @@ class TrainConfig:
 class OutputConfig:
     dir: str = _f("runs/default", "Run directory (written atomically when training ends).")
     overwrite: bool = _f(False, "Replace an existing run directory.")
+    checkpoint_dir: Optional[str] = _f(
+        None, "Where resumable checkpoints go (default: <output.dir>.checkpoints beside the run directory); "
+        "deleted once the run directory is written."
+    )
 
 
 @dataclass

@@ -364,16 +364,21 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     ``len(lengths)`` examples drawn with replacement instead of a permutation; the drawn
     examples are then grouped by length exactly as above, so length grouping still saves
     padding and does not change which examples are drawn.
+
+    ``short_last`` keeps the one short batch at the end. Multi-process runs need it:
+    accelerate's ``BatchSamplerShard`` deals batches round-robin and expects only the last one
+    to be short; a short batch in the middle makes it drop a pair of batches.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, group: bool = True,
-                 weights: np.ndarray | None = None):
+                 weights: np.ndarray | None = None, short_last: bool = False):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.group = group
         self.weights = weights
+        self.short_last = short_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -398,4 +403,6 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
         batches = [perm[i : i + bs].tolist() for i in range(0, n, bs)]
         if self.group:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+            if self.short_last:
+                batches.sort(key=lambda b: len(b) < bs)  # stable: only the short batch moves
         yield from batches

@@ -12,7 +12,7 @@ import platform
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import datasets
@@ -22,6 +22,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
 from .chunking import LongTextSpec, per_document
 from .config import RecipeConfig
 from .data import LengthGroupedBatchSampler, PadCollator, TextData, load_data, tokenize
@@ -58,6 +59,8 @@ class RunResult:
     timing: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)  # trainable and total parameter counts
     setup: dict = field(default_factory=dict)  # class weights, sampler, windows per split (chunking)
+    schedule: dict = field(default_factory=dict)  # optimiser steps, effective batch size, final LR
+    resumes: list = field(default_factory=list)  # checkpoints the run was resumed from
 
 
 def resolve_precision(requested: str) -> str:
@@ -85,6 +88,40 @@ def _allow_precision_change(precision: str) -> None:
         AcceleratorState._reset_state()
 
 
+def _check_precision(precision: str) -> None:
+    """fp16 needs loss scaling, which accelerate does with CUDA's grad scaler only; on CPU it would
+    run fp16 autocast unscaled (small gradients underflow to zero), so refuse it."""
+    if precision == "fp16" and (not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")):
+        raise ConfigError("train.mixed_precision=fp16 needs a GPU (loss scaling is CUDA-only); use bf16 on CPU, or no")
+
+
+def _schedule_info(cfg: RecipeConfig, batches_per_epoch: int, num_processes: int) -> dict:
+    """Optimiser steps from the prepared (per-process) loader, and the length of the LR schedule.
+
+    Accelerate's wrapped scheduler advances ``num_processes`` ticks per optimiser step, so the
+    schedule gets ``steps * num_processes`` ticks: it ends exactly at the last optimiser step
+    on any number of processes.
+    """
+    per_epoch = math.ceil(batches_per_epoch / cfg.train.grad_accum_steps)
+    steps = cfg.train.epochs * per_epoch
+    return {
+        "num_processes": num_processes,
+        "effective_batch_size": cfg.train.batch_size * cfg.train.grad_accum_steps * num_processes,
+        "batches_per_epoch_per_process": batches_per_epoch,
+        "optimizer_steps_per_epoch": per_epoch,
+        "optimizer_steps": steps,
+        "warmup_steps": int(cfg.train.warmup_ratio * steps),
+        "scheduler_ticks": steps * num_processes,
+    }
+
+
+def _linear_schedule(optimizer, schedule: dict):
+    from transformers import get_linear_schedule_with_warmup
+
+    n = schedule["num_processes"]
+    return get_linear_schedule_with_warmup(optimizer, schedule["warmup_steps"] * n, schedule["scheduler_ticks"])
+
+
 def _set_threads(cfg: RecipeConfig) -> None:
     # accelerate launch sets OMP_NUM_THREADS=1 for CPU runs; use the cores we have instead.
     if cfg.train.num_threads:
@@ -101,10 +138,13 @@ def build_classifier(cfg: RecipeConfig, labels: list[str]):
     return build_encoder_classifier(cfg.model, labels)
 
 
-def _loader(ds, batch_size, collate, *, shuffle, seed=0, group=True, lengths=None, weights=None):
+def _loader(ds, batch_size, collate, *, shuffle, seed=0, group=True, lengths=None, weights=None, processes=1):
     lengths = ds["length"] if lengths is None else lengths  # tokenize() adds "length"
-    sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, seed, group, weights)
-    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate), sampler
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, seed, group, weights, short_last=processes > 1)
+    # A generator of its own: iterating the loader then never draws from the global RNG, so a
+    # resumed run continues the dropout stream exactly where the interrupted one stopped.
+    gen = torch.Generator() if shuffle else None
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, generator=gen), sampler
 
 
 @dataclass
@@ -122,6 +162,8 @@ class _Inputs:
     started: float = 0.0  # when the frozen work began: fit time = frozen work + training + validation
     params: dict = field(default_factory=dict)  # trainable / total parameter counts (at the end, for gradual)
     setup: dict = field(default_factory=dict)  # recorded in metrics.json as "setup"
+    schedule: dict = field(default_factory=dict)  # optimiser steps, effective batch, LR schedule length
+    resumes: list = field(default_factory=list)  # checkpoints this run was resumed from
 
 
 def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=None, progress: bool = True) -> _Inputs:
@@ -148,7 +190,7 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
         # The same length-grouped batches as the token path, so cached and uncached runs match.
         stack = torch.utils.data.default_collate
         train, sampler = _loader(feats["train"], bs, stack, shuffle=True, seed=seed, group=cfg.train.group_by_length,
-                                 lengths=tokens["train"]["length"], weights=weights)
+                                 lengths=tokens["train"]["length"], weights=weights, processes=accelerator.num_processes)
         return _Inputs(
             train,
             torch.utils.data.DataLoader(feats["validation"], batch_size=ebs),
@@ -163,13 +205,14 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
         pcollate = PrefixCollator(collate, getattr(tokenizer, "padding_side", "right"))
         mk = lambda s: PrefixDataset(tokens[s], states[s])  # noqa: E731
         train, sampler = _loader(mk("train"), bs, pcollate, shuffle=True, seed=seed, group=cfg.train.group_by_length,
-                                 lengths=tokens["train"]["length"], weights=weights)
+                                 lengths=tokens["train"]["length"], weights=weights, processes=accelerator.num_processes)
         val, _ = _loader(mk("validation"), ebs, pcollate, shuffle=False, lengths=tokens["validation"]["length"])
         test, _ = _loader(tokens["test"], ebs, collate, shuffle=False)  # test runs the whole model, as saved
         seconds = time.perf_counter() - t0
         return _Inputs(train, val, test, sampler, prefix=FrozenPrefix(model, first), encode_seconds=seconds,
                        cache={"prefix": {"first_trained_layer": first, "seconds": round(seconds, 2)}})
-    train, sampler = _loader(tokens["train"], bs, collate, shuffle=True, seed=seed, group=cfg.train.group_by_length, weights=weights)
+    train, sampler = _loader(tokens["train"], bs, collate, shuffle=True, seed=seed, group=cfg.train.group_by_length,
+                             weights=weights, processes=accelerator.num_processes)
     val, _ = _loader(tokens["validation"], ebs, collate, shuffle=False)
     test, _ = _loader(tokens["test"], ebs, collate, shuffle=False)
     return _Inputs(train, val, test, sampler)
@@ -222,6 +265,10 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     if out_dir.exists() and not cfg.output.overwrite:
         raise ConfigError(f"output directory '{out_dir}' already exists; set output.overwrite=true or choose another output.dir")
     precision = resolve_precision(cfg.train.mixed_precision)
+    _check_precision(precision)
+    if cfg.train.resume and cfg.model.head == "logreg":
+        raise ConfigError("model.head=logreg is one scikit-learn fit with no checkpoints; run without train.resume / --resume")
+    resume_from = ckpt.resolve_resume(cfg) if cfg.train.resume else None
     _allow_precision_change(precision)
     accelerator = Accelerator(
         mixed_precision=precision,
@@ -229,6 +276,8 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
         project_dir=str(out_dir.parent / "trackers"),
     )
+    if resume_from is not None:  # a damaged or mismatched checkpoint fails now, before any work
+        ckpt.check_checkpoint(resume_from, cfg, precision, accelerator.num_processes)
     _set_threads(cfg)
     set_seed(cfg.train.seed)
     t_start = time.perf_counter()
@@ -287,30 +336,40 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         return _finish(cfg, *_fit_probe(cfg, model, inputs, data, accelerator, info, metric), model, model, tokenizer, data,
                        inputs, precision, accelerator, t_start, 0, 0, metric)
 
-    # ---- optimiser and schedule (length of the un-sharded loader: the scheduler steps once per process) ----
+    # ---- optimiser and schedule ---------------------------------------------------------
     # Fused AdamW: one kernel per step for all parameters (CPU and CUDA), as Trainer's default.
     optimizer = torch.optim.AdamW(param_groups(model, cfg.train, cfg.transfer), lr=cfg.train.lr, fused=True)
     if inputs.prefix is not None:
         inputs.prefix.install()
-    from transformers import get_linear_schedule_with_warmup
-
-    total_steps = cfg.train.epochs * math.ceil(len(inputs.train) / cfg.train.grad_accum_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, inputs.train, inputs.validation, scheduler
-    )
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, inputs.train, inputs.validation)
+    schedule = _schedule_info(cfg, len(train_loader), accelerator.num_processes)
+    scheduler = accelerator.prepare(_linear_schedule(optimizer.optimizer, schedule))
     raw_model = accelerator.unwrap_model(model)
     l2sp = L2SP(raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
     if cfg.train.report_to != "none":
         accelerator.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
 
+    # ---- resume (model, optimiser, scheduler, scaler, RNG, loop state) ------------------
+    loop, best_state = ckpt.LoopState(), None
+    if resume_from is not None:
+        loop, best_state = ckpt.load_checkpoint(accelerator, resume_from)
+        loop.resumes.append({"checkpoint": str(resume_from), "epoch": loop.epoch + 1, "batch": loop.batches_done,
+                             "step": loop.step})
+        info(f"resumed from {resume_from}: epoch {loop.epoch + 1}, after {loop.batches_done} batch(es) of it, step {loop.step}")
+    saving = ckpt.enabled(cfg)
+
+    def save_checkpoint():
+        ckpt.save_checkpoint(accelerator, ckpt.checkpoint_root(cfg), loop, best_state, cfg, precision, cfg.train.keep_checkpoints)
+
     # ---- train ------------------------------------------------------------------------
-    history, best, best_state, best_epoch, step, stale = [], None, None, 0, 0, 0
-    best_thresholds = None  # multi-label: the thresholds tuned with the best epoch
-    n_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
-    n_samples = torch.zeros((), dtype=torch.long, device=accelerator.device)
-    t_train = 0.0
-    for epoch in range(cfg.train.epochs):
+    history, best, best_epoch, step, stale = loop.history, loop.best, loop.best_epoch, loop.step, loop.stale
+    n_tokens = torch.tensor(loop.n_tokens, dtype=torch.long, device=accelerator.device)
+    n_samples = torch.tensor(loop.n_samples, dtype=torch.long, device=accelerator.device)
+    t_train = loop.train_seconds
+    best_thresholds = loop.best_thresholds  # multi-label: the thresholds tuned with the best epoch
+    for epoch in range(loop.epoch, cfg.train.epochs):
+        if loop.stopped:
+            break
         if cfg.transfer.mode == "gradual":
             before = counts["trainable"]
             counts = inputs.params = apply_transfer(raw_model, cfg.transfer, epoch)
@@ -319,12 +378,15 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
                 info(f"gradual unfreezing: {counts['trainable']:,} parameters train from epoch {epoch + 1}")
         if inputs.sampler is not None:
             inputs.sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)  # accelerate's loader would otherwise use its own pass count
         model.train()
         for m in frozen:
             m.eval()
-        t0, loss_sum, loss_n = time.perf_counter(), 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show, leave=False)
-        for batch in bar:
+        skip = loop.batches_done if epoch == loop.epoch else 0  # batches an interrupted run already trained
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        t0, loss_sum, loss_n = time.perf_counter(), (loop.loss_sum if skip else 0.0), (loop.loss_n if skip else 0)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not show, leave=False)
+        for batch_index, batch in enumerate(bar, start=skip + 1):
             batch.pop("doc_id", None)  # windows train as examples of their own
             with accelerator.accumulate(model):
                 out = model(**batch)
@@ -346,6 +408,12 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
                 if step % cfg.train.log_every == 0:
                     bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
                     accelerator.log({"train/loss": loss_sum / loss_n, "train/lr": scheduler.get_last_lr()[0]}, step=step)
+                if cfg.train.save_every_steps and step % cfg.train.save_every_steps == 0 and batch_index < len(train_loader):
+                    loop = replace(loop, epoch=epoch, batches_done=batch_index, step=step, best=best, best_epoch=best_epoch,
+                                   best_thresholds=best_thresholds, stale=stale, loss_sum=loss_sum, loss_n=loss_n,
+                                   n_tokens=n_tokens.item(), n_samples=n_samples.item(),
+                                   train_seconds=t_train + time.perf_counter() - t0)
+                    save_checkpoint()
         t_epoch = time.perf_counter() - t0
         t_train += t_epoch
         val = evaluate(model, val_loader, accelerator, data.labels, cfg.model.chunk_aggregate, tune=task.tune)
@@ -367,7 +435,13 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
             )
         # Early stopping: every process saw the same gathered validation metrics, so they agree.
         patience = cfg.train.early_stopping_patience
-        if patience and stale >= patience and epoch + 1 < cfg.train.epochs:
+        stop = bool(patience and stale >= patience and epoch + 1 < cfg.train.epochs)
+        if saving:
+            loop = replace(loop, epoch=epoch + 1, batches_done=0, step=step, best=best, best_epoch=best_epoch, stale=stale,
+                           best_thresholds=best_thresholds, stopped=stop, loss_sum=0.0, loss_n=0, n_tokens=n_tokens.item(), n_samples=n_samples.item(),
+                           train_seconds=t_train)
+            save_checkpoint()
+        if stop:
             info(f"early stopping after epoch {epoch + 1}: no {metric} improvement for {stale} epoch(s); "
                  f"best epoch {best_epoch}")
             break
@@ -381,6 +455,9 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     if best_thresholds is not None:
         raw_model.thresholds = list(best_thresholds)
     n_tokens, n_samples = accelerator.reduce(n_tokens, "sum").item(), accelerator.reduce(n_samples, "sum").item()
+    inputs.schedule = {**schedule, "optimizer_steps_done": step, "scheduler_ticks_done": scheduler.scheduler.last_epoch,
+                       "final_lr": scheduler.get_last_lr()[0]}
+    inputs.resumes = loop.resumes
     return _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs, precision, accelerator,
                    t_start, n_samples, n_tokens, metric)
 
@@ -439,11 +516,14 @@ def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data
     }
     params = {"trainable": inputs.params.get("trainable"), "total": inputs.params.get("total")}
     out_dir = Path(cfg.output.dir)
-    result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing, params, inputs.setup)
+    result = RunResult(out_dir, history, best_epoch, history[best_epoch - 1]["validation"], test, timing, params,
+                       inputs.setup, inputs.schedule, inputs.resumes)
     if accelerator.is_main_process:
         # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
         raw_model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
         _write_run_dir(cfg, result, raw_model, tokenizer, data, precision, accelerator, metric)
+        if ckpt.enabled(cfg) or cfg.train.resume:  # the run directory is complete: nothing left to resume
+            shutil.rmtree(ckpt.checkpoint_root(cfg), ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
@@ -467,23 +547,32 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def environment_info(precision: str, accelerator) -> dict:
-    import accelerate
-    import datasets
-    import transformers
+def environment_info(precision: str, accelerator, seed: int | None = None) -> dict:
+    """Library versions, hardware and launch settings: what a rerun needs to match."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pkg(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     return {
+        "seed": seed,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "accelerate": accelerate.__version__,
+        **{name: pkg(name) for name in ("transformers", "datasets", "accelerate", "tokenizers", "safetensors", "numpy",
+                                         "scikit-learn", "nlp-transfer")},
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model() or platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "memory_gb": _memory_gb(),
         "threads": torch.get_num_threads(),
         "device": str(accelerator.device),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_version": torch.version.cuda,
+        "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "distributed_type": str(accelerator.distributed_type.value),
         "num_processes": accelerator.num_processes,
         "mixed_precision": precision,
     }
@@ -499,6 +588,23 @@ def _data_summary(data: TextData) -> dict:
     return out
 
 
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, precision: str, accelerator, metric: str) -> None:
     """Write everything into a hidden sibling, then rename: a run dir is complete or absent."""
     out = result.output_dir
@@ -506,7 +612,7 @@ def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, pre
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         model.save_pretrained(tmp, tokenizer)
-        (tmp / "recipe.yaml").write_text(cfg.to_yaml())
+        (tmp / "recipe.yaml").write_text(cfg.replace("train.resume=null").to_yaml())  # reruns start afresh
         (tmp / "labels.json").write_text(json.dumps(data.labels, indent=2))
         metrics = {
             "name": cfg.name,
@@ -519,8 +625,10 @@ def _write_run_dir(cfg, result: RunResult, model, tokenizer, data: TextData, pre
             "timing": result.timing,
             "parameters": result.parameters,
             "setup": result.setup,
+            "schedule": result.schedule,
+            "resumed_from": result.resumes,
             "data": _data_summary(data),
-            "environment": environment_info(precision, accelerator),
+            "environment": environment_info(precision, accelerator, cfg.train.seed),
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_summary(tmp, cfg, metrics)

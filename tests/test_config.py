@@ -297,7 +297,7 @@ def test_unrelated_unknown_key_lists_valid_keys():
     msg = str(e.value)
     assert "'output.qqqqqq'" in msg
     assert "did you mean" not in msg  # nothing is close: no made-up key such as 'output.output'
-    assert "valid keys in output: dir, overwrite" in msg
+    assert "valid keys in output: checkpoint_dir, dir, overwrite" in msg
 
 
 # ---- types --------------------------------------------------------------------------
