@@ -234,3 +234,26 @@ def test_a_run_killed_with_sigkill_mid_epoch_resumes_to_the_same_metrics(make_cf
     assert metrics["test"] == json.loads(json.dumps(reference.test))
     assert [e["validation"] for e in metrics["epochs"]] == json.loads(json.dumps([e["validation"] for e in reference.history]))
     assert [e["train_loss"] for e in metrics["epochs"]] == [e["train_loss"] for e in reference.history]
+
+
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_multi_label_and_regression_runs_resume_to_the_same_metrics(tmp_path, tiny_bert_dir, monkeypatch, task):
+    """The loop state carries the multi-label thresholds tuned with the best epoch."""
+    from conftest import build_cfg
+    from test_tasks import task_rows
+
+    data = tmp_path / "tasks.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in task_rows(300)) + "\n")
+    label = "data.label_column=labels" if task == "multi_label" else "data.label_column=score"
+    make = lambda name, *extra: build_cfg(tmp_path / name, tiny_bert_dir, data, label, "train.epochs=3", *extra)  # noqa: E731
+    reference = train(make("ref"), progress=False)
+    per_epoch = reference.schedule["optimizer_steps_per_epoch"]
+    crash = 2 * per_epoch + 4  # mid-epoch 3, after the best thresholds were tuned
+    cfg = make("cut", f"train.save_every_steps={crash}")
+    _crash_after_step(monkeypatch, crash)
+    with pytest.raises(Crash):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    resumed = train(cfg.replace("train.resume=latest"), progress=False)
+    _same_metrics(resumed, reference)
+    assert resumed.resumes[0]["batch"] == 4
