@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from nlp_transfer import checkpoint as ckpt
 from nlp_transfer import train
 
@@ -39,7 +40,7 @@ def test_two_processes_give_the_same_metrics_schedule_and_single_writes_as_one(m
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29652", "scripts/train.py", "--config", str(recipe),
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "scripts/train.py", "--config", str(recipe),
          "--no-progress"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -115,8 +116,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _torchrun(recipe: Path, port: int, *extra: str, wait: bool = True):
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port),
+def _torchrun(recipe: Path, *extra: str, wait: bool = True):
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", free_port(),
            "scripts/train.py", "--config", str(recipe), "--no-progress", *extra]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     if not wait:
@@ -138,10 +139,10 @@ def test_two_processes_killed_mid_epoch_resume_to_the_same_metrics(make_cfg, tmp
         cfg = make_cfg(tmp_path / name, "train.epochs=2", *extra)
         recipes[name] = (cfg, tmp_path / f"{name}.yaml")
         recipes[name][1].write_text(cfg.to_yaml())
-    _torchrun(recipes["ref"][1], 29653)
+    _torchrun(recipes["ref"][1])
     cfg, recipe = recipes["cut"]
     root = ckpt.checkpoint_root(cfg)
-    proc = _torchrun(recipe, 29654, wait=False)
+    proc = _torchrun(recipe, wait=False)
     try:
         deadline = time.monotonic() + 240
         while not ckpt.list_checkpoints(root) and proc.poll() is None and time.monotonic() < deadline:
@@ -152,7 +153,7 @@ def test_two_processes_killed_mid_epoch_resume_to_the_same_metrics(make_cfg, tmp
             os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert not Path(cfg.output.dir).exists()
-    _torchrun(recipe, 29655, "--resume")
+    _torchrun(recipe, "--resume")
     ref = json.loads((Path(recipes["ref"][0].output.dir) / "metrics.json").read_text())
     got = json.loads((Path(cfg.output.dir) / "metrics.json").read_text())
     (resumed_at,) = got["resumed_from"]
