@@ -49,6 +49,15 @@ class FeatureDataset(torch.utils.data.Dataset):
             item["doc_id"] = self.doc_ids[i]
         return item
 
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch by one index per tensor (DataLoader calls this); pair with :func:`as_batch`."""
+        return self[torch.as_tensor(indices, dtype=torch.long)]
+
+
+def as_batch(batch: dict) -> dict:
+    """``collate_fn`` for datasets that return whole batches (:meth:`FeatureDataset.__getitems__`)."""
+    return batch
+
 
 class PrefixDataset(torch.utils.data.Dataset):
     """Tokenized examples plus the cached hidden states [length, H] of each one."""

@@ -33,6 +33,7 @@ from .features import (
     FrozenPrefix,
     PrefixCollator,
     PrefixDataset,
+    as_batch,
     cached_features,
     encode_prefix,
     first_trained_layer,
@@ -188,13 +189,13 @@ def build_inputs(cfg: RecipeConfig, model, tokenizer, tokens, accelerator, log=N
             progress=progress,
         )
         # The same length-grouped batches as the token path, so cached and uncached runs match.
-        stack = torch.utils.data.default_collate
-        train, sampler = _loader(feats["train"], bs, stack, shuffle=True, seed=seed, group=cfg.train.group_by_length,
+        # FeatureDataset hands out whole batches (__getitems__): no per-example collation.
+        train, sampler = _loader(feats["train"], bs, as_batch, shuffle=True, seed=seed, group=cfg.train.group_by_length,
                                  lengths=tokens["train"]["length"], weights=weights, processes=accelerator.num_processes)
         return _Inputs(
             train,
-            torch.utils.data.DataLoader(feats["validation"], batch_size=ebs),
-            torch.utils.data.DataLoader(feats["test"], batch_size=ebs),
+            torch.utils.data.DataLoader(feats["validation"], batch_size=ebs, collate_fn=as_batch),
+            torch.utils.data.DataLoader(feats["test"], batch_size=ebs, collate_fn=as_batch),
             sampler, features=feats, encode_seconds=info.pop("encode_seconds"), cache={"features": info},
         )
     first = first_trained_layer(model)
@@ -367,6 +368,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     n_samples = torch.tensor(loop.n_samples, dtype=torch.long, device=accelerator.device)
     t_train = loop.train_seconds
     best_thresholds = loop.best_thresholds  # multi-label: the thresholds tuned with the best epoch
+    clipped = _clipped(model, accelerator)
     for epoch in range(loop.epoch, cfg.train.epochs):
         if loop.stopped:
             break
@@ -376,6 +378,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
             frozen = frozen_modules(raw_model)
             if counts["trainable"] != before:
                 info(f"gradual unfreezing: {counts['trainable']:,} parameters train from epoch {epoch + 1}")
+                clipped = _clipped(model, accelerator)
         if inputs.sampler is not None:
             inputs.sampler.set_epoch(epoch)
         train_loader.set_epoch(epoch)  # accelerate's loader would otherwise use its own pass count
@@ -394,7 +397,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
                 _check_finite(loss, accelerator, cfg, epoch, step + 1)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.train.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                    accelerator.clip_grad_norm_(clipped, cfg.train.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -460,6 +463,17 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     inputs.resumes = loop.resumes
     return _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs, precision, accelerator,
                    t_start, n_samples, n_tokens, metric)
+
+
+def _clipped(model, accelerator) -> list:
+    """Parameters whose gradients are clipped: the trainable ones, listed once (walking every
+    parameter of a mostly frozen model on each step cost more than the clip itself). FSDP keeps
+    ``model.parameters()``: accelerate recognises the model by it and clips the shards together."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return model.parameters()
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _check_finite(loss: torch.Tensor, accelerator, cfg: RecipeConfig, epoch: int, step: int) -> None:
