@@ -133,14 +133,21 @@ def _speed_data(spec: dict):
 
 
 def _model_flops(config, lengths, epochs: int, num_labels: int) -> float:
-    """Training FLOPs of an encoder on texts of ``lengths`` tokens: 6 per matmul weight per
-    token, plus attention scores and values (12 * layers * n^2 * hidden per text)."""
+    """Training FLOPs a BERT classifier needs on texts of ``lengths`` tokens (6 per matmul
+    weight per token for forward and backward, 12 * hidden per query-key pair for attention
+    scores and values), the same for every implementation. Its logits read only the first
+    token of the last layer, so that layer needs keys and values for every token but its
+    query, attention output and feed-forward block for the first token alone; the pooler and
+    classifier run once per text."""
     import numpy as np
 
     d, L, ff = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    weights = L * (4 * d * d + 2 * d * ff) + d * d + d * num_labels  # layers, pooler, classifier
+    layer = 4 * d * d + 2 * d * ff
     n = np.asarray(lengths, dtype=np.float64)
-    return float(epochs * (6 * weights * n.sum() + 12 * L * d * (n**2).sum()))
+    lower = (L - 1) * (6 * layer * n.sum() + 12 * d * (n**2).sum())
+    last = 6 * 2 * d * d * n.sum() + 6 * (layer - 2 * d * d) * len(n) + 12 * d * n.sum()
+    head = 6 * (d * d + d * num_labels) * len(n)
+    return float(epochs * (lower + last + head))
 
 
 def _peak_rss_mb() -> float:

@@ -22,9 +22,11 @@ def bench():
 
 def test_model_flops_by_hand(bench):
     config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
-    # weights: 2 layers * (4*16 + 2*4*8) + 16 (pooler) + 4*3 (classifier) = 2*128 + 28 = 284
-    flops = bench._model_flops(config, [3, 5], epochs=2, num_labels=3)
-    assert flops == 2 * (6 * 284 * 8 + 12 * 2 * 4 * (9 + 25))
+    # a layer has 4*16 + 2*4*8 = 128 matmul weights; texts of 3 and 5 tokens (8 tokens, 2 texts)
+    lower = 6 * 128 * 8 + 12 * 4 * (9 + 25)  # layer 1: every token, all query-key pairs
+    last = 6 * 32 * 8 + 6 * (128 - 32) * 2 + 12 * 4 * 8  # layer 2: keys and values of every token, the rest for token 0
+    head = 6 * (16 + 4 * 3) * 2  # pooler and classifier once per text
+    assert bench._model_flops(config, [3, 5], epochs=2, num_labels=3) == 2 * (lower + last + head) == 22368
 
 
 def _row(seconds, samples, **kw):

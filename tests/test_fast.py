@@ -110,3 +110,89 @@ def test_training_step_matches_the_stock_modules(tiny_bert_dir, monkeypatch):
     assert grads[0].keys() == grads[1].keys()
     for k in grads[0]:
         torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+# ---- first-token-only last layer (nlp_transfer.modeling.first_token_only) ----------------
+def _tiny_bert(impl="sdpa", dropout=0.0, layers=3):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    cfg._attn_implementation = impl
+    return BertModel(cfg)
+
+
+def _padded_batch():
+    ids = torch.randint(5, 100, (3, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    mask[2, 6:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager", ATTENTION])
+def test_first_token_only_gives_the_same_pooled_output_and_gradients(impl):
+    import copy
+
+    from nlp_transfer.fast import register
+    from nlp_transfer.modeling import first_token_only
+
+    register()
+    full = _tiny_bert(impl)
+    fast = copy.deepcopy(full)
+    assert first_token_only(fast)
+    ids, mask = _padded_batch()
+    a, b = full(input_ids=ids, attention_mask=mask), fast(input_ids=ids, attention_mask=mask)
+    assert a.last_hidden_state.shape == (3, 7, 32) and b.last_hidden_state.shape == (3, 1, 32)
+    torch.testing.assert_close(b.last_hidden_state[:, 0], a.last_hidden_state[:, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b.pooler_output, a.pooler_output, rtol=1e-5, atol=1e-6)
+    (a.pooler_output ** 2).sum().backward()
+    (b.pooler_output ** 2).sum().backward()
+    for (name, p), q in zip(full.named_parameters(), fast.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_first_token_only_under_gradient_checkpointing_and_undo():
+    import copy
+
+    from nlp_transfer.modeling import all_tokens, enable_gradient_checkpointing, first_token_only
+
+    full = _tiny_bert()
+    fast = copy.deepcopy(full)
+    first_token_only(fast)
+    enable_gradient_checkpointing(fast)
+    fast.train()
+    full.train()
+    ids, mask = _padded_batch()
+    fast(input_ids=ids, attention_mask=mask).pooler_output.sum().backward()
+    full(input_ids=ids, attention_mask=mask).pooler_output.sum().backward()
+    last = fast.encoder.layer[-1].attention.self.query.weight
+    torch.testing.assert_close(last.grad, full.encoder.layer[-1].attention.self.query.weight.grad, rtol=1e-4, atol=1e-6)
+    all_tokens(fast)
+    assert fast(input_ids=ids, attention_mask=mask).last_hidden_state.shape == (3, 7, 32)
+
+
+def test_text_classifier_uses_first_token_only_for_cls_and_pooler_pooling_only():
+    from nlp_transfer.modeling import TextClassifier, build_head
+
+    for pooling, expected in [("pooler", True), ("cls", True), ("mean", False), ("max", False)]:
+        model = TextClassifier(_tiny_bert(), build_head(32, 2), pooling, ["a", "b"])
+        assert model.first_token_only is expected, pooling
+        ids, mask = _padded_batch()
+        tokens = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state.shape[1]
+        assert tokens == (1 if expected else 7)
+
+
+def test_first_token_only_leaves_decoder_layers_alone():
+    from transformers import LlamaConfig, LlamaModel
+
+    from nlp_transfer.modeling import first_token_only
+
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2)
+    model = LlamaModel(cfg)
+    assert not first_token_only(model)
+    assert "forward" not in vars(model.layers[-1])
