@@ -10,7 +10,7 @@
 * feature extraction, 5 epochs: the head trained on cached features (cold cache: encoded
   in this run; warm cache: a second run that reads them from disk) against the same head
   trained with the frozen backbone run on every batch of every epoch;
-* ``partial`` top-2: with the frozen-prefix cache against without it.
+* ``partial`` top-2 and top-1 (``--partial-top``): with the frozen-prefix cache against without it.
 
 "fit" is the part the caches change: frozen work + training + validation. "wall" is the
 whole ``train()`` call (model load, tokenization, test, saving included). Results go to
@@ -48,6 +48,16 @@ def _run(cfg, data, label: str) -> dict:
     return row
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of layer counts such as 2,1")
+    return values
+
+
 def bench_cache(args) -> dict:
     from nlp_transfer import RecipeConfig, load_data
 
@@ -59,7 +69,6 @@ def bench_cache(args) -> dict:
         common.append(f"data.max_samples={args.max_samples}")
     recipes = REPO / "recipes" / args.dataset
     fe = RecipeConfig.from_yaml(recipes / "minilm-feature_extraction.yaml", common + [f"train.epochs={args.fe_epochs}"])
-    partial = RecipeConfig.from_yaml(recipes / "minilm-partial.yaml", common + ["transfer.unfreeze_top=2", f"train.epochs={args.partial_epochs}"])
     data = load_data(fe.data)
     out = lambda name: f"output.dir={work / name}"  # noqa: E731
 
@@ -67,8 +76,6 @@ def bench_cache(args) -> dict:
         "fe_uncached": _run(fe.replace(out("fe-plain"), "transfer.cache_features=false"), data, "feature extraction, backbone every batch"),
         "fe_cold": _run(fe.replace(out("fe-cold")), data, "feature extraction, cache cold (encode once)"),
         "fe_warm": _run(fe.replace(out("fe-warm")), data, "feature extraction, cache warm (read from disk)"),
-        "partial_uncached": _run(partial.replace(out("p-plain"), "transfer.cache_prefix=false"), data, "partial top-2, no prefix cache"),
-        "partial_cached": _run(partial.replace(out("p-cached")), data, "partial top-2, frozen-prefix cache"),
     }
     assert rows["fe_warm"]["cache"]["features"]["hits"] == ["train", "validation", "test"], "warm run did not hit the cache"
     ratio = lambda a, b, k="fit_seconds": rows[a][k] / rows[b][k]  # noqa: E731
@@ -76,9 +83,14 @@ def bench_cache(args) -> dict:
         "fe_warm_vs_uncached_fit": ratio("fe_uncached", "fe_warm"),
         "fe_cold_vs_uncached_fit": ratio("fe_uncached", "fe_cold"),
         "fe_warm_vs_uncached_wall": ratio("fe_uncached", "fe_warm", "wall_seconds"),
-        "partial_cached_vs_uncached_fit": ratio("partial_uncached", "partial_cached"),
-        "partial_cached_vs_uncached_wall": ratio("partial_uncached", "partial_cached", "wall_seconds"),
     }
+    for k in args.partial_top:
+        partial = RecipeConfig.from_yaml(recipes / "minilm-partial.yaml", common + [f"transfer.unfreeze_top={k}", f"train.epochs={args.partial_epochs}"])
+        plain, cached = _partial_keys(k)
+        rows[plain] = _run(partial.replace(out(f"p{k}-plain"), "transfer.cache_prefix=false"), data, f"partial top-{k}, no prefix cache")
+        rows[cached] = _run(partial.replace(out(f"p{k}-cached")), data, f"partial top-{k}, frozen-prefix cache")
+        ratios[f"{cached}_vs_uncached_fit"] = ratio(plain, cached)
+        ratios[f"{cached}_vs_uncached_wall"] = ratio(plain, cached, "wall_seconds")
     import torch
 
     return {
@@ -88,6 +100,7 @@ def bench_cache(args) -> dict:
         "sizes": data.sizes(),
         "fe_epochs": args.fe_epochs,
         "partial_epochs": args.partial_epochs,
+        "partial_top": list(args.partial_top),
         "machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "rows": rows,
@@ -96,9 +109,15 @@ def bench_cache(args) -> dict:
     }
 
 
+def _partial_keys(k: int) -> tuple[str, str]:
+    """Row keys of partial top-k without and with the frozen-prefix cache (top-2 keeps its old names)."""
+    return ("partial_uncached", "partial_cached") if k == 2 else (f"partial{k}_uncached", f"partial{k}_cached")
+
+
 def cache_table(res: dict) -> str:
     r, q = res["rows"], res["ratios"]
     s = res["sizes"]
+    tops = res.get("partial_top", [2])
     lines = [
         f"MiniLM on `{res['dataset']}` (train {s['train']:,} / validation {s['validation']:,} / test {s['test']:,}), "
         f"{res['machine']['cpu_count']} CPU cores, bf16 autocast; measured {res['date']} with `{res['command'].strip()}`.",
@@ -106,18 +125,24 @@ def cache_table(res: dict) -> str:
         "| run | fit (s) | wall (s) | test accuracy | test macro F1 | speed-up (fit) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    speed = {"fe_warm": q["fe_warm_vs_uncached_fit"], "fe_cold": q["fe_cold_vs_uncached_fit"],
-             "partial_cached": q["partial_cached_vs_uncached_fit"]}
-    for key in ("fe_uncached", "fe_cold", "fe_warm", "partial_uncached", "partial_cached"):
+    speed = {"fe_warm": q["fe_warm_vs_uncached_fit"], "fe_cold": q["fe_cold_vs_uncached_fit"]}
+    order = ["fe_uncached", "fe_cold", "fe_warm"]
+    for k in tops:
+        plain, cached = _partial_keys(k)
+        speed[cached] = q[f"{cached}_vs_uncached_fit"]
+        order += [plain, cached]
+    for key in order:
         row = r[key]
-        x = f"**{speed[key]:.1f}x**" if key in speed else "1.0x"
+        x = f"**{speed[key]:.2f}x**" if key in speed else "1.0x"
         lines.append(f"| {row['run']} | {row['fit_seconds']:.1f} | {row['wall_seconds']:.1f} | {row['accuracy']:.4f} | {row['f1_macro']:.4f} | {x} |")
+    partial = "; ".join(
+        f"top-{k} **{q[f'{_partial_keys(k)[1]}_vs_uncached_fit']:.2f}x** (fit; {q[f'{_partial_keys(k)[1]}_vs_uncached_wall']:.2f}x whole call)"
+        for k in tops)
     lines += [
         "",
         f"Feature extraction, {res['fe_epochs']} epochs: warm cache **{q['fe_warm_vs_uncached_fit']:.1f}x** faster than running the "
         f"backbone every batch (fit; {q['fe_warm_vs_uncached_wall']:.1f}x on the whole call), cold cache "
-        f"{q['fe_cold_vs_uncached_fit']:.1f}x. Partial top-2, {res['partial_epochs']} epochs: frozen-prefix cache "
-        f"**{q['partial_cached_vs_uncached_fit']:.2f}x** (fit; {q['partial_cached_vs_uncached_wall']:.2f}x whole call).",
+        f"{q['fe_cold_vs_uncached_fit']:.1f}x. Partial, {res['partial_epochs']} epochs, frozen-prefix cache against none: {partial}.",
     ]
     return "\n".join(lines)
 
@@ -413,6 +438,8 @@ def main(argv: list[str]) -> None:
     c.add_argument("--max-samples", type=int, default=None, help="use at most this many examples per split")
     c.add_argument("--fe-epochs", type=int, default=5, help="feature-extraction epochs on both sides (default 5)")
     c.add_argument("--partial-epochs", type=int, default=3, help="partial-unfreezing epochs on both sides (default 3)")
+    c.add_argument("--partial-top", type=_int_list, default=[2, 1], metavar="K[,K...]",
+                   help="partial runs, each with and without the frozen-prefix cache: top-K layers trained (default 2,1)")
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     c.add_argument("--out", default="results/bench_cache.json", help="JSON results file")
     c.add_argument("--readme", default=None, help="README to update between <!-- results:bench-cache --> markers")

@@ -53,3 +53,32 @@ def test_speed_table_shows_every_run_and_the_ratios(bench):
     assert "**20.0x**" in table and "**3.50x**" in table and "99.90%" in table
     assert table.count("\n| ") == 8  # header + 7 runs
     json.dumps(res)  # the results file is plain JSON
+
+
+def test_cache_table_has_a_pair_of_rows_and_a_ratio_per_partial_depth(bench):
+    row = lambda run, fit: {"run": run, "fit_seconds": fit, "wall_seconds": fit + 1, "accuracy": 0.8, "f1_macro": 0.79}  # noqa: E731
+    res = {
+        "dataset": "rotten_tomatoes", "sizes": {"train": 100, "validation": 10, "test": 10}, "machine": {"cpu_count": 2},
+        "date": "2026-11-23", "command": "python scripts/bench.py cache", "fe_epochs": 5, "partial_epochs": 3,
+        "partial_top": [2, 1],
+        "rows": {"fe_uncached": row("fe plain", 60.0), "fe_cold": row("fe cold", 15.0), "fe_warm": row("fe warm", 3.0),
+                 "partial_uncached": row("top-2 plain", 90.0), "partial_cached": row("top-2 cached", 60.0),
+                 "partial1_uncached": row("top-1 plain", 80.0), "partial1_cached": row("top-1 cached", 40.0)},
+        "ratios": {"fe_warm_vs_uncached_fit": 20.0, "fe_cold_vs_uncached_fit": 4.0, "fe_warm_vs_uncached_wall": 15.25,
+                   "partial_cached_vs_uncached_fit": 1.5, "partial_cached_vs_uncached_wall": 1.49,
+                   "partial1_cached_vs_uncached_fit": 2.0, "partial1_cached_vs_uncached_wall": 1.98},
+    }
+    table = bench.cache_table(res)
+    body = [line for line in table.splitlines() if line.startswith("| ") and "run |" not in line]
+    assert [line.split(" | ")[0][2:] for line in body] == ["fe plain", "fe cold", "fe warm", "top-2 plain", "top-2 cached", "top-1 plain", "top-1 cached"]
+    assert "**1.50x**" in body[4] and "**2.00x**" in body[6]
+    assert "top-2 **1.50x** (fit; 1.49x whole call); top-1 **2.00x** (fit; 1.98x whole call)" in table
+
+
+@pytest.mark.parametrize("text", ["", "2,x", "0", "-1,2"])
+def test_partial_top_must_be_positive_layer_counts(bench, text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated list"):
+        bench._int_list(text)
+    assert bench._int_list("2,1") == [2, 1]
