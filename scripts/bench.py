@@ -275,16 +275,20 @@ def _child_ours(spec: dict) -> dict:
     from transformers import AutoConfig
 
     tokens = r.timing["train_tokens_per_second"] * r.timing["train_seconds"]
-    lengths = [len(x) for x in _tokenized_lengths(cfg, data)]
+    lengths = _tokenized_lengths(cfg, data)
     return {**row, "seconds": r.timing["train_seconds"], "samples": n, "tokens": tokens,
             "flops": _model_flops(AutoConfig.from_pretrained(spec["out"]), lengths, epochs, len(data.labels))}
 
 
-def _tokenized_lengths(cfg, data):
+def _tokenized_lengths(cfg, data) -> list[int]:
+    """Token count of every training text, tokenized as the run tokenized it (nlp_transfer.data.tokenize)."""
+    import datasets
+
+    from nlp_transfer.data import tokenize
     from nlp_transfer.recipes.encoder import load_tokenizer, resolve_checkpoint
 
     tok = load_tokenizer(resolve_checkpoint(cfg.model.name_or_path))
-    return tok(list(data.splits["train"]["text"]), truncation=True, max_length=cfg.model.max_length)["input_ids"]
+    return tokenize(datasets.DatasetDict(train=data.splits["train"]), tok, cfg.model.max_length)["train"]["length"]
 
 
 def _child_predict(spec: dict) -> dict:
@@ -292,7 +296,8 @@ def _child_predict(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    texts = list(_speed_data(spec).splits["test"]["text"])
+    data = _speed_data(spec)
+    texts = list(data.splits["test"]["text"])
     bs = spec["batch_size"]
     if spec["variant"] == "pipeline":
         from transformers import pipeline
@@ -309,7 +314,6 @@ def _child_predict(spec: dict) -> dict:
         t0 = time.perf_counter()
         labels = list(pred.predict(texts, batch_size=bs))
     seconds = time.perf_counter() - t0
-    data = _speed_data(spec)
     truth = [data.labels[i] for i in data.splits["test"]["label"]]
     return {"seconds": seconds, "samples": len(texts), "tokens": None, "flops": None, "peak_mb": _peak_rss_mb(),
             "accuracy": float(np.mean(np.asarray(labels) == np.asarray(truth))), "labels": labels}
