@@ -468,11 +468,12 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
 def _clipped(model, accelerator) -> list:
     """Parameters whose gradients are clipped: the trainable ones, listed once (walking every
     parameter of a mostly frozen model on each step cost more than the clip itself). FSDP keeps
-    ``model.parameters()``: accelerate recognises the model by it and clips the shards together."""
+    every parameter: accelerate recognises the model by the full list and clips the shards
+    together. A list, not ``model.parameters()``'s generator: the first clip would use it up."""
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type == DistributedType.FSDP:
-        return model.parameters()
+        return list(model.parameters())
     return [p for p in model.parameters() if p.requires_grad]
 
 

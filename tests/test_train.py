@@ -400,3 +400,21 @@ def test_precision_can_change_between_runs_in_one_process(make_cfg, tmp_path):
     b = train(make_cfg(tmp_path / "b", "train.epochs=1", "train.mixed_precision=bf16"), progress=False)
     envs = [json.loads((r.output_dir / "metrics.json").read_text())["environment"]["mixed_precision"] for r in (a, b)]
     assert envs == ["no", "bf16"]
+
+
+def test_clipped_parameters_can_be_reused_every_step():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+    from torch import nn
+
+    from nlp_transfer.train import _clipped
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    model[0].requires_grad_(False)
+    single = _clipped(model, SimpleNamespace(distributed_type=DistributedType.NO))
+    assert single == [model[1].weight, model[1].bias]
+    fsdp = _clipped(model, SimpleNamespace(distributed_type=DistributedType.FSDP))
+    # accelerate clips FSDP shards only when it is handed exactly the model's parameters, on every step
+    for _ in range(2):
+        assert [p for p in fsdp] == [p for p in model.parameters()]
