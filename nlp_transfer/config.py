@@ -335,6 +335,8 @@ class RecipeConfig:
                 f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "
                 f"(got '{self.transfer.mode}'); use head linear or mlp to train the backbone"
             )
+        if self.model.head == "logreg" and self.train.resume:
+            raise ConfigError("model.head=logreg is one scikit-learn fit with no checkpoints; run without train.resume / --resume")
         if self.model.head == "logreg" and self.train.sampler != "random":
             raise ConfigError(
                 "train.sampler=weighted does not apply to model.head=logreg (one fit on all features); "

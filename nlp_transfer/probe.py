@@ -23,7 +23,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, num_labels: int, C: float, seed: in
 
     mu, sigma = x.mean(0), x.std(0)
     sigma[sigma < 1e-8] = 1.0
-    cw = None if class_weights is None else {i: w for i, w in enumerate(class_weights) if i in set(y.tolist())}
+    present = set(np.unique(y).tolist())
+    cw = None if class_weights is None else {i: w for i, w in enumerate(class_weights) if i in present}
     clf = LogisticRegression(C=C, max_iter=3000, random_state=seed, class_weight=cw)
     clf.fit((x - mu) / sigma, y)
     coef, intercept = clf.coef_, clf.intercept_

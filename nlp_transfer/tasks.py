@@ -42,10 +42,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import LOSSES, TASK_CHOICES, TASKS, THRESHOLD_MODES
+from .config import TASK_CHOICES, TASKS, THRESHOLD_MODES
 from .errors import ConfigError, DataError
+from .imbalance import check_class_weights
 from .metrics import (
-    LOWER_IS_BETTER,
     MULTI_LABEL_METRICS,
     REGRESSION_METRICS,
     SINGLE_LABEL_METRICS,
@@ -68,9 +68,6 @@ class Task:
     @property
     def default_loss(self) -> str:
         return self.losses[0]
-
-    def higher_is_better(self, metric: str) -> bool:
-        return metric not in LOWER_IS_BETTER
 
 
 TASK_TYPES = {
@@ -374,5 +371,6 @@ def setup_task(cfg, data) -> TaskSetup:
             f"train.class_weights and train.sampler=weighted balance single-label classes, but the data is {task}; "
             "remove them (set train.class_weights=null, train.sampler=random)"
         )
+    check_class_weights(cfg.train.class_weights, data.labels)  # before the model is built
     loss_fn = build_loss(task, cfg.train.loss, cfg.train.huber_delta)
     return TaskSetup(task, metric, loss_fn, tune, thresholds)

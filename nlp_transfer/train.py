@@ -39,7 +39,7 @@ from .features import (
     first_trained_layer,
     frozen_modules,
 )
-from .imbalance import check_class_weights, class_weights, sampling_weights
+from .imbalance import class_weights, sampling_weights
 from .metrics import format_metrics, is_better, scalar_metrics
 from .probe import fit_logreg_head
 from .recipes import build_decoder_classifier, build_encoder_classifier, is_decoder_checkpoint
@@ -267,8 +267,6 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         raise ConfigError(f"output directory '{out_dir}' already exists; set output.overwrite=true or choose another output.dir")
     precision = resolve_precision(cfg.train.mixed_precision)
     _check_precision(precision)
-    if cfg.train.resume and cfg.model.head == "logreg":
-        raise ConfigError("model.head=logreg is one scikit-learn fit with no checkpoints; run without train.resume / --resume")
     resume_from = ckpt.resolve_resume(cfg) if cfg.train.resume else None
     _allow_precision_change(precision)
     accelerator = Accelerator(
@@ -294,7 +292,6 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         raise ConfigError(f"model.num_labels={cfg.model.num_labels} but the data has {data.num_labels} labels")
     task = setup_task(cfg, data)  # metric, loss and thresholds of the data's task (single/multi-label, regression)
     metric = task.metric
-    check_class_weights(cfg.train.class_weights, data.labels)
     model, tokenizer = build_classifier(cfg, data.labels)
     model.set_task(task.task, task.loss_fn, task.thresholds)
     if cfg.data.label_separator is not None:  # so evaluation reads labels as training did
@@ -334,7 +331,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         info(f"frozen-prefix cache: states entering layer {inputs.prefix.first_trained + 1} computed once in {inputs.encode_seconds:.1f}s")
 
     if cfg.model.head == "logreg":
-        return _finish(cfg, *_fit_probe(cfg, model, inputs, data, accelerator, info, metric), model, model, tokenizer, data,
+        return _finish(cfg, *_fit_probe(cfg, model, inputs, data, accelerator, info, metric, weights), model, tokenizer, data,
                        inputs, precision, accelerator, t_start, 0, 0, metric)
 
     # ---- optimiser and schedule ---------------------------------------------------------
@@ -461,7 +458,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
     inputs.schedule = {**schedule, "optimizer_steps_done": step, "scheduler_ticks_done": scheduler.scheduler.last_epoch,
                        "final_lr": scheduler.get_last_lr()[0]}
     inputs.resumes = loop.resumes
-    return _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs, precision, accelerator,
+    return _finish(cfg, history, best_epoch, t_train, model, tokenizer, data, inputs, precision, accelerator,
                    t_start, n_samples, n_tokens, metric)
 
 
@@ -493,28 +490,25 @@ def _check_finite(loss: torch.Tensor, accelerator, cfg: RecipeConfig, epoch: int
         )
 
 
-def _weights_list(model) -> list[float] | None:
-    return None if model.class_weights is None else model.class_weights.tolist()
-
-
-def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accelerator, info, metric: str) -> tuple[list, int, float]:
+def _fit_probe(cfg: RecipeConfig, model, inputs: _Inputs, data: TextData, accelerator, info, metric: str,
+               class_weights: list[float] | None) -> tuple[list, int, float]:
     """The logreg head: one scikit-learn fit on the cached features instead of epochs of SGD."""
     t0 = time.perf_counter()
     feats = inputs.features
     fit = fit_logreg_head(model.head, feats["train"], feats["validation"], data.labels, cfg.model.logreg_c,
-                          metric, cfg.train.seed, _weights_list(model), cfg.model.chunk_aggregate)
+                          metric, cfg.train.seed, class_weights, cfg.model.chunk_aggregate)
     seconds = time.perf_counter() - t0
     val = evaluate(model, accelerator.prepare_data_loader(inputs.validation), accelerator, data.labels, cfg.model.chunk_aggregate)
     info(f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
          f"{format_metrics(val)} | {seconds:.1f}s")
-    with torch.no_grad():
-        train_loss = torch.nn.functional.cross_entropy(model.head(feats["train"].features.to(accelerator.device)), feats["train"].labels.to(accelerator.device),
-                                                     weight=model.class_weights).item()
+    with torch.no_grad():  # the model's own loss (class weights included) on the training features
+        train = feats["train"]
+        train_loss = model(features=train.features.to(accelerator.device), labels=train.labels.to(accelerator.device))["loss"].item()
     history = [{"epoch": 1, "train_loss": train_loss, "seconds": round(seconds, 2), "validation": val, "logreg": fit}]
     return history, 1, seconds
 
 
-def _finish(cfg, history, best_epoch, t_train, model, raw_model, tokenizer, data, inputs: _Inputs, precision,
+def _finish(cfg, history, best_epoch, t_train, model, tokenizer, data, inputs: _Inputs, precision,
             accelerator, t_start, n_samples, n_tokens, metric: str) -> RunResult:
     """Best epoch on test, then the run directory."""
     fit_seconds = time.perf_counter() - inputs.started
