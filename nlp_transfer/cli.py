@@ -182,7 +182,7 @@ def evaluate_main(argv: list[str]) -> None:
     )
     _predict_args(p)
     p.add_argument("data", nargs="?", help="labelled CSV/TSV/JSONL/JSON file (default: the run's test split)")
-    p.add_argument("--label-column", default="label",
+    p.add_argument("--label-column", default=None,
                    help="column with the true labels (default: label; multi-label runs trained on 0/1 columns read those columns)")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"), help="the run's own split when no file is given")
     p.add_argument("--out", help="write metrics.json, report.md, misclassified.csv and confusion_matrix.png here")
@@ -198,10 +198,8 @@ def evaluate_main(argv: list[str]) -> None:
         from .textio import read_inputs
 
         # A multi-label run trained on 0/1 columns reads the same columns (unless --label-column says otherwise).
-        label_columns = json.loads((run / META_FILE).read_text()).get("label_columns")
-        if "--label-column" in " ".join(argv):
-            label_columns = None
-        inputs = read_inputs(args.data, args.format, args.text_column, args.text_pair_column, args.label_column,
+        label_columns = None if args.label_column else json.loads((run / META_FILE).read_text()).get("label_columns")
+        inputs = read_inputs(args.data, args.format, args.text_column, args.text_pair_column, args.label_column or "label",
                              label_columns=label_columns)
         texts, pairs, labels, source = inputs.texts, inputs.text_pairs, inputs.labels, f"`{args.data}`"
     else:

@@ -417,3 +417,17 @@ def test_class_weights_and_weighted_sampler_are_single_label_only(tmp_path, tiny
         cfg = build_cfg(tmp_path, tiny_bert_dir, task_csv, "data.label_columns=[neg, pos]", extra)
         with pytest.raises(ConfigError, match="balance single-label classes, but the data is multi_label"):
             train(cfg, progress=False)
+
+
+def test_evaluate_cli_label_column_flag_overrides_a_zero_one_columns_run_even_abbreviated(tmp_path, capsys, tiny_bert_dir, task_csv):
+    from nlp_transfer.cli import evaluate_main, run_cli
+
+    cfg = build_cfg(tmp_path / "run", tiny_bert_dir, task_csv, "data.label_columns=[neg, pos]", "train.epochs=1")
+    d = train(cfg, progress=False).output_dir
+    f = tmp_path / "in.jsonl"  # a list column, none of the run's 0/1 columns
+    f.write_text("\n".join(json.dumps({"text": r["text"], "labels": r["labels"]}) for r in task_rows(20, seed=7)) + "\n")
+    for flag in ("--label-column", "--label-col"):  # argparse accepts the abbreviation: so must the override
+        capsys.readouterr()
+        assert run_cli(evaluate_main, [str(d), str(f), flag, "labels", "--no-progress"]) == 0, flag
+        assert "micro F1 **" in capsys.readouterr().out
+    assert run_cli(evaluate_main, [str(d), str(f), "--no-progress"]) != 0  # without it: the run's columns, missing here
