@@ -197,6 +197,14 @@ def _label_key(v) -> str:
     return str(v)
 
 
+def unknown_labels(keys, known, quote: bool = True) -> str:
+    """The labels among ``keys`` that are not in ``known``, sorted, the first five shown for an
+    error message ("" when there are none)."""
+    unknown = sorted(set(keys) - set(known))
+    shown = ", ".join(repr(u) if quote else u for u in unknown[:5])
+    return shown + (" ..." if len(unknown) > 5 else "")
+
+
 def build_label_names(values: Sequence) -> list[str]:
     """Sorted distinct labels as names: integers sort numerically, strings alphabetically."""
     uniq = set(values)
@@ -212,9 +220,8 @@ def _encode_labels(ds: datasets.Dataset, split: str, names: list[str], cfg: Data
         raise DataError(f"{split} split has {missing} rows without a label in column '{cfg.label_column}'")
     index = {n: i for i, n in enumerate(names)}
     keys = [_label_key(v) for v in values]
-    unknown = sorted(set(keys) - set(index))
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+    shown = unknown_labels(keys, index, quote=False)
+    if shown:
         raise DataError(
             f"{split} split has labels the training split never saw: {shown}; known labels: {', '.join(names)}"
         )

@@ -27,13 +27,12 @@ from .metrics import confusion_table, headline, per_class_table
 
 def label_ids(labels: Sequence, classes: Sequence[str]) -> np.ndarray:
     """Label names (or integers naming them) -> the model's class ids; unknown labels are an error."""
-    from .data import _label_key
+    from .data import _label_key, unknown_labels
 
     index = {c: i for i, c in enumerate(classes)}
     keys = [_label_key(v) for v in labels]
-    unknown = sorted(set(keys) - set(index))
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+    shown = unknown_labels(keys, index)
+    if shown:
         raise DataError(
             f"the data has labels the model does not know: {shown}; the model's labels are: {', '.join(classes)} "
             "(fix the label column or evaluate a run trained on these labels)"

@@ -273,10 +273,11 @@ def label_set(value, separator: str | None, where: str) -> list[str]:
 
 def multi_hot(sets: Sequence[Sequence[str]], names: Sequence[str], where: str) -> list[list[float]]:
     """0/1 rows (one column per name) from label sets; names outside ``names`` are an error."""
+    from .data import unknown_labels
+
     index = {n: i for i, n in enumerate(names)}
-    unknown = sorted({x for s in sets for x in s} - set(index))
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+    shown = unknown_labels((x for s in sets for x in s), index)
+    if shown:
         raise DataError(f"{where} has labels the training split never saw: {shown}; known labels: {', '.join(names)}")
     rows = []
     for s in sets:

@@ -656,3 +656,12 @@ def test_json_lines_and_records_agree(tmp_path):
     for split in ("train", "validation", "test"):
         assert split_texts(a, split) == split_texts(b, split)
     assert json.loads((tmp_path / "d.json").read_text())[0]["text"] == df["text"][0]
+
+
+def test_unknown_labels_lists_the_first_five_sorted():
+    from nlp_transfer.data import unknown_labels
+
+    assert unknown_labels(["b", "a", "z", "b"], {"a"}) == "'b', 'z'"
+    assert unknown_labels(["b", "z"], {"a"}, quote=False) == "b, z"
+    assert unknown_labels(["a"], {"a": 0}) == ""
+    assert unknown_labels([str(i) for i in range(7)], set(), quote=False) == "0, 1, 2, 3, 4 ..."
