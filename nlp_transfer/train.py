@@ -356,7 +356,12 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         info(f"resumed from {resume_from}: epoch {loop.epoch + 1}, after {loop.batches_done} batch(es) of it, step {loop.step}")
     saving = ckpt.enabled(cfg)
 
-    def save_checkpoint():
+    def save_checkpoint(**position):
+        """Record the loop's state (the running values below, plus ``position``: where in the
+        epoch and the loss so far) in ``loop``, and write a checkpoint of it."""
+        nonlocal loop
+        loop = replace(loop, step=step, best=best, best_epoch=best_epoch, best_thresholds=best_thresholds, stale=stale,
+                       n_tokens=n_tokens.item(), n_samples=n_samples.item(), **position)
         ckpt.save_checkpoint(accelerator, ckpt.checkpoint_root(cfg), loop, best_state, cfg, precision, cfg.train.keep_checkpoints)
 
     # ---- train ------------------------------------------------------------------------
@@ -409,11 +414,8 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
                     bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
                     accelerator.log({"train/loss": loss_sum / loss_n, "train/lr": scheduler.get_last_lr()[0]}, step=step)
                 if cfg.train.save_every_steps and step % cfg.train.save_every_steps == 0 and batch_index < len(train_loader):
-                    loop = replace(loop, epoch=epoch, batches_done=batch_index, step=step, best=best, best_epoch=best_epoch,
-                                   best_thresholds=best_thresholds, stale=stale, loss_sum=loss_sum, loss_n=loss_n,
-                                   n_tokens=n_tokens.item(), n_samples=n_samples.item(),
-                                   train_seconds=t_train + time.perf_counter() - t0)
-                    save_checkpoint()
+                    save_checkpoint(epoch=epoch, batches_done=batch_index, loss_sum=loss_sum, loss_n=loss_n,
+                                    train_seconds=t_train + time.perf_counter() - t0)
         t_epoch = time.perf_counter() - t0
         t_train += t_epoch
         val = evaluate(model, val_loader, accelerator, data.labels, cfg.model.chunk_aggregate, tune=task.tune)
@@ -437,10 +439,7 @@ def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True
         patience = cfg.train.early_stopping_patience
         stop = bool(patience and stale >= patience and epoch + 1 < cfg.train.epochs)
         if saving:
-            loop = replace(loop, epoch=epoch + 1, batches_done=0, step=step, best=best, best_epoch=best_epoch, stale=stale,
-                           best_thresholds=best_thresholds, stopped=stop, loss_sum=0.0, loss_n=0, n_tokens=n_tokens.item(), n_samples=n_samples.item(),
-                           train_seconds=t_train)
-            save_checkpoint()
+            save_checkpoint(epoch=epoch + 1, batches_done=0, stopped=stop, loss_sum=0.0, loss_n=0, train_seconds=t_train)
         if stop:
             info(f"early stopping after epoch {epoch + 1}: no {metric} improvement for {stale} epoch(s); "
                  f"best epoch {best_epoch}")
