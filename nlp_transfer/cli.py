@@ -234,7 +234,9 @@ def _run_split(run: str, split: str):
     pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
     source = f"the run's {split} split ({cfg.data.source or cfg.data.train_file}, split seed {cfg.data.split_seed})"
     if data.task == "multi_label":
-        labels = [[n for n, on in zip(data.labels, row) if on] for row in ds["label"]]
+        from .tasks import label_names
+
+        labels = label_names(ds["label"], data.labels)
     elif data.task == "regression":
         labels = list(ds["label"])
     else:

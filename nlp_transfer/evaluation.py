@@ -65,10 +65,13 @@ class Evaluation:
         """
         p = self.predictions
         if self.task == "multi_label":
+            from .tasks import label_names
+
             n_wrong = (p.ids != self.y_true.astype(np.int64)).sum(1)
             wrong = np.flatnonzero(n_wrong)
             wrong = wrong[np.argsort(-n_wrong[wrong], kind="stable")]
-            cells = lambda i: {"true": "|".join(c for c, on in zip(self.classes, self.y_true[i]) if on),  # noqa: E731
+            true = label_names(self.y_true, self.classes)
+            cells = lambda i: {"true": "|".join(true[i]),  # noqa: E731
                                "predicted": "|".join(p[i]), "wrong_labels": int(n_wrong[i])}
         elif self.task == "regression":
             err = p.values - self.y_true

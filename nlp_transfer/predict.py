@@ -60,14 +60,14 @@ class MultiLabelPredictions(list):
     ``ids`` is the 0/1 decision matrix."""
 
     def __init__(self, logits: np.ndarray, classes: Sequence[str], thresholds: Sequence[float]):
-        from .tasks import decide, probabilities
+        from .tasks import decide, label_names, probabilities
 
         self.classes = list(classes)
         self.logits = logits
         self.thresholds = [float(t) for t in thresholds]
         self.probabilities = probabilities("multi_label", logits)
         self.ids = decide("multi_label", logits, self.thresholds)
-        super().__init__([c for c, on in zip(self.classes, row) if on] for row in self.ids)
+        super().__init__(label_names(self.ids, self.classes))
 
     def to_records(self) -> list[dict]:
         """One dict per text: ``labels`` (a list) and ``probabilities`` (label -> probability)."""

@@ -271,6 +271,11 @@ def label_set(value, separator: str | None, where: str) -> list[str]:
     return [_label_key(value)]
 
 
+def label_names(rows, names: Sequence[str]) -> list[list[str]]:
+    """The names switched on in each 0/1 row (the inverse of :func:`multi_hot`)."""
+    return [[n for n, on in zip(names, row) if on] for row in rows]
+
+
 def multi_hot(sets: Sequence[Sequence[str]], names: Sequence[str], where: str) -> list[list[float]]:
     """0/1 rows (one column per name) from label sets; names outside ``names`` are an error."""
     from .data import unknown_labels

@@ -129,7 +129,7 @@ def read_inputs(
         out.text_pairs = _check_texts(pairs, path, text_pair_column, "--text-pair-column")
         out.text_pair_column = text_pair_column
     if label_columns:
-        from .tasks import zero_one
+        from .tasks import label_names, zero_one
 
         def number(v):
             try:
@@ -139,7 +139,7 @@ def read_inputs(
 
         cols = [zero_one([number(v) for v in _column(rows, c, "label", path, "the run's data.label_columns")], c, _name(path))
                 for c in label_columns]
-        out.labels = [[c for c, on in zip(label_columns, row) if on] for row in zip(*cols)]
+        out.labels = label_names(zip(*cols), label_columns)
     elif label_column:
         labels = _column(rows, label_column, "label", path, "--label-column")
         missing = [i for i, v in enumerate(labels) if v is None or (isinstance(v, str) and not v.strip())]
