@@ -74,10 +74,13 @@ def plot_learning_curves(epochs: list[dict], path: str | Path, best_epoch: int |
     left.plot(x, [e["train_loss"] for e in epochs], marker="o", label="train")
     left.plot(x, [v["loss"] for v in val], marker="o", label="validation")
     left.set(xlabel="epoch", ylabel="loss", title="loss")
-    scores = {"accuracy": "accuracy", "subset_accuracy": "subset accuracy", "f1_micro": "micro F1", "f1_macro": "macro F1",
-              "pearson": "Pearson", "spearman": "Spearman"}
+    # The task's validation scores, told apart as metrics.epoch_columns does.
     if "accuracy" in val[0]:
         scores = {"accuracy": "accuracy", "f1_macro": "macro F1"}
+    elif "subset_accuracy" in val[0]:
+        scores = {"subset_accuracy": "subset accuracy", "f1_micro": "micro F1", "f1_macro": "macro F1"}
+    else:
+        scores = {"pearson": "Pearson", "spearman": "Spearman"}
     for key, name in scores.items():
         if key in val[0]:
             right.plot(x, [v[key] for v in val], marker="o", label=name)
