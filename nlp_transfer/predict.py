@@ -115,11 +115,15 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
-        self.max_length = max_length
         self.precision = precision
         self.batch_size = batch_size
         # Truncation or sliding windows, as in training (load_run reads them from the run).
         self.spec = spec or LongTextSpec(max_length)
+
+    @property
+    def max_length(self) -> int:
+        """The longest tokenized input (a window's length with chunking)."""
+        return self.spec.max_length
 
     @property
     def labels(self) -> list[str]:
@@ -144,9 +148,8 @@ class Predictor:
         texts = list(texts)
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
-        out = np.zeros((len(texts), self.model.num_labels), dtype=np.float32)
         if not texts:
-            return out
+            return np.zeros((0, self.model.num_labels), dtype=np.float32)
         bs = batch_size or self.batch_size
         enc = encode(self.tokenizer, texts, list(text_pairs) if text_pairs is not None else None, self.spec)
         doc_ids = enc.pop("doc_id")
@@ -162,8 +165,7 @@ class Predictor:
         if not self.spec.chunking:
             return windows
         _, docs = aggregate(torch.from_numpy(windows), torch.tensor(doc_ids), self.spec.chunk_aggregate)
-        out[:] = docs.numpy()
-        return out
+        return docs.numpy()  # every text has a window: one row per text, in input order
 
     def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
         """Class probabilities [N, C] (multi-label: per-label sigmoid); columns follow :attr:`labels`."""
