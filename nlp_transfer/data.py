@@ -147,8 +147,13 @@ def _select_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> datase
     if cfg.text_pair_column:
         wanted[cfg.text_pair_column] = "text_pair"
     _require_columns(ds, split, wanted)
-    ds = ds.select_columns(list(wanted))
-    rename = {c: r for c, r in wanted.items() if c != r}
+    return _keep_as(ds, wanted)
+
+
+def _keep_as(ds: datasets.Dataset, roles: dict[str, str]) -> datasets.Dataset:
+    """Only the columns of ``roles`` (column -> role), each renamed to its role."""
+    ds = ds.select_columns(list(roles))
+    rename = {c: r for c, r in roles.items() if c != r}
     # Two-step rename so swapping names (e.g. text<->label) cannot collide.
     if rename:
         ds = ds.rename_columns({c: f"__{r}" for c, r in rename.items()})
@@ -166,9 +171,7 @@ def _select_label_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> 
     where = f"{split} split"
     cols = [tasks.zero_one(ds[c], c, where) for c in cfg.label_columns]
     vectors = [list(row) for row in zip(*cols)]
-    ds = ds.select_columns(list(texts)).rename_columns({c: f"__{r}" for c, r in texts.items()})
-    ds = ds.rename_columns({f"__{r}": r for r in texts.values()})
-    return ds.add_column("label", vectors)
+    return _keep_as(ds, texts).add_column("label", vectors)
 
 
 def _require_columns(ds: datasets.Dataset, split: str, wanted: dict[str, str]) -> None:
