@@ -149,61 +149,6 @@ def is_better(metric: str, new: float, best: float | None, threshold: float = 0.
     return new < best - threshold if metric in LOWER_IS_BETTER else new > best + threshold
 
 
-HEADLINE = ("accuracy", "subset_accuracy", "f1_micro", "f1_macro", "precision_macro", "recall_macro", "hamming_loss",
-            "mse", "mae", "pearson", "spearman")
-
-
-def format_metrics(metrics: dict, keys: Sequence[str] | None = None) -> str:
-    """``name value`` pairs of the headline metrics present (any task), for log lines."""
-    if keys is None:
-        keys = HEADLINE if "accuracy" not in metrics else ("accuracy", "f1_macro", "precision_macro", "recall_macro")
-    return " ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
-
-
-def headline(metrics: dict) -> str:
-    """One Markdown line with the metrics that matter for the task of ``metrics`` (bold: the main ones)."""
-    m = metrics
-    n = f"({m['num_examples']:,} examples" + (f", {m['num_windows']:,} windows" if "num_windows" in m else "") + ")"
-    if "accuracy" in m:
-        return (f"accuracy **{m['accuracy']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, macro precision {m['precision_macro']:.4f}, "
-                f"macro recall {m['recall_macro']:.4f}, weighted F1 {m['f1_weighted']:.4f} {n}")
-    if "subset_accuracy" in m:
-        return (f"micro F1 **{m['f1_micro']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, micro precision {m['precision_micro']:.4f}, "
-                f"micro recall {m['recall_micro']:.4f}, macro precision {m['precision_macro']:.4f}, macro recall "
-                f"{m['recall_macro']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} {n}")
-    return (f"MSE **{m['mse']:.4f}**, MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, Pearson **{m['pearson']:.4f}**, "
-            f"Spearman {m['spearman']:.4f} {n}; the target's mean {m['target_mean']:.4f}, standard deviation {m['target_std']:.4f}")
-
-
-def epoch_columns(metrics: dict) -> list[tuple[str, str]]:
-    """(key, column title) of the validation scores shown per epoch for this task."""
-    if "accuracy" in metrics:
-        return [("accuracy", "val accuracy"), ("f1_macro", "val macro F1")]
-    if "subset_accuracy" in metrics:
-        return [("f1_micro", "val micro F1"), ("f1_macro", "val macro F1")]
-    return [("mse", "val MSE"), ("pearson", "val Pearson")]
-
-
-def per_class_table(metrics: dict) -> str:
-    """A Markdown table of per-class precision, recall, F1 and support."""
-    thresholds = metrics.get("thresholds")  # multi-label: the decision threshold of each label
-    extra = " threshold |" if thresholds else ""
-    rows = ["| class | precision | recall | F1 | support |" + extra, "|---|---:|---:|---:|---:|" + ("---:|" if thresholds else "")]
-    for i, (name, m) in enumerate(metrics["per_class"].items()):
-        cell = f" {thresholds[i]:.2f} |" if thresholds else ""
-        rows.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |" + cell)
-    return "\n".join(rows)
-
-
-def confusion_table(metrics: dict) -> str:
-    """A Markdown confusion matrix: rows are true labels, columns predictions."""
-    names = metrics["labels"]
-    rows = ["| true \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for name, row in zip(names, metrics["confusion_matrix"]):
-        rows.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(rows)
-
-
 def _make_evaluate_metric():
     import datasets
     import evaluate

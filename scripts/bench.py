@@ -215,7 +215,7 @@ def _child_trainer(spec: dict) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    from nlp_transfer.catalog import resolve_model
+    from nlp_transfer.models.catalog import resolve_model
 
     variant, data = spec["variant"], _speed_data(spec)
     path = str(resolve_model("minilm"))
@@ -281,11 +281,11 @@ def _child_ours(spec: dict) -> dict:
 
 
 def _tokenized_lengths(cfg, data) -> list[int]:
-    """Token count of every training text, tokenized as the run tokenized it (nlp_transfer.data.tokenize)."""
+    """Token count of every training text, tokenized as the run tokenized it (nlp_transfer.data.batching.tokenize)."""
     import datasets
 
-    from nlp_transfer.data import tokenize
-    from nlp_transfer.recipes.encoder import load_tokenizer, resolve_checkpoint
+    from nlp_transfer.data.batching import tokenize
+    from nlp_transfer.models.hub import load_tokenizer, resolve_checkpoint
 
     tok = load_tokenizer(resolve_checkpoint(cfg.model.name_or_path))
     return tokenize(datasets.DatasetDict(train=data.splits["train"]), tok, cfg.model.max_length)["train"]["length"]
@@ -465,7 +465,7 @@ def main(argv: list[str]) -> None:
     s.add_argument("--readme", default=None, help="README to update between <!-- results:bench-speed --> markers")
     args = p.parse_args(argv)
     args.argv = argv[1:]
-    from nlp_transfer.cli import _setup_logging
+    from nlp_transfer.utils.logs import setup_logging as _setup_logging
 
     _setup_logging()
     if args.bench == "cache":
@@ -479,7 +479,7 @@ def main(argv: list[str]) -> None:
     Path(args.out).write_text(json.dumps(res, indent=2))
     Path(args.out).with_suffix(".md").write_text(table + "\n")
     if args.readme:
-        from nlp_transfer.summary import update_readme
+        from nlp_transfer.reporting.tables import update_readme
 
         update_readme(args.readme, section, table)
 

@@ -19,10 +19,12 @@ for encoders. What differs, and is handled here so users never meet it:
 
 from __future__ import annotations
 
-from ..config import ModelConfig
-from ..errors import ModelError
-from ..modeling import TextClassifier, _quiet
-from .encoder import assemble, load_backbone, resolve_checkpoint
+from nlp_transfer.config import ModelConfig
+from nlp_transfer.errors import ModelError
+from nlp_transfer.models.classifier import TextClassifier
+from nlp_transfer.models.hub import load_backbone, resolve_checkpoint
+from nlp_transfer.recipes.encoder import assemble
+from nlp_transfer.utils.logs import quiet
 
 
 def is_decoder_config(config) -> bool:
@@ -45,7 +47,7 @@ def is_decoder_checkpoint(cfg: ModelConfig) -> bool:
 
     path = resolve_checkpoint(cfg.name_or_path, cfg.gguf_file)
     try:
-        config = _quiet(AutoConfig.from_pretrained, path)
+        config = quiet(AutoConfig.from_pretrained, path)
     except (OSError, ValueError):
         return False
     return is_decoder_config(config)

@@ -1,0 +1,14 @@
+"""Command-line front ends behind ``scripts/*.py``: thin argparse layers over the library.
+
+Errors a user can fix print one ``error:`` line and exit 2 (:func:`run_cli`). Nothing heavy
+is imported before the arguments are parsed, so ``--help`` and recipe errors are instant.
+"""
+
+from nlp_transfer.cli.common import run_cli, setup_logging
+from nlp_transfer.cli.compare import compare_main
+from nlp_transfer.cli.evaluate import evaluate_main
+from nlp_transfer.cli.predict import predict_main
+from nlp_transfer.cli.summarize import summarize_main
+from nlp_transfer.cli.train import train_main
+
+__all__ = ["run_cli", "setup_logging", "train_main", "predict_main", "evaluate_main", "summarize_main", "compare_main"]

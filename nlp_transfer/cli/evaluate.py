@@ -1,0 +1,74 @@
+"""``scripts/evaluate.py``: a saved run scored on labelled texts, with its mistakes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nlp_transfer.cli.common import add_run_arguments, setup_logging
+
+
+def evaluate_main(argv: list[str]) -> None:
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(
+        prog="scripts/evaluate.py",
+        description="Evaluate a saved run on labelled texts: accuracy, precision, recall, F1 (macro, micro, weighted), "
+        "per-class table, confusion matrix and the misclassified examples with their scores. Without a data file, "
+        "the run's own test split (rebuilt from its recipe) is used.",
+        epilog="example:\n  python scripts/evaluate.py runs/rt-minilm-full reviews.csv --label-column stars --out runs/eval",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(p)
+    p.add_argument("data", nargs="?", help="labelled CSV/TSV/JSONL/JSON file (default: the run's test split)")
+    p.add_argument("--label-column", default=None,
+                   help="column with the true labels (default: label; multi-label runs trained on 0/1 columns read those columns)")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"), help="the run's own split when no file is given")
+    p.add_argument("--out", help="write metrics.json, report.md, misclassified.csv and confusion_matrix.png here")
+    p.add_argument("--show", type=int, default=10, help="misclassified examples to print (most confident first; default: 10)")
+    args = p.parse_intermixed_args(argv)
+    from nlp_transfer.inference.predictor import check_run_dir, load_run
+    from nlp_transfer.manifest import read_manifest
+
+    run = check_run_dir(args.run)  # fail fast, before reading the input
+    if args.data is not None:
+        from nlp_transfer.data.reader import read_inputs
+
+        # A multi-label run trained on 0/1 columns reads the same columns (unless --label-column says otherwise).
+        label_columns = None if args.label_column else read_manifest(run).label_columns
+        inputs = read_inputs(args.data, args.format, args.text_column, args.text_pair_column, args.label_column or "label",
+                             label_columns=label_columns)
+        texts, pairs, labels, source = inputs.texts, inputs.text_pairs, inputs.labels, f"`{args.data}`"
+    else:
+        texts, pairs, labels, source = _run_split(args.run, args.split)
+    setup_logging()
+
+    predictor = load_run(args.run, device=args.device, precision=args.precision)
+    ev = predictor.evaluate(texts, labels, text_pairs=pairs, batch_size=args.batch_size, progress=not args.no_progress)
+    title = f"Evaluation of {Path(args.run).name}"
+    print(ev.report(title, source, show=args.show))
+    if args.out:
+        files = ev.save(args.out, title, source)
+        print(f"wrote {', '.join(str(f) for f in files.values())}", file=sys.stderr)
+
+
+def _run_split(run: str, split: str):
+    """Texts, pairs and label names of a split of the run's own data (same recipe, same seed)."""
+    from pathlib import Path
+
+    from nlp_transfer.config import RecipeConfig
+    from nlp_transfer.data.loading import load_data
+    from nlp_transfer.errors import ConfigError
+
+    recipe = Path(run) / "recipe.yaml"
+    if not recipe.is_file():
+        raise ConfigError(f"'{run}' has no recipe.yaml, so its {split} split is unknown; pass a labelled data file")
+    cfg = RecipeConfig.from_yaml(recipe)
+    data = load_data(cfg.data, cfg.model.num_labels)
+    ds = data.splits[split]
+    pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+    source = f"the run's {split} split ({cfg.data.source or cfg.data.train_file}, split seed {cfg.data.split_seed})"
+    labels = data.task_type.as_labels(ds["label"], data.labels)
+    return list(ds["text"]), pairs, labels, source
+
+

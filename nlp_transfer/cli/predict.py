@@ -1,0 +1,44 @@
+"""``scripts/predict.py``: predictions of a saved run for texts in a file or on standard input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nlp_transfer.cli.common import add_run_arguments, setup_logging
+
+
+def predict_main(argv: list[str]) -> None:
+    import time
+
+    p = argparse.ArgumentParser(
+        prog="scripts/predict.py",
+        description="Predict labels and class probabilities for texts with a saved run. Reads CSV, TSV, JSONL, "
+        "JSON or plain lines (one text each) from a file or standard input; writes CSV (one prob_<label> column "
+        "per class) or JSONL, in input order.",
+        epilog="examples:\n  python scripts/predict.py runs/rt-minilm-full reviews.csv -o predictions.csv\n"
+        "  echo 'a gorgeous, moving film' | python scripts/predict.py runs/rt-minilm-full --output-format jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(p)
+    p.add_argument("input", nargs="?", default="-", help="file with the texts, or - for standard input (default)")
+    p.add_argument("-o", "--output", help="output file, .csv or .jsonl (default: standard output)")
+    p.add_argument("--output-format", choices=("csv", "jsonl"), help="default: from --output's extension, else csv")
+    p.add_argument("--id-column", help="copy this input column to the output (e.g. an id)")
+    args = p.parse_intermixed_args(argv)
+    from nlp_transfer.data.reader import read_inputs
+    from nlp_transfer.inference.predictor import check_run_dir, load_run
+    from nlp_transfer.inference.textio import prediction_rows, write_predictions
+
+    check_run_dir(args.run)  # fail fast, before reading the input
+    inputs = read_inputs(args.input, args.format, args.text_column, args.text_pair_column, id_column=args.id_column)
+    setup_logging()
+
+    t0 = time.perf_counter()
+    predictor = load_run(args.run, device=args.device, precision=args.precision)
+    preds = predictor.predict(inputs.texts, text_pairs=inputs.text_pairs, batch_size=args.batch_size, progress=not args.no_progress)
+    fmt = write_predictions(prediction_rows(inputs, preds), predictor.labels, args.output, args.output_format)
+    where = args.output if args.output not in (None, "-") else "standard output"
+    print(f"{len(preds):,} predictions ({fmt}) -> {where} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
+

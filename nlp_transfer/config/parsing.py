@@ -1,0 +1,170 @@
+"""Typed construction of nested dataclasses from YAML data, and ``section.key=value`` overrides.
+
+Generic over the schema: :func:`build` takes the root dataclass, so this module knows nothing
+of recipes (the schema imports it, not the other way round).
+
+Hand-written, not a library: the YAML typing rules (``3e-5`` without a dot is a float for
+a float field, ``5`` is a string for a string field), the one-line messages with the nearest
+key across sections (``train.pooling`` -> ``model.pooling``) and the ``--help`` listing are
+what the tests pin down. OmegaConf 2.4 structured configs accept the unions the recipe
+needs and suggest near keys within a section; moving to it is open work (see the README).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Union
+
+import yaml
+
+from nlp_transfer.errors import ConfigError
+
+
+# ---- overrides ------------------------------------------------------------------------
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Merge ``section.key=value`` strings into a nested dict (a copy)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value (e.g. train.lr=3e-5)")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts) or (len(parts) == 1 and parts[0] != "name"):
+            raise ConfigError(f"override '{item}' needs a dotted key such as train.lr (or name=...)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = out
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"override '{item}': '{p}' is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+# ---- typed construction ---------------------------------------------------------------
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            keys += _all_keys(t, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def build(root: type, raw: Any) -> Any:
+    """An instance of dataclass ``root`` from nested mappings; every field typed and validated."""
+    return _build(root, raw, "", root)
+
+
+def _build(cls: type, raw: Any, prefix: str, root: type) -> Any:
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where}' must be a mapping of keys, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            full = prefix + str(key)
+            near = _suggest(prefix, str(key), names, root)
+            hint = f"; did you mean '{near}'?" if near else f"; valid keys in {where}: {', '.join(sorted(names))}"
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        t = hints[key]
+        if dataclasses.is_dataclass(t):
+            kwargs[key] = _build(t, value or {}, f"{prefix}{key}.", root)
+        else:
+            kwargs[key] = _coerce(value, t, prefix + key)
+    return cls(**kwargs)
+
+
+def _suggest(prefix: str, key: str, names: set[str], root: type) -> str | None:
+    """The valid key nearest to an unknown one: a close name in the same section (train.lrr ->
+    train.lr), else the same or a close name in another section (train.pooling -> model.pooling)."""
+    near = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    if near:
+        return prefix + near[0]
+    by_name = {k.rsplit(".", 1)[-1]: k for k in reversed(_all_keys(root))}
+    near = difflib.get_close_matches(key, list(by_name), n=1, cutoff=0.8)
+    return by_name[near[0]] if near else None
+
+
+def _type_name(t: Any) -> str:
+    args = typing.get_args(t)
+    if typing.get_origin(t) in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if typing.get_origin(t) is list:
+        return f"a list of {_type_name(typing.get_args(t)[0])}"
+    return getattr(t, "__name__", str(t))
+
+
+def _coerce(value: Any, t: Any, key: str) -> Any:
+    origin = typing.get_origin(t)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(t)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(t)}")
+    if origin is list:
+        (item,) = typing.get_args(t)
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected a list of {_type_name(item)}")
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+    elif t is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif t is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif t is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - every field type is listed above
+        return value
+    raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(t)}")
+
+
+def describe_fields(root: type) -> str:
+    """Every key of dataclass ``root`` with its default and help text (for ``--help``)."""
+    lines = []
+    hints = typing.get_type_hints(root)
+    for section in dataclasses.fields(root):
+        sec_type = hints[section.name]
+        if not dataclasses.is_dataclass(sec_type):
+            lines.append(f"  {section.name} = {section.default!r}: {section.metadata.get('help', '')}")
+            continue
+        lines.append(f"  [{section.name}]")
+        for f in dataclasses.fields(sec_type):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"    {section.name}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,380 @@
+"""The recipe schema: one dataclass per section, a help text per field, validated on construction.
+
+A recipe is a YAML file with the sections ``model``, ``data``, ``transfer``,
+``train`` and ``output``. Command-line overrides use dotted names with ``=``::
+
+    accelerate launch scripts/train.py --config recipes/rotten_tomatoes/minilm-full.yaml \\
+        train.lr=3e-5 train.epochs=2 data.max_samples=500
+
+Values are parsed as YAML scalars (``3e-5`` is a float, ``true`` a bool, ``null`` None).
+Unknown keys and values of the wrong type raise :class:`ConfigError` naming the nearest
+valid key or the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from nlp_transfer.config.parsing import apply_overrides, build, describe_fields
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.metrics import SELECTABLE_METRICS
+
+TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full")
+POOLINGS = ("auto", "cls", "pooler", "mean", "max", "last")
+HEADS = ("linear", "mlp", "logreg")
+ACTIVATIONS = ("gelu", "relu", "tanh")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+BACKBONE_DTYPES = ("float32", "bfloat16")
+TRUNCATIONS = ("head", "tail", "head+tail")
+AGGREGATES = ("mean", "max")
+SAMPLERS = ("random", "weighted")
+# Task types (their logic lives in tasks.py; the names are here so recipes validate without torch).
+TASKS = ("single_label", "multi_label", "regression")
+TASK_CHOICES = ("auto",) + TASKS
+LOSSES = ("auto", "cross_entropy", "bce", "mse", "huber")
+THRESHOLD_MODES = ("per_label", "global")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help text (shown by ``--help`` and in docs)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        near = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ConfigError(f"{section}.{name}='{value}' is not valid{hint}; choose one of {', '.join(choices)}")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f("minilm", "Checkpoint: a catalog short name (minilm), a local directory, or a hub id.")
+    pooling: str = _f("auto", "How token states become one vector: auto (the architecture's own), cls, pooler, mean, max, last.")
+    head: str = _f(
+        "linear",
+        "Classification head: linear, mlp, or logreg (scikit-learn logistic regression fitted on the cached "
+        "features; feature_extraction only; saved as an ordinary linear head).",
+    )
+    head_hidden_size: Optional[int] = _f(None, "Hidden size of the mlp head (default: the backbone's hidden size).")
+    head_activation: str = _f("gelu", "Activation of the mlp head: gelu, relu or tanh.")
+    logreg_c: Optional[float] = _f(
+        None, "Inverse regularisation strength C of the logreg head; null picks the best of 0.01..100 on validation."
+    )
+    head_dropout: float = _f(0.1, "Dropout before the head's linear layer(s).")
+    max_length: int = _f(128, "Longest tokenized input (special tokens included); longer texts are truncated or chunked.")
+    truncation: str = _f(
+        "head",
+        "Which tokens a text longer than max_length keeps: head (the first), tail (the last), or head+tail "
+        "(the first head_fraction of the budget and the last tokens for the rest; Sun et al. 2019).",
+    )
+    head_fraction: float = _f(0.25, "head+tail: share of the token budget taken from the start (0.25: 1/4 head, 3/4 tail).")
+    chunking: bool = _f(
+        False,
+        "Cut long texts into sliding windows of max_length tokens instead of truncating: each window trains with "
+        "its document's label; a document's prediction aggregates its windows' logits (chunk_aggregate).",
+    )
+    chunk_stride: int = _f(64, "chunking: tokens shared by two consecutive windows (the tokenizer's 'stride' sense).")
+    chunk_aggregate: str = _f("mean", "chunking: a document's logits from its windows': mean, or max (element-wise).")
+    max_chunks: Optional[int] = _f(None, "chunking: keep at most this many windows per document (the first ones); null: all.")
+    num_labels: Optional[int] = _f(None, "Expected number of classes; checked against the data when set.")
+    pretrained: bool = _f(
+        True,
+        "Start from the checkpoint's weights; false builds the same architecture from its config with random "
+        "weights (seeded by train.seed): the from-scratch baseline that shows what pretraining adds.",
+    )
+    gguf_file: Optional[str] = _f(
+        None,
+        "Load the checkpoint from a GGUF file: a path, or a file name inside model.name_or_path (directory or hub "
+        "repository). Dequantized once and cached under $NLP_TRANSFER_CACHE (default ~/.cache/nlp_transfer).",
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute layer activations in the backward pass instead of keeping them: less memory, slower steps."
+    )
+    backbone_dtype: str = _f(
+        "float32", "Backbone weights: float32, or bfloat16 (half the memory; frozen backbones only, transfer.mode=feature_extraction)."
+    )
+
+    def __post_init__(self) -> None:
+        _choice("model", "pooling", self.pooling, POOLINGS)
+        _choice("model", "backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
+        _choice("model", "head", self.head, HEADS)
+        _choice("model", "head_activation", self.head_activation, ACTIVATIONS)
+        _check(self.logreg_c is None or self.logreg_c > 0, f"model.logreg_c={self.logreg_c} must be positive or null")
+        _check(0.0 <= self.head_dropout < 1.0, f"model.head_dropout={self.head_dropout} must be in [0, 1)")
+        _check(self.max_length >= 8, f"model.max_length={self.max_length} is too small; use at least 8")
+        _choice("model", "truncation", self.truncation, TRUNCATIONS)
+        _choice("model", "chunk_aggregate", self.chunk_aggregate, AGGREGATES)
+        _check(0.0 <= self.head_fraction <= 1.0, f"model.head_fraction={self.head_fraction} must be in [0, 1]")
+        _check(self.chunk_stride >= 0 and (not self.chunking or self.chunk_stride <= self.max_length // 2),
+               f"model.chunk_stride={self.chunk_stride} must be between 0 and half of model.max_length ({self.max_length // 2})")
+        _check(self.max_chunks is None or self.max_chunks >= 1, "model.max_chunks must be at least 1 (or null)")
+        _check(not (self.chunking and self.truncation != "head"),
+               f"model.chunking=true keeps every token, so model.truncation='{self.truncation}' has no effect; "
+               "set model.truncation=head (or model.chunking=false)")
+        _check(self.num_labels is None or self.num_labels >= 2, f"model.num_labels={self.num_labels} must be at least 2")
+        _check(self.head_hidden_size is None or self.head_hidden_size > 0, "model.head_hidden_size must be positive")
+
+
+@dataclass
+class DataConfig:
+    source: Optional[str] = _f(
+        "rotten_tomatoes",
+        "Where the data comes from: a catalog name (rotten_tomatoes, bbc_news, tweet_sentiment), a file "
+        "(.csv .tsv .json .jsonl .parquet), a directory written by datasets' save_to_disk, or a hub dataset id.",
+    )
+    train_file: Optional[str] = _f(None, "Explicit training file (instead of source).")
+    validation_file: Optional[str] = _f(None, "Explicit validation file (optional; split from train if absent).")
+    test_file: Optional[str] = _f(None, "Explicit test file (optional; split from train if absent).")
+    text_column: str = _f("text", "Column that holds the text.")
+    text_pair_column: Optional[str] = _f(None, "Optional second text column (sentence pairs).")
+    label_column: str = _f("label", "Column that holds the label: strings or integers; lists of labels (multi-label); numbers (regression).")
+    task: str = _f(
+        "auto",
+        "single_label, multi_label, regression, or auto: multi_label for list labels, data.label_columns or "
+        "data.label_separator; regression for numbers with fractions and more than 20 distinct values; else single_label.",
+    )
+    label_columns: Optional[list[str]] = _f(
+        None, "Multi-label data as several 0/1 columns, one per label (instead of data.label_column)."
+    )
+    label_separator: Optional[str] = _f(
+        None, "Multi-label data as strings of labels joined by this separator, e.g. '|' for 'sport|politics'."
+    )
+    validation_fraction: float = _f(0.1, "Fraction of the data held out for validation when the source has no such split.")
+    test_fraction: float = _f(0.1, "Fraction held out for test when the source has no such split.")
+    split_seed: int = _f(42, "Seed of the stratified splits (recorded with the run).")
+    max_samples: Optional[int] = _f(None, "Keep at most this many examples per split (quick runs).")
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.source) or bool(self.train_file),
+            "data: set data.source (catalog name, file, saved dataset or hub id) or data.train_file",
+        )
+        for name in ("validation_fraction", "test_fraction"):
+            v = getattr(self, name)
+            _check(0.0 < v < 1.0, f"data.{name}={v} must be between 0 and 1 (exclusive)")
+        _check(
+            self.validation_fraction + self.test_fraction < 0.9,
+            "data.validation_fraction + data.test_fraction must leave at least 10% for training",
+        )
+        _check(self.max_samples is None or self.max_samples > 0, "data.max_samples must be positive or null")
+        _choice("data", "task", self.task, TASK_CHOICES)
+        if self.label_columns is not None:
+            _check(len(self.label_columns) >= 1, "data.label_columns must name at least one 0/1 column (or be null)")
+            _check(len(set(self.label_columns)) == len(self.label_columns), f"data.label_columns={self.label_columns} names a column twice")
+        _check(self.label_separator is None or self.label_separator != "", "data.label_separator must not be empty (or null)")
+        multi = self.label_columns is not None or self.label_separator is not None
+        _check(not multi or self.task in ("auto", "multi_label"),
+               f"data.label_columns and data.label_separator describe multi-label data, but data.task={self.task}; "
+               "set data.task to multi_label or auto")
+
+
+@dataclass
+class TransferConfig:
+    mode: str = _f("full", "What trains: feature_extraction (head only, cached features), partial, gradual, bitfit, full.")
+    unfreeze_top: int = _f(2, "partial: number of top transformer layers that train.")
+    unfreeze_every: int = _f(1, "gradual: epochs between two unfreezing steps (the head trains alone for the first).")
+    unfreeze_step: int = _f(1, "gradual: layer groups opened at each step (top down; the embeddings open last).")
+    layerwise_lr_decay: float = _f(1.0, "Learning rate of layer l is lr * decay**(L - l); 1.0 disables.")
+    l2sp: float = _f(0.0, "Strength of the L2-SP penalty towards the pretrained weights; 0 disables.")
+    cache_features: bool = _f(
+        True, "feature_extraction: encode once and keep the pooled features in the on-disk cache (false: run the backbone every step)."
+    )
+    cache_prefix: bool = _f(
+        True, "partial: compute the hidden states entering the first trained layer once and run only the trained layers."
+    )
+    cache_dir: Optional[str] = _f(
+        None, "Feature cache directory (default: $NLP_TRANSFER_CACHE, else ~/.cache/nlp_transfer)."
+    )
+
+    def __post_init__(self) -> None:
+        _choice("transfer", "mode", self.mode, TRANSFER_MODES)
+        _check(self.unfreeze_top >= 0, "transfer.unfreeze_top must be >= 0")
+        _check(self.unfreeze_every >= 1, "transfer.unfreeze_every must be at least 1")
+        _check(self.unfreeze_step >= 1, "transfer.unfreeze_step must be at least 1")
+        _check(0.0 < self.layerwise_lr_decay <= 1.0, "transfer.layerwise_lr_decay must be in (0, 1]")
+        _check(self.l2sp >= 0.0, "transfer.l2sp must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(3, "Passes over the training data.")
+    batch_size: int = _f(32, "Examples per optimiser step per process (before gradient accumulation).")
+    eval_batch_size: int = _f(128, "Examples per evaluation batch per process.")
+    lr: float = _f(5e-5, "Peak learning rate of the backbone.")
+    head_lr: Optional[float] = _f(None, "Learning rate of the head (default: train.lr).")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
+    warmup_ratio: float = _f(0.1, "Fraction of the steps spent warming the learning rate up linearly.")
+    grad_accum_steps: int = _f(1, "Gradient accumulation steps (effective batch = batch_size * steps * processes).")
+    max_grad_norm: Optional[float] = _f(1.0, "Clip the gradient norm to this value; null disables.")
+    mixed_precision: str = _f("auto", "no, fp16, bf16, or auto (bf16 where the hardware supports it, else no).")
+    seed: int = _f(42, "Seed for model initialisation, shuffling and dropout.")
+    metric_for_best: str = _f(
+        "auto",
+        "Validation metric that picks the best epoch (loss, mse, mae, rmse, hamming_loss: lower is better; others higher). "
+        "auto: f1_macro (single-label), f1_micro (multi-label), mse (regression).",
+    )
+    loss: str = _f("auto", "Training loss: auto (the task's own), cross_entropy, bce (multi-label), mse or huber (regression).")
+    huber_delta: float = _f(1.0, "Huber loss: where it turns from quadratic to linear (train.loss=huber).")
+    thresholds: Union[float, list[float], str] = _f(
+        "per_label",
+        "Multi-label decision thresholds: per_label or global (tuned on validation for the best F1, saved with the "
+        "model), or fixed: a number in [0, 1] or a list with one per label.",
+    )
+    early_stopping_patience: Optional[int] = _f(
+        None, "Stop after this many epochs without improvement of metric_for_best; null trains every epoch."
+    )
+    early_stopping_threshold: float = _f(0.0, "Smallest change of metric_for_best that counts as an improvement.")
+    group_by_length: bool = _f(True, "Batch texts of similar length together (less padding, faster).")
+    fast_kernels: bool = _f(
+        True,
+        "CPU training: cheaper dropout masks and an attention path without SDPA's slow dropout fallback "
+        "(same computation; see nlp_transfer/fast.py). false: PyTorch's and transformers' own.",
+    )
+    class_weights: Optional[Union[str, list[float]]] = _f(
+        None,
+        "Weights of the classes in the training loss: null (all 1), balanced (n / (k * count of the class), "
+        "counted on the training examples), or a list with one weight per label in the run's label order.",
+    )
+    sampler: str = _f(
+        "random",
+        "Training order: random (each example once per epoch), or weighted (examples drawn with replacement, "
+        "each class equally likely; batches are still grouped by length within the drawn examples).",
+    )
+    num_threads: Optional[int] = _f(None, "CPU threads per process (default: cores / local processes).")
+    log_every: int = _f(50, "Log the training loss every N optimiser steps.")
+    report_to: str = _f("none", "Accelerate tracker: none, all, tensorboard, wandb, mlflow, ...")
+    save_checkpoints: bool = _f(
+        False, "Save a resumable checkpoint at every epoch end (model, optimiser, scheduler, scaler, RNG, loop state)."
+    )
+    save_every_steps: Optional[int] = _f(
+        None, "Also checkpoint every N optimiser steps (mid-epoch too; implies save_checkpoints); null: epoch ends only."
+    )
+    keep_checkpoints: int = _f(2, "Keep the newest K checkpoints; older ones are deleted.")
+    resume: Optional[str] = _f(
+        None, "Resume an interrupted run: 'latest' (newest checkpoint in output.checkpoint_dir) or a checkpoint "
+        "directory (scripts/train.py --resume [PATH])."
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "log_every", "keep_checkpoints"):
+            _check(getattr(self, name) >= 1, f"train.{name}={getattr(self, name)} must be at least 1")
+        _check(self.lr > 0, f"train.lr={self.lr} must be positive")
+        _check(self.head_lr is None or self.head_lr > 0, "train.head_lr must be positive")
+        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio must be in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
+        _check(self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+               "train.early_stopping_patience must be at least 1 (or null to disable)")
+        _check(self.early_stopping_threshold >= 0, "train.early_stopping_threshold must be >= 0")
+        _check(self.save_every_steps is None or self.save_every_steps >= 1,
+               "train.save_every_steps must be at least 1 (or null to checkpoint at epoch ends only)")
+        _choice("train", "mixed_precision", self.mixed_precision, PRECISIONS)
+        _choice("train", "sampler", self.sampler, SAMPLERS)
+        if isinstance(self.class_weights, str):
+            _check(self.class_weights == "balanced", f"train.class_weights='{self.class_weights}' is not valid; use null, "
+                   "balanced, or a list with one weight per label (e.g. [1.0, 3.0])")
+        elif self.class_weights is not None:
+            _check(len(self.class_weights) >= 2 and all(w >= 0 for w in self.class_weights) and any(self.class_weights),
+                   f"train.class_weights={self.class_weights} must hold one non-negative weight per label (at least 2), not all zero")
+        _choice("train", "metric_for_best", self.metric_for_best, SELECTABLE_METRICS)
+        _choice("train", "loss", self.loss, LOSSES)
+        _check(self.huber_delta > 0, f"train.huber_delta={self.huber_delta} must be positive")
+        if isinstance(self.thresholds, str):
+            _choice("train", "thresholds", self.thresholds, THRESHOLD_MODES + ("<number in [0, 1]>",))
+        else:
+            values = self.thresholds if isinstance(self.thresholds, list) else [self.thresholds]
+            _check(len(values) >= 1, "train.thresholds must not be an empty list")
+            bad = [v for v in values if not 0.0 <= v <= 1.0]
+            _check(not bad, f"train.thresholds={self.thresholds} must be in [0, 1] (sigmoid probabilities); got {bad[0] if bad else ''}")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = _f("runs/default", "Run directory (written atomically when training ends).")
+    overwrite: bool = _f(False, "Replace an existing run directory.")
+    checkpoint_dir: Optional[str] = _f(
+        None, "Where resumable checkpoints go (default: <output.dir>.checkpoints beside the run directory); "
+        "deleted once the run directory is written."
+    )
+
+
+@dataclass
+class RecipeConfig:
+    name: str = _f("recipe", "A short name for the run (used in logs and reports).")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.num_labels is not None and self.model.num_labels < 2:
+            raise ConfigError("model.num_labels must be at least 2")
+        if self.model.head == "logreg" and self.data.task in ("multi_label", "regression"):
+            raise ConfigError(
+                f"model.head=logreg fits a single-label logistic regression and cannot learn a {self.data.task} task; "
+                "use model.head=linear (or mlp) with transfer.mode=feature_extraction"
+            )
+        if self.model.head == "logreg" and self.transfer.mode != "feature_extraction":
+            raise ConfigError(
+                f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "
+                f"(got '{self.transfer.mode}'); use head linear or mlp to train the backbone"
+            )
+        if self.model.head == "logreg" and self.train.resume:
+            raise ConfigError("model.head=logreg is one scikit-learn fit with no checkpoints; run without train.resume / --resume")
+        if self.model.head == "logreg" and self.train.sampler != "random":
+            raise ConfigError(
+                "train.sampler=weighted does not apply to model.head=logreg (one fit on all features); "
+                "use train.class_weights=balanced to reweigh the classes"
+            )
+        if self.model.backbone_dtype == "bfloat16" and self.transfer.mode != "feature_extraction":
+            raise ConfigError(
+                f"model.backbone_dtype=bfloat16 needs a frozen backbone, but transfer.mode={self.transfer.mode} trains it "
+                "(bf16 weights lose small updates); use model.backbone_dtype=float32 with train.mixed_precision=bf16"
+            )
+
+    # ---- construction -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RecipeConfig":
+        return build(cls, raw or {})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "RecipeConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file '{path}' does not exist; pass an existing YAML file to --config")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"recipe file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"recipe file '{path}' must hold a mapping of sections (model, data, ...)")
+        return cls.from_dict(apply_overrides(raw, overrides or []))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, *overrides: str) -> "RecipeConfig":
+        """A copy with dotted overrides applied, e.g. ``cfg.replace("train.lr=1e-4")``."""
+        return RecipeConfig.from_dict(apply_overrides(self.to_dict(), list(overrides)))
+
+
+def describe_recipe() -> str:
+    """Every recipe key with its default and help text (for ``--help``)."""
+    return describe_fields(RecipeConfig)

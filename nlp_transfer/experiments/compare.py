@@ -1,0 +1,196 @@
+"""Run several recipes on one dataset and compare them: the transfer gain, shown plainly.
+
+    from nlp_transfer.experiments.compare import compare
+    result = compare(["recipes/rotten_tomatoes/minilm-scratch.yaml", "recipes/rotten_tomatoes/minilm-full.yaml"],
+                     "runs/compare", overrides=["data.max_samples=500"])
+    print(result.table)     # Markdown; result.rows: one dict per method
+
+Every recipe trains in this process on the same loaded splits, beside a TF-IDF + logistic
+regression baseline on those splits. The table gives what trains, test accuracy and macro
+F1, wall time, and the accuracy gained over the same architecture trained from random
+initialisation (a recipe with ``model.pretrained: false``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlp_transfer.config import RecipeConfig
+from nlp_transfer.errors import ConfigError
+
+logger = logging.getLogger("nlp_transfer")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The default list: no transfer (TF-IDF baseline, added separately; the architecture from random
+# weights), then more and more of the pretrained network adapted.
+DEFAULT_RECIPES = tuple(
+    f"recipes/rotten_tomatoes/minilm-{m}.yaml" for m in ("scratch", "feature_extraction", "partial", "full")
+)
+BASELINE = "TF-IDF + logistic regression"
+_MODES = {
+    "feature_extraction": "feature extraction (frozen, head only)",
+    "partial": "partial fine-tuning (top {k} layers + head)",
+    "gradual": "gradual unfreezing",
+    "bitfit": "BitFit (biases + head)",
+    "full": "full fine-tuning",
+}
+
+
+@dataclass
+class Comparison:
+    rows: list[dict]  # method, recipe, mode, pretrained (None: baseline), epochs, accuracy, f1_macro, seconds, run_dir
+    table: str  # Markdown
+    files: dict[str, Path] = field(default_factory=dict)  # table, json, plot (without matplotlib: no plot)
+
+
+def describe(cfg: RecipeConfig) -> str:
+    """A short name for a recipe's method, e.g. ``minilm: partial fine-tuning (top 2 layers + head)``."""
+    what = _MODES[cfg.transfer.mode].format(k=cfg.transfer.unfreeze_top)
+    if cfg.model.head == "logreg":
+        what = "frozen features + logistic regression"
+    if not cfg.model.pretrained:
+        what = "random init, " + ("full training" if cfg.transfer.mode == "full" else what)
+    model = cfg.model.name_or_path
+    if Path(model).expanduser().is_dir():
+        model = Path(model).name  # a local checkpoint: its folder name
+    return f"{model}: {what}"
+
+
+def _resolve(recipe: str | Path) -> Path:
+    p = Path(recipe)
+    if not p.is_file() and not p.is_absolute() and (REPO_ROOT / p).is_file():
+        p = REPO_ROOT / p  # the shipped recipes, from any working directory
+    if not p.is_file():
+        raise ConfigError(f"recipe file '{recipe}' does not exist; pass existing YAML files with --recipe")
+    return p
+
+
+def load_recipes(recipes, overrides: list[str] = ()) -> list[RecipeConfig]:
+    """Recipes (paths or configs) with ``overrides`` applied to each; they must share one data setting."""
+    cfgs = [r.replace(*overrides) if isinstance(r, RecipeConfig) else RecipeConfig.from_yaml(_resolve(r), list(overrides)) for r in recipes]
+    if not cfgs:
+        raise ConfigError("no recipes to compare; pass at least one with --recipe")
+    first = cfgs[0]
+    for cfg in cfgs[1:]:
+        if cfg.data != first.data:
+            diff = [k for k, v in cfg.data.__dict__.items() if getattr(first.data, k) != v]
+            raise ConfigError(
+                f"recipes '{first.name}' and '{cfg.name}' use different data (data.{diff[0]}: "
+                f"{getattr(first.data, diff[0])!r} vs {getattr(cfg.data, diff[0])!r}); compare recipes of one dataset "
+                f"or override data.{diff[0]} for all"
+            )
+    return cfgs
+
+
+def _unique_names(cfgs: list[RecipeConfig]) -> list[str]:
+    names, seen = [], {}
+    for cfg in cfgs:
+        n = seen.get(cfg.name, 0)
+        seen[cfg.name] = n + 1
+        names.append(cfg.name if n == 0 else f"{cfg.name}-{n + 1}")
+    return names
+
+
+def compare(
+    recipes, runs_dir: str | Path, overrides: list[str] = (), baseline: bool = True, progress: bool = True, overwrite: bool = False
+) -> Comparison:
+    """Train each recipe (run directories under ``runs_dir``) and write the comparison there:
+    ``comparison.md``, ``comparison.json`` (the rows) and ``comparison.png``."""
+    from nlp_transfer.data.loading import load_data
+    from nlp_transfer.training import train
+
+    cfgs = load_recipes(recipes, list(overrides))
+    out = Path(runs_dir)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"comparison directory '{out}' already exists; pass --overwrite or choose another --runs")
+    data = load_data(cfgs[0].data)
+    if "accuracy" not in data.task_type.metrics:
+        raise ConfigError(
+            f"scripts/compare.py compares single-label classifiers (accuracy, macro F1, a TF-IDF baseline) but this data is "
+            f"{data.task}; train the recipes with scripts/train.py and read each run's summary.md"
+        )
+    rows = []
+    if baseline:
+        from nlp_transfer.reporting.baselines import tfidf_logreg
+
+        b = tfidf_logreg(data)
+        rows.append(_row(BASELINE, None, None, None, None, b, b["seconds"], None))
+        logger.info(f"{BASELINE}: test accuracy {b['accuracy']:.4f}, macro F1 {b['f1_macro']:.4f} ({b['seconds']:.1f}s)")
+    for i, (cfg, name) in enumerate(zip(cfgs, _unique_names(cfgs)), 1):
+        cfg = cfg.replace(f"output.dir={out / name}", "output.overwrite=true")
+        # Wall times are of cold runs: a feature cache of its own, not one an earlier run filled.
+        cache = out / ".feature-cache" / name
+        if cfg.transfer.cache_dir is None:
+            cfg = cfg.replace(f"transfer.cache_dir={cache}")
+        logger.info(f"[{i}/{len(cfgs)}] {describe(cfg)} ({name})")
+        t0 = time.perf_counter()
+        result = train(cfg, data=data, progress=progress)
+        seconds = result.timing.get("total_seconds", time.perf_counter() - t0)
+        epochs = None if cfg.model.head == "logreg" else cfg.train.epochs  # one scikit-learn fit, no epochs
+        row = _row(describe(cfg), name, cfg.transfer.mode, cfg.model.pretrained, epochs, result.test, seconds, result.output_dir)
+        row["trained_parameters"] = result.parameters.get("trainable")
+        rows.append(row)
+        del result
+        shutil.rmtree(cache, ignore_errors=True)
+        gc.collect()
+    shutil.rmtree(out / ".feature-cache", ignore_errors=True)
+    table = comparison_table(rows, data, cfgs[0])
+    return Comparison(rows, table, write_comparison(rows, table, out, cfgs[0]))
+
+
+def _row(method, recipe, mode, pretrained, epochs, test: dict, seconds: float, run_dir) -> dict:
+    return {
+        "method": method, "recipe": recipe, "mode": mode, "pretrained": pretrained, "epochs": epochs,
+        "accuracy": test["accuracy"], "f1_macro": test["f1_macro"], "seconds": round(float(seconds), 1),
+        "run_dir": str(run_dir) if run_dir is not None else None, "trained_parameters": None,
+    }
+
+
+def comparison_table(rows: list[dict], data=None, cfg: RecipeConfig | None = None) -> str:
+    """Markdown: one row per method; the gain column appears when a random-init run is present."""
+    scratch = next((r for r in rows if r["pretrained"] is False), None)
+    head = "| method | trained params | epochs | test accuracy | test macro F1 | wall time (s) |"
+    rule = "|---|---:|---:|---:|---:|---:|"
+    if scratch:
+        head += " gain over random init (accuracy points) |"
+        rule += "---:|"
+    lines = []
+    if data is not None and cfg is not None:
+        sizes = data.sizes()
+        lines += [
+            f"Data: `{cfg.data.source or cfg.data.train_file}`, train {sizes['train']:,} / validation {sizes['validation']:,} / "
+            f"test {sizes['test']:,} (split seed {cfg.data.split_seed}); test-set figures of the best validation epoch.",
+            "",
+        ]
+    lines += [head, rule]
+    for r in rows:
+        line = f"| {r['method']} | {_count(r['trained_parameters'])} | {r['epochs'] or '-'} | {r['accuracy']:.4f} | {r['f1_macro']:.4f} | {r['seconds']:,.1f} |"
+        if scratch:
+            line += f" {100 * (r['accuracy'] - scratch['accuracy']):+.1f} |" if r["pretrained"] else " - |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _count(n: int | None) -> str:
+    return "-" if not n else f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
+
+
+def write_comparison(rows: list[dict], table: str, out: Path, cfg: RecipeConfig | None = None) -> dict[str, Path]:
+    from nlp_transfer.reporting.plots import plot_comparison
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"table": out / "comparison.md", "json": out / "comparison.json"}
+    title = f"{cfg.data.source or Path(cfg.data.train_file).name}: test accuracy, macro F1, wall time" if cfg else ""
+    png = plot_comparison(rows, out / "comparison.png", title)
+    if png is not None:
+        files["plot"] = png
+        table += f"\n\n![comparison]({png.name})"
+    files["table"].write_text(table + "\n")
+    files["json"].write_text(json.dumps(rows, indent=2))
+    return files

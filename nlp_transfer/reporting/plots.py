@@ -1,0 +1,126 @@
+"""PNG plots for reports: confusion matrix, learning curves, comparison bars.
+
+matplotlib is optional (the ``[plots]`` extra). Figures are drawn on matplotlib's ``Figure``
+with the Agg canvas, never through ``pyplot``, so no GUI backend is touched and a notebook's
+backend is left alone. Without matplotlib every function logs a note and returns ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+logger = logging.getLogger("nlp_transfer")
+_noted = False
+
+
+def _figure(*args, **kwargs):
+    """A matplotlib Figure drawn by Agg, or None (with a note, once) if matplotlib is missing."""
+    global _noted
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        if not _noted:
+            logger.warning("matplotlib is not installed, so no plots are drawn (pip install 'nlp-transfer[plots]')")
+            _noted = True
+        return None
+    fig = Figure(*args, layout="constrained", **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path | None:
+    """Counts, coloured by the share of each true class (row), rows true and columns predicted."""
+    cm = np.asarray(cm, dtype=np.int64)
+    n = len(labels)
+    size = min(3.0 + 0.6 * n, 14.0)
+    fig = _figure(figsize=(size + 1.0, size))
+    if fig is None:
+        return None
+    ax = fig.subplots()
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticklabels(labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticklabels(labels)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{cm[i, j]:,}", ha="center", va="center", fontsize=9, color="white" if share[i, j] > 0.5 else "black")
+    return _save(fig, path)
+
+
+def plot_learning_curves(epochs: list[dict], path: str | Path, best_epoch: int | None = None, title: str = "",
+                         scores: Sequence[tuple[str, str]] = (("accuracy", "accuracy"), ("f1_macro", "macro F1"))) -> Path | None:
+    """Train and validation loss (left) and validation ``scores`` ((metric, label) pairs: the task's
+    ``plot_scores``) on the right, per epoch."""
+    fig = _figure(figsize=(10, 3.8))
+    if fig is None:
+        return None
+    x = [e["epoch"] for e in epochs]
+    val = [e["validation"] for e in epochs]
+    left, right = fig.subplots(1, 2)
+    left.plot(x, [e["train_loss"] for e in epochs], marker="o", label="train")
+    left.plot(x, [v["loss"] for v in val], marker="o", label="validation")
+    left.set(xlabel="epoch", ylabel="loss", title="loss")
+    for key, name in scores:
+        if key in val[0]:
+            right.plot(x, [v[key] for v in val], marker="o", label=name)
+    right.set(xlabel="epoch", ylabel="validation score", title="validation")
+    for ax in (left, right):
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(x) <= 20:
+            ax.set_xticks(x)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _legend(fig, kinds: dict, used: set) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, label=label) for k, (c, label) in kinds.items() if k in used]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+
+
+def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> Path | None:
+    """Bars per method: test accuracy, test macro F1 and wall time (``rows``: method, accuracy, f1_macro, seconds)."""
+    fig = _figure(figsize=(13, 0.9 + 0.45 * len(rows)))
+    if fig is None:
+        return None
+    axes = fig.subplots(1, 3, sharey=True)
+    names = [r["method"] for r in rows][::-1]  # first row on top
+    kinds = {None: ("#999999", "non-neural baseline"), False: ("#d62728", "random initialisation"), True: ("#1f77b4", "pretrained")}
+    colours = [kinds[r.get("pretrained")][0] for r in rows][::-1]
+    for ax, key, label, fmt in zip(
+        axes, ("accuracy", "f1_macro", "seconds"), ("test accuracy", "test macro F1", "wall time (s)"), ("{:.3f}", "{:.3f}", "{:,.0f}")
+    ):
+        values = [r[key] for r in rows][::-1]
+        bars = ax.barh(names, values, color=colours)
+        ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=8)
+        ax.set_title(label)
+        ax.grid(axis="x", alpha=0.3)
+        if key != "seconds":
+            lo = min(values)
+            ax.set_xlim(max(0.0, lo - 0.1), 1.0)
+        else:
+            ax.set_xlim(0, max(values) * 1.2 or 1)
+    _legend(fig, kinds, {r.get("pretrained") for r in rows})
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,111 @@
+"""Tables that compare finished runs (and a TF-IDF baseline on the same splits)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from nlp_transfer.config import RecipeConfig
+from nlp_transfer.errors import ConfigError, ModelError
+from nlp_transfer.tasks import get_task
+
+
+def _read_run(d: str | Path) -> tuple[dict, RecipeConfig]:
+    d = Path(d)
+    if not (d / "metrics.json").is_file() or not (d / "recipe.yaml").is_file():
+        raise ModelError(f"'{d}' is not a finished run directory (needs metrics.json and recipe.yaml)")
+    return json.loads((d / "metrics.json").read_text()), RecipeConfig.from_yaml(d / "recipe.yaml")
+
+
+# Extra test-metric columns a table can show (--metric), with their headers.
+METRIC_COLUMNS = {"recall_macro": "test macro recall", "precision_macro": "test macro precision", "f1_weighted": "test weighted F1",
+                  "f1_micro": "test micro F1"}
+
+
+def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[str, ...] = ()) -> str:
+    """A Markdown table: one row per run (test accuracy, macro F1, ``metrics``, wall time), baseline first."""
+    unknown = [m for m in metrics if m not in METRIC_COLUMNS]
+    if unknown:
+        raise ConfigError(f"unknown table metric '{unknown[0]}'; choose from {', '.join(METRIC_COLUMNS)}")
+    runs = [_read_run(d) for d in run_dirs]
+    other = next((m.get("task") for m, _ in runs if "accuracy" not in get_task(m.get("task", "single_label")).metrics), None)
+    if other:
+        raise ConfigError(
+            f"the summary table compares single-label runs (accuracy, macro F1, a TF-IDF baseline) but a run is {other}; "
+            "read that run's summary.md"
+        )
+    data_cfgs = {json.dumps(cfg.to_dict()["data"], sort_keys=True) for _, cfg in runs}
+    if len(data_cfgs) > 1:
+        raise ConfigError("the runs use different data settings; compare runs of one dataset and split")
+    first_cfg = runs[0][1]
+    rows = []
+    if baseline:
+        from nlp_transfer.data.loading import load_data
+        from nlp_transfer.reporting.baselines import tfidf_logreg
+
+        b = tfidf_logreg(load_data(first_cfg.data))
+        rows.append(("TF-IDF + logistic regression", "word 1-2 grams, C=4", b, b["seconds"], "-", "-"))
+    for m, cfg in runs:
+        rows.append(_row(m, cfg))
+    sizes = runs[0][0]["data"]["sizes"]
+    lines = [
+        f"Data: `{first_cfg.data.source or first_cfg.data.train_file}`, train {sizes['train']:,} / validation "
+        f"{sizes['validation']:,} / test {sizes['test']:,} (split seed {first_cfg.data.split_seed}); test-set figures.",
+        "",
+        "| method | settings | trained params | test accuracy | test macro F1 | "
+        + "".join(f"{METRIC_COLUMNS[m]} | " for m in metrics) + "wall time (s) | train tokens/s |",
+        "|---|---|---:|---:|---:|" + "---:|" * len(metrics) + "---:|---:|",
+    ]
+    for name, how, t, secs, tps, params in rows:
+        extra = "".join(f"{t[m]:.4f} | " for m in metrics)
+        lines.append(f"| {name} | {how} | {params} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {extra}{secs:.1f} | {tps} |")
+    return "\n".join(lines)
+
+
+def _row(m: dict, cfg: RecipeConfig) -> tuple:
+    """One run: what it is, how it ran, its test metrics, wall time, throughput, trained parameters."""
+    env, t = m["environment"], cfg.transfer
+    mode = {"partial": f"partial (top {t.unfreeze_top})", "feature_extraction": "feature extraction"}.get(t.mode, t.mode)
+    head = "logistic regression" if cfg.model.head == "logreg" else f"{cfg.model.head} head"
+    epochs = "1 fit" if cfg.model.head == "logreg" else f"{cfg.train.epochs} ep"
+    how = f"{cfg.model.pooling} pooling, {head}, {epochs}, {env['mixed_precision']}, {env['num_processes']}x {env['device']}"
+    extras = [f"LLRD {t.layerwise_lr_decay}"] if t.layerwise_lr_decay < 1 else []
+    extras += [f"L2-SP {t.l2sp}"] if t.l2sp > 0 else []
+    extras += long_text_notes(cfg.model) + imbalance_notes(cfg.train)
+    if extras:
+        how += ", " + ", ".join(extras)
+    tps = m["timing"].get("train_tokens_per_second")
+    trainable = m.get("parameters", {}).get("trainable")
+    params = f"{trainable / 1e6:.2f}M" if trainable and trainable >= 1e5 else (f"{trainable:,}" if trainable else "-")
+    return (f"{cfg.model.name_or_path} {mode}", how, m["test"], m["timing"]["total_seconds"], f"{tps:,.0f}" if tps else "-", params)
+
+
+def long_text_notes(m) -> list[str]:
+    """How texts longer than max_length were handled; nothing for the default (head truncation)."""
+    if m.chunking:
+        cap = f", at most {m.max_chunks}" if m.max_chunks else ""
+        return [f"windows of {m.max_length} tokens, {m.chunk_stride} shared{cap}, {m.chunk_aggregate} of logits"]
+    if m.truncation == "head+tail":
+        return [f"head+tail truncation ({m.head_fraction:g} head) at {m.max_length}"]
+    return [f"{m.truncation} truncation at {m.max_length}"] if m.truncation != "head" else []
+
+
+def imbalance_notes(t) -> list[str]:
+    out = []
+    if t.class_weights is not None:
+        out.append("balanced class weights" if t.class_weights == "balanced" else f"class weights {t.class_weights}")
+    if t.sampler != "random":
+        out.append(f"{t.sampler} sampler")
+    return out
+
+
+def update_readme(path: str | Path, section: str, text: str) -> None:
+    """Replace the block between ``<!-- results:section -->`` and ``<!-- /results:section -->``."""
+    p = Path(path)
+    src = p.read_text()
+    start, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(src):
+        raise ConfigError(f"{p} has no '{start}' ... '{end}' block to update")
+    p.write_text(pattern.sub(lambda _: f"{start}\n{text.strip()}\n{end}", src))

@@ -1,0 +1,102 @@
+"""What the loop iterates over: loaders for the recipe's mode, with frozen work done once.
+
+* ``feature_extraction``: pooled features from the on-disk cache (encoding what is missing);
+  the head trains on them.
+* ``partial``: hidden states entering the first trained layer, computed once; the frozen
+  layers are swapped for a replay of them (:class:`~nlp_transfer.transfer.prefix.FrozenPrefix`).
+* otherwise (or with the caches switched off): token batches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from nlp_transfer.data.batching import LengthGroupedBatchSampler, PadCollator
+from nlp_transfer.data.sampling import sampling_weights
+from nlp_transfer.transfer.caches import FeatureDataset, as_batch, cached_features
+from nlp_transfer.transfer.prefix import FrozenPrefix, PrefixCollator, PrefixDataset, encode_prefix, first_trained_layer
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Loaders, and what was computed once to get there (built once, never changed)."""
+
+    train: torch.utils.data.DataLoader
+    validation: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader
+    sampler: LengthGroupedBatchSampler | None = None
+    features: dict[str, FeatureDataset] | None = None  # feature_extraction: {split: FeatureDataset}
+    prefix: FrozenPrefix | None = None  # partial: replay of the frozen layers (install before prepare)
+    encode_seconds: float = 0.0
+    cache: dict = field(default_factory=dict)  # what the caches did, for metrics.json
+
+
+def loader(ds, batch_size, collate, *, shuffle, seed=0, group=True, lengths=None, weights=None, processes=1):
+    """A DataLoader over length-grouped batches, and its batch sampler (``set_epoch`` each epoch)."""
+    lengths = ds["length"] if lengths is None else lengths  # tokenize() adds "length"
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, seed, group, weights, short_last=processes > 1)
+    # A generator of its own: iterating the loader then never draws from the global RNG, so a
+    # resumed run continues the dropout stream exactly where the interrupted one stopped.
+    gen = torch.Generator() if shuffle else None
+    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, generator=gen), sampler
+
+
+def build_inputs(cfg, model, tokenizer, tokens, accelerator, log=None, progress: bool = True) -> Inputs:
+    """Loaders for ``cfg``'s mode (see the module docstring)."""
+    t = cfg.transfer
+    # train.sampler=weighted: every class equally likely per draw (over the rows that train: windows, with chunking)
+    weights = sampling_weights(tokens["train"]["labels"]) if cfg.train.sampler == "weighted" else None
+    if t.mode == "feature_extraction" and (t.cache_features or cfg.model.head == "logreg"):
+        return _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress)
+    first = first_trained_layer(model)
+    if t.mode == "partial" and t.cache_prefix and first >= 1:
+        return _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first, progress)
+    collate, train_cfg = PadCollator(tokenizer), cfg.train
+    train, sampler = loader(tokens["train"], train_cfg.batch_size, collate, shuffle=True, seed=train_cfg.seed,
+                            group=train_cfg.group_by_length, weights=weights, processes=accelerator.num_processes)
+    val, _ = loader(tokens["validation"], train_cfg.eval_batch_size, collate, shuffle=False)
+    test, _ = loader(tokens["test"], train_cfg.eval_batch_size, collate, shuffle=False)
+    return Inputs(train, val, test, sampler)
+
+
+def _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress) -> Inputs:
+    train_cfg, t = cfg.train, cfg.transfer
+    model.to(accelerator.device)
+    feats, info = cached_features(
+        model, tokens, tokenizer, PadCollator(tokenizer), train_cfg.eval_batch_size, accelerator, pooling=model.pooling,
+        max_length=cfg.model.max_length, precision=accelerator.mixed_precision, cache_dir=t.cache_dir,
+        use_disk=t.cache_features, log=log, progress=progress,
+    )
+    # The same length-grouped batches as the token path, so cached and uncached runs match.
+    # FeatureDataset hands out whole batches (__getitems__): no per-example collation.
+    train, sampler = loader(feats["train"], train_cfg.batch_size, as_batch, shuffle=True, seed=train_cfg.seed,
+                            group=train_cfg.group_by_length, lengths=tokens["train"]["length"], weights=weights,
+                            processes=accelerator.num_processes)
+    ebs = train_cfg.eval_batch_size
+    return Inputs(
+        train,
+        torch.utils.data.DataLoader(feats["validation"], batch_size=ebs, collate_fn=as_batch),
+        torch.utils.data.DataLoader(feats["test"], batch_size=ebs, collate_fn=as_batch),
+        sampler, features=feats, encode_seconds=info.pop("encode_seconds"), cache={"features": info},
+    )
+
+
+def _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first: int, progress) -> Inputs:
+    train_cfg, collate = cfg.train, PadCollator(tokenizer)
+    bs, ebs = train_cfg.batch_size, train_cfg.eval_batch_size
+    model.to(accelerator.device)
+    t0 = time.perf_counter()
+    states = {s: encode_prefix(model, tokens[s], collate, ebs, accelerator, first, f"caching {s}", progress) for s in ("train", "validation")}
+    pcollate = PrefixCollator(collate, getattr(tokenizer, "padding_side", "right"))
+    train, sampler = loader(PrefixDataset(tokens["train"], states["train"]), bs, pcollate, shuffle=True, seed=train_cfg.seed,
+                            group=train_cfg.group_by_length, lengths=tokens["train"]["length"], weights=weights,
+                            processes=accelerator.num_processes)
+    val, _ = loader(PrefixDataset(tokens["validation"], states["validation"]), ebs, pcollate, shuffle=False,
+                    lengths=tokens["validation"]["length"])
+    test, _ = loader(tokens["test"], ebs, collate, shuffle=False)  # test runs the whole model, as saved
+    seconds = time.perf_counter() - t0
+    return Inputs(train, val, test, sampler, prefix=FrozenPrefix(model, first), encode_seconds=seconds,
+                  cache={"prefix": {"first_trained_layer": first, "seconds": round(seconds, 2)}})

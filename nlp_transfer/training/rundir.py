@@ -1,0 +1,79 @@
+"""The run directory, written once, atomically: a hidden sibling filled, then renamed.
+
+It holds the model and tokenizer (``save_pretrained`` layout) with the run manifest
+(:mod:`nlp_transfer.manifest`), the resolved recipe (``recipe.yaml``), the results
+(``metrics.json``: per epoch and final test) and the report (``summary.md`` with its plots).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+
+from nlp_transfer.reporting.report import write_summary
+from nlp_transfer.utils.environment import library_versions, machine
+
+
+def environment_info(precision: str, accelerator, seed: int | None = None) -> dict:
+    """Library versions, hardware and launch settings: what a rerun needs to match."""
+    return {
+        "seed": seed,
+        **machine(),
+        **library_versions(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(accelerator.device),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_version": torch.version.cuda,
+        "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "distributed_type": str(accelerator.distributed_type.value),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": precision,
+    }
+
+
+def run_metrics(cfg, result, data, metric: str, environment: dict) -> dict:
+    """The content of ``metrics.json``."""
+    return {
+        "name": cfg.name,
+        "epochs": result.history,
+        "best_epoch": result.best_epoch,
+        "task": data.task,
+        "metric_for_best": metric,
+        "validation": result.validation,
+        "test": result.test,
+        "timing": result.timing,
+        "parameters": result.parameters,
+        "setup": result.setup,
+        "schedule": result.schedule,
+        "resumed_from": result.resumes,
+        "data": data.summary(),
+        "environment": environment,
+    }
+
+
+def write_run_dir(cfg, result, model, tokenizer, data, precision: str, accelerator, metric: str) -> None:
+    """Everything into a hidden sibling, then a rename: a run directory is complete or absent."""
+    out = result.output_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp, tokenizer, precision=precision, eval_batch_size=cfg.train.eval_batch_size, name=cfg.name)
+        (tmp / "recipe.yaml").write_text(cfg.replace("train.resume=null").to_yaml())  # reruns start afresh
+        metrics = run_metrics(cfg, result, data, metric, environment_info(precision, accelerator, cfg.train.seed))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_summary(tmp, cfg, metrics)
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

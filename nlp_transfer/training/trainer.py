@@ -1,0 +1,377 @@
+"""Training a recipe: set-up, fit and finish as separate steps, on one Accelerate loop.
+
+    result = train(cfg)                      # or, step by step:
+    with Trainer(cfg) as t:
+        t.setup(); t.fit(); result = t.finish()
+
+Same code on CPU, one GPU, many GPUs or many nodes: ``accelerate launch`` decides. The
+logreg head is its own path (one scikit-learn fit on cached features); every other mode
+runs :func:`nlp_transfer.training.loop.fit` with the classification objective and the
+recipe's hooks. Speed-ups are applied for the run and undone before the model is saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+
+from nlp_transfer.config import RecipeConfig
+from nlp_transfer.data.batching import tokenize
+from nlp_transfer.data.chunking import LongTextSpec
+from nlp_transfer.data.loading import TextData, load_data
+from nlp_transfer.data.sampling import check_class_weights, class_weights
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.models.fast import speedups
+from nlp_transfer.recipes import build_classifier
+import nlp_transfer.training.checkpoints as ckpt
+from nlp_transfer.training.evaluation import evaluate
+from nlp_transfer.training.hooks import default_hooks
+from nlp_transfer.training.inputs import Inputs, build_inputs
+from nlp_transfer.training.loop import fit
+from nlp_transfer.training.objectives import Classification
+from nlp_transfer.training.precision import allow_precision_change, check_precision, resolve_precision, set_threads
+from nlp_transfer.training.rundir import write_run_dir
+from nlp_transfer.training.state import LoopState
+from nlp_transfer.transfer.modes import apply_transfer, num_layers, param_groups
+from nlp_transfer.transfer.probe import fit_logreg_head
+from nlp_transfer.transfer.regularisers import L2SP
+
+logger = get_logger("nlp_transfer")
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    history: list[dict]
+    best_epoch: int
+    validation: dict
+    test: dict
+    timing: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)  # trainable and total parameter counts
+    setup: dict = field(default_factory=dict)  # class weights, sampler, windows per split (chunking)
+    schedule: dict = field(default_factory=dict)  # optimiser steps, effective batch size, final LR
+    resumes: list = field(default_factory=list)  # checkpoints the run was resumed from
+    task: str = "single_label"
+
+
+@dataclass
+class TaskSetup:
+    """What a run needs to know about its task, resolved from the recipe and the data."""
+
+    task: object  # nlp_transfer.tasks.Task
+    metric: str  # train.metric_for_best, resolved
+    loss_fn: torch.nn.Module
+    tune: str | None = None  # multi-label: per_label / global, or None for fixed thresholds
+    thresholds: list[float] | None = None  # multi-label: the starting (or fixed) thresholds
+
+
+def setup_task(cfg: RecipeConfig, data: TextData) -> TaskSetup:
+    """Resolve ``cfg`` for ``data``'s task: metric, loss, thresholds. Every mismatch between recipe and
+    task is a one-line :class:`ConfigError`, raised before any model is built."""
+    task = data.task_type
+    metric = task.selection_metric(cfg.train.metric_for_best)
+    task.check_recipe(cfg.train, cfg.model.head)
+    tune, thresholds = task.threshold_plan(cfg.train.thresholds, data.labels)
+    check_class_weights(cfg.train.class_weights, data.labels)
+    return TaskSetup(task, metric, task.build_loss(cfg.train.loss, cfg.train.huber_delta), tune, thresholds)
+
+
+def schedule_info(cfg: RecipeConfig, batches_per_epoch: int, num_processes: int) -> dict:
+    """Optimiser steps from the prepared (per-process) loader, and the length of the LR schedule.
+
+    Accelerate's wrapped scheduler advances ``num_processes`` ticks per optimiser step, so the
+    schedule gets ``steps * num_processes`` ticks: it ends exactly at the last optimiser step
+    on any number of processes.
+    """
+    per_epoch = math.ceil(batches_per_epoch / cfg.train.grad_accum_steps)
+    steps = cfg.train.epochs * per_epoch
+    return {
+        "num_processes": num_processes,
+        "effective_batch_size": cfg.train.batch_size * cfg.train.grad_accum_steps * num_processes,
+        "batches_per_epoch_per_process": batches_per_epoch,
+        "optimizer_steps_per_epoch": per_epoch,
+        "optimizer_steps": steps,
+        "warmup_steps": int(cfg.train.warmup_ratio * steps),
+        "scheduler_ticks": steps * num_processes,
+    }
+
+
+class Session:
+    """What set-up built and fit and finish use; the hooks read and update it (see hooks.py)."""
+
+    cfg: RecipeConfig
+    accelerator: Accelerator
+    precision: str
+    show: bool
+    data: TextData
+    task: object  # the data's Task
+    setup: TaskSetup
+    model: torch.nn.Module  # prepared by accelerate (DDP, FSDP ...)
+    raw_model: torch.nn.Module  # the TextClassifier inside it
+    tokenizer: object
+    inputs: Inputs
+    params: dict  # trainable / total parameter counts (updated by gradual unfreezing)
+    class_weights: list[float] | None = None
+    optimizer = scheduler = train_loader = val_loader = None
+    schedule: dict = {}
+    state: LoopState
+    best_state: dict | None = None
+    objective = running = bar = None
+
+    def info(self, msg: str) -> None:
+        logger.info(msg, main_process_only=True)
+
+    def trained_keys(self) -> set[str] | None:
+        """The state entries training can change (only those are kept for the best epoch); None: all of them."""
+        if self.cfg.transfer.mode in ("full", "gradual"):
+            return None
+        return {n for n, p in self.raw_model.named_parameters() if p.requires_grad}
+
+
+class Trainer:
+    """One training run: :meth:`setup`, :meth:`fit`, :meth:`finish` (torchtune's recipe shape).
+
+    Use it as a context manager (or call :meth:`close`): speed-ups and the frozen-prefix
+    replay are undone and accelerate's trackers ended even when a step fails.
+    """
+
+    def __init__(self, cfg: RecipeConfig, data: TextData | None = None, progress: bool = True):
+        self.cfg, self.given_data, self.progress = cfg, data, progress
+        self.s = Session()
+        self._undo = contextlib.ExitStack()
+        self.t_start = time.perf_counter()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._undo.close()
+
+    # ---- set-up ------------------------------------------------------------------------
+    def setup(self) -> Session:
+        """Accelerator, data, model with its transfer mode and speed-ups, loaders, optimiser; resume."""
+        self._start()
+        self._build_model()
+        self._build_inputs()
+        if self.cfg.model.head != "logreg":  # the probe is one scikit-learn fit: no optimiser, no loop
+            self._build_optimiser()
+            self._resume()
+        return self.s
+
+    def _start(self) -> None:
+        cfg, s = self.cfg, self.s
+        out_dir = Path(cfg.output.dir)
+        if out_dir.exists() and not cfg.output.overwrite:
+            raise ConfigError(f"output directory '{out_dir}' already exists; set output.overwrite=true or choose another output.dir")
+        s.cfg, s.precision = cfg, resolve_precision(cfg.train.mixed_precision)
+        check_precision(s.precision)
+        self.resume_from = ckpt.resolve_resume(cfg) if cfg.train.resume else None
+        allow_precision_change(s.precision)
+        s.accelerator = Accelerator(
+            mixed_precision=s.precision,
+            gradient_accumulation_steps=cfg.train.grad_accum_steps,
+            log_with=None if cfg.train.report_to == "none" else cfg.train.report_to,
+            project_dir=str(out_dir.parent / "trackers"),
+        )
+        if self.resume_from is not None:  # a damaged or mismatched checkpoint fails now, before any work
+            ckpt.check_checkpoint(self.resume_from, cfg, s.precision, s.accelerator.num_processes)
+        set_threads(cfg.train.num_threads)
+        set_seed(cfg.train.seed)
+        s.show = self.progress and s.accelerator.is_local_main_process
+        if not s.show:
+            datasets.disable_progress_bars()
+        s.state = LoopState()
+
+    def _build_model(self) -> None:
+        cfg, s = self.cfg, self.s
+        if self.given_data is None:
+            with s.accelerator.main_process_first():
+                s.data = load_data(cfg.data, cfg.model.num_labels)
+        elif cfg.model.num_labels is not None and cfg.model.num_labels != self.given_data.num_labels:
+            raise ConfigError(f"model.num_labels={cfg.model.num_labels} but the data has {self.given_data.num_labels} labels")
+        else:
+            s.data = self.given_data
+        s.task, s.setup = s.data.task_type, setup_task(cfg, s.data)
+        model, s.tokenizer = build_classifier(cfg, s.data.labels)
+        model.set_task(s.task, s.setup.loss_fn, s.setup.thresholds)
+        if cfg.data.label_separator is not None:  # so evaluation reads labels as training did
+            model.meta["label_separator"] = cfg.data.label_separator
+        if cfg.data.label_columns:
+            model.meta["label_columns"] = list(cfg.data.label_columns)
+        s.params = apply_transfer(model, cfg.transfer)
+        s.raw_model = s.model = model
+        fast = cfg.train.fast_kernels and s.accelerator.device.type == "cpu"
+        speed = self._undo.enter_context(speedups(model, dropout=fast, attention=fast, first_token=True, allocator=fast))
+        s.info(
+            f"{cfg.name}: {cfg.model.name_or_path} ({num_layers(model)} layers), mode {cfg.transfer.mode}, "
+            f"{s.params['trainable']:,} of {s.params['total']:,} parameters train; {s.data.task} data {s.data.sizes()}; "
+            f"precision {s.precision}; {s.accelerator.num_processes} process(es) on {s.accelerator.device}; {speed.describe()}"
+        )
+
+    def _build_inputs(self) -> None:
+        cfg, s = self.cfg, self.s
+        with s.accelerator.main_process_first():
+            tokens = tokenize(s.data.splits, s.tokenizer, cfg.model.max_length, LongTextSpec.from_config(cfg.model))
+        s.class_weights = class_weights(cfg.train.class_weights, s.data.labels, tokens["train"]["labels"])
+        s.raw_model.set_class_weights(s.class_weights)
+        if s.class_weights is not None:
+            s.info(f"class weights: {dict(zip(s.data.labels, [round(w, 4) for w in s.class_weights]))}")
+        self.t_inputs = time.perf_counter()
+        s.inputs = build_inputs(cfg, s.raw_model, s.tokenizer, tokens, s.accelerator, log=s.info, progress=s.show)
+        if s.inputs.prefix is not None:
+            self._undo.callback(s.inputs.prefix.remove)
+        self.windows = {k: len(v) for k, v in tokens.items()} if cfg.model.chunking else None
+        cache = s.inputs.cache
+        if s.inputs.features is not None and cache["features"]["misses"]:
+            n = sum(len(s.inputs.features[k]) for k in cache["features"]["misses"])
+            s.info(f"encoded {n:,} examples once in {s.inputs.encode_seconds:.1f}s (cache: {cache['features']['cache_dir'] or 'off'})")
+        if s.inputs.prefix is not None:
+            s.info(f"frozen-prefix cache: states entering layer {s.inputs.prefix.first_trained + 1} computed once in "
+                   f"{s.inputs.encode_seconds:.1f}s")
+
+    def _build_optimiser(self) -> None:
+        cfg, s = self.cfg, self.s
+        acc = s.accelerator
+        # Fused AdamW: one kernel per step for all parameters (CPU and CUDA), as Trainer's default.
+        optimizer = torch.optim.AdamW(param_groups(s.raw_model, cfg.train, cfg.transfer), lr=cfg.train.lr, fused=True)
+        if s.inputs.prefix is not None:
+            s.inputs.prefix.install()
+        s.model, s.optimizer, s.train_loader, s.val_loader = acc.prepare(s.raw_model, optimizer, s.inputs.train, s.inputs.validation)
+        s.schedule = schedule_info(cfg, len(s.train_loader), acc.num_processes)
+        from transformers import get_linear_schedule_with_warmup
+
+        n = s.schedule["num_processes"]
+        s.scheduler = acc.prepare(get_linear_schedule_with_warmup(s.optimizer.optimizer, s.schedule["warmup_steps"] * n,
+                                                                  s.schedule["scheduler_ticks"]))
+        s.raw_model = acc.unwrap_model(s.model)
+        if cfg.train.report_to != "none":
+            acc.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
+            self._undo.callback(acc.end_training)
+
+    def _resume(self) -> None:
+        """Model, optimiser, scheduler, scaler, RNG and loop state from the checkpoint ``train.resume`` names."""
+        if self.resume_from is None:
+            return
+        s = self.s
+        s.state, s.best_state = ckpt.load_checkpoint(s.accelerator, self.resume_from)
+        st = s.state
+        st.resumes.append({"checkpoint": str(self.resume_from), "epoch": st.epoch + 1, "batch": st.batches_done, "step": st.step})
+        s.info(f"resumed from {self.resume_from}: epoch {st.epoch + 1}, after {st.batches_done} batch(es) of it, step {st.step}")
+
+    # ---- fit ---------------------------------------------------------------------------
+    def fit(self) -> None:
+        """The loop with the classification objective and the recipe's hooks; the logreg probe has its own path."""
+        s, cfg = self.s, self.cfg
+        if cfg.model.head == "logreg":
+            fit_probe(s)
+            return
+        regulariser = L2SP(s.raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
+        objective = Classification(s.setup.metric, s.data.labels, cfg.model.chunk_aggregate, s.setup.tune, regulariser)
+        fit(s, objective, default_hooks(cfg))
+
+    # ---- finish ------------------------------------------------------------------------
+    def finish(self) -> RunResult:
+        """The best epoch's model on test, then the run directory (main process), checkpoints removed."""
+        s, cfg = self.s, self.cfg
+        acc = s.accelerator
+        if s.inputs.prefix is not None:  # the whole model from here on: the real frozen layers back in place
+            s.inputs.prefix.remove()
+        st = s.state
+        if s.best_state is not None and st.best_epoch != cfg.train.epochs:
+            s.raw_model.load_state_dict(s.best_state, strict=False)
+        if st.best_thresholds is not None:
+            s.raw_model.thresholds = list(st.best_thresholds)
+        fit_seconds = time.perf_counter() - self.t_inputs
+        test = evaluate(s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate)
+        s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(test)}")
+        result = RunResult(Path(cfg.output.dir), st.history, st.best_epoch, st.history[st.best_epoch - 1]["validation"], test,
+                           self._timing(fit_seconds), {"trainable": s.params.get("trainable"), "total": s.params.get("total")},
+                           self._setup_record(), self._schedule_record(), st.resumes, s.data.task)
+        self._undo.close()  # speed-ups undone: what is saved is the stock model
+        if acc.is_main_process:
+            # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
+            raw = acc.unwrap_model(s.model, keep_fp32_wrapper=False)
+            write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric)
+            if ckpt.enabled(cfg) or cfg.train.resume:  # the run directory is complete: nothing left to resume
+                shutil.rmtree(ckpt.checkpoint_root(cfg), ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return result
+
+    def _timing(self, fit_seconds: float) -> dict:
+        s, st = self.s, self.s.state
+        n_tokens = s.accelerator.reduce(torch.tensor(st.n_tokens, device=s.accelerator.device), "sum").item()
+        n_samples = s.accelerator.reduce(torch.tensor(st.n_samples, device=s.accelerator.device), "sum").item()
+        t_train = st.train_seconds
+        return {
+            "total_seconds": round(time.perf_counter() - self.t_start, 2),
+            "train_seconds": round(t_train, 2),
+            "encode_seconds": round(s.inputs.encode_seconds, 2),
+            "fit_seconds": round(fit_seconds, 2),
+            "train_samples_per_second": round(n_samples / t_train, 1) if t_train and n_samples else None,
+            "train_tokens_per_second": round(n_tokens / t_train, 1) if t_train and n_tokens else None,
+            "cache": s.inputs.cache,
+        }
+
+    def _setup_record(self) -> dict:
+        s = self.s
+        return {"class_weights": dict(zip(s.data.labels, s.class_weights)) if s.class_weights is not None else None,
+                "sampler": self.cfg.train.sampler, "windows": self.windows}
+
+    def _schedule_record(self) -> dict:
+        s = self.s
+        if s.scheduler is None:  # the probe: no optimiser steps
+            return {}
+        return {**s.schedule, "optimizer_steps_done": s.state.step, "scheduler_ticks_done": s.scheduler.scheduler.last_epoch,
+                "final_lr": s.scheduler.get_last_lr()[0]}
+
+
+def fit_probe(s: Session) -> None:
+    """The logreg head: one scikit-learn fit on the cached features instead of epochs of SGD."""
+    t0 = time.perf_counter()
+    feats, cfg, acc = s.inputs.features, s.cfg, s.accelerator
+    fit = fit_logreg_head(s.raw_model.head, feats["train"], feats["validation"], s.data.labels, cfg.model.logreg_c,
+                          s.setup.metric, cfg.train.seed, s.class_weights, cfg.model.chunk_aggregate)
+    seconds = time.perf_counter() - t0
+    val = evaluate(s.model, acc.prepare_data_loader(s.inputs.validation), acc, s.data.labels, cfg.model.chunk_aggregate)
+    s.info(f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
+           f"{s.task.log_line(val)} | {seconds:.1f}s")
+    with torch.no_grad():  # the model's own loss (class weights included) on the training features
+        train = feats["train"]
+        loss = s.model(features=train.features.to(acc.device), labels=train.labels.to(acc.device))["loss"].item()
+    s.state.history = [{"epoch": 1, "train_loss": loss, "seconds": round(seconds, 2), "validation": val, "logreg": fit}]
+    s.state.best_epoch, s.state.train_seconds = 1, seconds
+
+
+def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True) -> RunResult:
+    """Train ``cfg`` and write its run directory. Returns the metrics.
+
+    ``data`` may be passed pre-loaded (research code, tests); otherwise ``cfg.data`` is loaded.
+    """
+    with Trainer(cfg, data, progress) as trainer:
+        trainer.setup()
+        trainer.fit()
+        return trainer.finish()
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out

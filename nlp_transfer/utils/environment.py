@@ -1,0 +1,52 @@
+"""Machine facts and library versions: what a rerun needs to match (recorded in every run)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+LIBRARIES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "safetensors", "numpy", "scikit-learn",
+             "peft", "nlp-transfer")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries a run depends on (None where absent)."""
+    return {name: package_version(name) for name in LIBRARIES}
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def machine() -> dict:
+    """Python, platform, processor, cores and memory."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": cpu_model() or platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": memory_gb(),
+    }
