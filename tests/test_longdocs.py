@@ -15,11 +15,11 @@ import torch
 
 from conftest import FILLER, SPECIAL, VOCAB, build_cfg, free_port, toy_rows, write_csv
 from nlp_transfer import RecipeConfig, load_data, load_run, train
-from nlp_transfer.chunking import LongTextSpec, aggregate, encode, pair_budget, per_document, window_starts
-from nlp_transfer.config import ConfigError
-from nlp_transfer.data import LengthGroupedBatchSampler, tokenize
-from nlp_transfer.features import fingerprint_tokens
-from nlp_transfer.imbalance import class_weights, sampling_weights
+from nlp_transfer.data.chunking import LongTextSpec, aggregate, encode, pair_budget, per_document, window_starts
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.data.batching import LengthGroupedBatchSampler, tokenize
+from nlp_transfer.transfer.caches import fingerprint_tokens
+from nlp_transfer.data.sampling import class_weights, sampling_weights
 from test_decoder import tiny_llama_dir  # noqa: F401  (a fixture)
 
 CLS, SEP = VOCAB.index("[CLS]"), VOCAB.index("[SEP]")
@@ -396,7 +396,7 @@ def test_chunking_with_a_truncation_strategy_is_refused():
 
 # ---- reports --------------------------------------------------------------------------------
 def test_reports_name_the_windows_and_the_recall_column(chunked_run):
-    from nlp_transfer.summary import summarize_runs
+    from nlp_transfer.reporting.tables import summarize_runs
 
     cfg, result = chunked_run
     table = summarize_runs([str(result.output_dir)], baseline=False, metrics=("recall_macro",))

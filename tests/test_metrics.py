@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nlp_transfer.metrics import (
-    SELECTABLE_METRICS,
-    compute_metrics,
-    confusion_table,
-    format_metrics,
-    is_better,
-    per_class_table,
-    scalar_metrics,
-)
+from nlp_transfer.metrics import SELECTABLE_METRICS, compute_metrics, is_better, scalar_metrics
+from nlp_transfer.reporting.markdown import confusion_table, per_class_table
+from nlp_transfer.tasks import get_task
 
 # A 3-class example with 10 examples:
 #
@@ -179,8 +173,8 @@ def test_scalar_and_format_metrics():
     s = scalar_metrics(m)
     assert "per_class" not in s and "confusion_matrix" not in s and "labels" not in s
     assert s["accuracy"] == pytest.approx(0.6) and s["num_examples"] == 10
-    assert format_metrics(m) == "accuracy 0.6000 f1_macro 0.6032 precision_macro 0.6111 recall_macro 0.6111"
-    assert format_metrics({"loss": 0.25}, keys=("loss", "accuracy")) == "loss 0.2500"
+    assert get_task("single_label").log_line(m) == "accuracy 0.6000 f1_macro 0.6032 precision_macro 0.6111 recall_macro 0.6111"
+    assert get_task("regression").log_line({"mse": 0.25, "pearson": 0.5}) == "mse 0.2500 pearson 0.5000"
 
 
 def test_per_class_table():

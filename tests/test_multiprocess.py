@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
-from nlp_transfer import checkpoint as ckpt
+import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ def test_sharded_training_batches_drop_no_example(n, batch_size):
     import numpy as np
     from accelerate.data_loader import BatchSamplerShard
 
-    from nlp_transfer.data import LengthGroupedBatchSampler
+    from nlp_transfer.data.batching import LengthGroupedBatchSampler
 
     lengths = np.random.default_rng(0).integers(3, 40, n)
     for epoch in range(3):

@@ -14,7 +14,7 @@ import yaml
 
 from nlp_transfer import RecipeConfig, train
 from nlp_transfer import plots
-from nlp_transfer.report import write_summary
+from nlp_transfer.reporting.report import write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

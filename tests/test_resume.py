@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nlp_transfer import ConfigError, train
-from nlp_transfer import checkpoint as ckpt
+import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer.errors import TrainingError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,7 +21,19 @@ from conftest import FILLER, NEG_WORDS, POS_WORDS, build_cfg, write_csv
 from nlp_transfer import ConfigError, DataError, RecipeConfig, load_data, load_run, train
 from nlp_transfer.config import DataConfig
 from nlp_transfer.metrics import is_better, multilabel_metrics, regression_metrics
-from nlp_transfer.tasks import build_loss, decide, infer_task, selection_metric, tune_thresholds
+from nlp_transfer.tasks import get_task, infer_task, tune_thresholds
+
+
+def build_loss(task, loss="auto", huber_delta=1.0):
+    return get_task(task).build_loss(loss, huber_delta)
+
+
+def decide(task, logits, thresholds=None):
+    return get_task(task).decide(logits, thresholds)
+
+
+def selection_metric(task, requested):
+    return get_task(task).selection_metric(requested)
 from test_cli import assert_user_error, run_train, setup  # noqa: F401  (setup: a fixture)
 from test_decoder import tiny_llama_dir  # noqa: F401  (a fixture)
 

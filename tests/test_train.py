@@ -21,9 +21,9 @@ from conftest import build_cfg
 from nlp_transfer import ConfigError, RecipeConfig, load_data, load_run, train
 from nlp_transfer.metrics import compute_metrics
 from nlp_transfer.recipes import build_encoder_classifier
-from nlp_transfer.transfer import apply_transfer, param_groups
+from nlp_transfer.transfer.modes import apply_transfer, param_groups
 
-train_module = importlib.import_module("nlp_transfer.train")  # the package attribute `train` is the function
+train_module = importlib.import_module("nlp_transfer.training.trainer")  # the package attribute `train` is the function
 
 FULL = ("train.epochs=4",)  # lr 3e-3, batch 8: enough for a random 2-layer BERT to learn the toy task
 
@@ -408,7 +408,7 @@ def test_clipped_parameters_can_be_reused_every_step():
     from accelerate.utils import DistributedType
     from torch import nn
 
-    from nlp_transfer.train import _clipped
+    from nlp_transfer.training.loop import trainable_parameters as _clipped
 
     model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
     model[0].requires_grad_(False)

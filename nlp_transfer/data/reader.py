@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from nlp_transfer.errors import DataError
+from nlp_transfer.tasks.labels import label_key, label_names, zero_one  # noqa: F401 - label_key: the one normaliser
 
 INPUT_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "lines")
 _EXTENSIONS = {
@@ -50,7 +51,6 @@ _BOM = b"\xef\xbb\xbf"
 # file is typed at once (no per-chunk guesses); the first column is never silently taken as an index.
 _CSV_OPTIONS = {"keep_default_na": False, "na_values": [""], "low_memory": False, "index_col": False, "encoding": "utf-8"}
 _PROBE_ROWS = 1000
-_ZERO_FRACTION = re.compile(r"[+-]?[0-9]+\.0*", re.ASCII)
 
 
 class NoRowsError(DataError):
@@ -396,28 +396,6 @@ def read_table(path: str, fmt: str | None = None, *, text_columns: Sequence[str]
     return _normalise(df, text_columns)
 
 
-# ---- labels ------------------------------------------------------------------------------
-def label_key(value) -> str:
-    """THE label normaliser (training and evaluation alike): the name a label value stands for.
-
-    Whole numbers of any type are their integer (``1``, ``1.0``, ``np.int64(1)``, ``"1.0"`` ->
-    ``"1"``), other floats their shortest repr (``"2.5"``), bools ``"True"``/``"False"``, strings
-    stripped. Only a plain decimal with a zero fraction is rewritten (``"5.00"`` -> ``"5"``), because
-    that is a number a reader may have typed either way; ``"007"``, ``"1e3"``, ``"NA"`` are kept."""
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if float(value).is_integer():
-            return str(int(value))
-        return str(value) if isinstance(value, np.floating) else repr(value)
-    if isinstance(value, str):
-        s = value.strip()
-        return str(int(s.split(".")[0])) if _ZERO_FRACTION.fullmatch(s) else s
-    return str(value)
-
-
 # ---- texts for prediction and evaluation -------------------------------------------------
 def _column(df: pd.DataFrame, column: str, what: str, path: str, flag: str) -> list:
     """The column's cells as Python values (None for missing), or a did-you-mean error."""
@@ -442,32 +420,11 @@ def _check_texts(texts: list, path: str, column: str, flag: str) -> list[str]:
     return texts
 
 
-def _zero_one(values: list, column: str, path: str) -> list[bool]:
-    """A 0/1 label column (numbers, bools, or strings such as "1" or "0.0") as on/off."""
-    out = []
-    for i, v in enumerate(values):
-        f = v
-        if isinstance(v, str):
-            try:
-                f = float(v)
-            except ValueError:
-                f = None
-        if isinstance(f, (bool, int, float)) and f in (0, 1):
-            out.append(bool(f))
-            continue
-        shown = "an empty cell" if v is None else repr(v)
-        raise DataError(
-            f"{_name(path)}: label column '{column}' must hold 0 or 1 in every row, got {shown} at row {i}; "
-            "fix the column or leave it out of data.label_columns"
-        )
-    return out
-
-
 def _multi_hot_labels(df: pd.DataFrame, path: str, label_columns: Sequence[str]) -> list[list[str]]:
     """Per row, the names of the 0/1 label columns that are 1."""
     flag = "the run's data.label_columns"
-    cols = [_zero_one(_column(df, c, "label", path, flag), c, path) for c in label_columns]
-    return [[name for name, on in zip(label_columns, row) if on] for row in zip(*cols)]
+    cols = [zero_one(_column(df, c, "label", path, flag), c, _name(path)) for c in label_columns]
+    return label_names(zip(*cols), label_columns)
 
 
 def _single_labels(df: pd.DataFrame, path: str, label_column: str) -> list:

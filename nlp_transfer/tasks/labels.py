@@ -37,7 +37,9 @@ def label_key(value) -> str:
         return str(bool(value))
     if is_number(value):
         f = float(value)
-        return str(int(f)) if f.is_integer() else repr(f)
+        if f.is_integer():
+            return str(int(f))
+        return str(value) if isinstance(value, np.floating) else repr(f)  # float32 0.1 -> "0.1", not its float64 digits
     s = str(value).strip()
     if _ZERO_FRACTION.match(s):
         return str(int(float(s)))
@@ -138,8 +140,9 @@ def zero_one(values: Sequence, column: str, where: str) -> list[float]:
     for i, v in enumerate(values):
         f = float(v) if isinstance(v, (bool, np.bool_)) else _as_number(v)
         if f is None or f not in (0.0, 1.0):
+            shown = "an empty cell" if is_missing(v) or v == "" else repr(v)
             raise DataError(
-                f"{where}: label column '{column}' must hold 0 or 1 in every row, got {v!r} at row {i}; "
+                f"{where}: label column '{column}' must hold 0 or 1 in every row, got {shown} at row {i}; "
                 "fix the column or leave it out of data.label_columns"
             )
         out.append(f)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from nlp_transfer.metrics import is_better, scalar_metrics
 import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer.transfer.modes import apply_transfer
+from nlp_transfer.transfer.prefix import frozen_modules
 
 
 class Hook:
@@ -30,6 +31,7 @@ class GradualUnfreezing(Hook):
     def on_epoch_start(self, s, epoch: int) -> None:
         before = s.params["trainable"]
         s.params = apply_transfer(s.raw_model, s.cfg.transfer, epoch)
+        s.frozen = frozen_modules(s.raw_model)
         if s.params["trainable"] != before:
             s.info(f"gradual unfreezing: {s.params['trainable']:,} parameters train from epoch {epoch + 1}")
 

@@ -14,7 +14,6 @@ import time
 import torch
 
 from nlp_transfer.errors import TrainingError
-from nlp_transfer.transfer.prefix import frozen_modules
 from nlp_transfer.utils.progress import progress
 
 
@@ -76,7 +75,7 @@ def train_epoch(s, objective, hooks, epoch: int) -> float:
         s.inputs.sampler.set_epoch(epoch)
     s.train_loader.set_epoch(epoch)  # accelerate's loader would otherwise use its own pass count
     s.model.train()
-    for m in frozen_modules(s.raw_model):  # frozen parts run as the caches computed them
+    for m in s.frozen:  # frozen parts run in eval mode, as the caches computed them
         m.eval()
     s.running = Running(s.accelerator.device, st, resumed=bool(resume))
     clipped = trainable_parameters(s.model, s.accelerator)

@@ -43,6 +43,7 @@ from nlp_transfer.training.precision import allow_precision_change, check_precis
 from nlp_transfer.training.rundir import write_run_dir
 from nlp_transfer.training.state import LoopState
 from nlp_transfer.transfer.modes import apply_transfer, num_layers, param_groups
+from nlp_transfer.transfer.prefix import frozen_modules
 from nlp_transfer.transfer.probe import fit_logreg_head
 from nlp_transfer.transfer.regularisers import L2SP
 
@@ -121,6 +122,7 @@ class Session:
     tokenizer: object
     inputs: Inputs
     params: dict  # trainable / total parameter counts (updated by gradual unfreezing)
+    frozen: list  # modules kept in eval mode while training (updated by gradual unfreezing)
     class_weights: list[float] | None = None
     optimizer = scheduler = train_loader = val_loader = None
     schedule: dict = {}
@@ -229,6 +231,7 @@ class Trainer:
         s.raw_model.set_class_weights(s.class_weights)
         if s.class_weights is not None:
             s.info(f"class weights: {dict(zip(s.data.labels, [round(w, 4) for w in s.class_weights]))}")
+        s.frozen = frozen_modules(s.raw_model)  # before the frozen-prefix replay replaces the lower layers
         self.t_inputs = time.perf_counter()
         s.inputs = build_inputs(cfg, s.raw_model, s.tokenizer, tokens, s.accelerator, log=s.info, progress=s.show)
         if s.inputs.prefix is not None:
