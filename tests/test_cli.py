@@ -115,7 +115,7 @@ def test_test_label_never_seen_in_train(setup):
     test_file = write_csv(setup.root / "data" / "test.csv", [("the film was good", "pos"), ("a plot", "neutral"), ("dull", "neg")])
     setup.files.add("data/test.csv")
     proc = run_train("--config", str(setup.recipe), f"data.test_file={test_file}")
-    assert_user_error(proc, setup, "test split", "never saw: neutral", "known labels: neg, pos")
+    assert_user_error(proc, setup, "test split", "never saw: 'neutral'", "known labels: neg, pos")
 
 
 def test_empty_texts_are_reported_with_their_row(setup):

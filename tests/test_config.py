@@ -16,7 +16,7 @@ from nlp_transfer.config import (
     TrainConfig,
     TransferConfig,
     apply_overrides,
-    describe_fields,
+    describe_recipe,
 )
 from nlp_transfer.errors import ConfigError
 
@@ -409,7 +409,7 @@ def test_boundary_values_are_accepted():
 
 # ---- help ---------------------------------------------------------------------------
 def test_describe_fields_lists_every_key_with_default():
-    text = describe_fields()
+    text = describe_recipe()
     for key in all_recipe_keys():
         assert f"{key} = " in text, key
     assert "train.lr = 5e-05" in text
@@ -425,7 +425,7 @@ def test_every_field_has_help_text():
         fields = dataclasses.fields(t) if dataclasses.is_dataclass(t) else [section]
         for f in fields:
             assert f.metadata.get("help", "").strip(), f"{section.name}.{f.name} has no help text"
-    text = describe_fields()
+    text = describe_recipe()
     assert "Peak learning rate of the backbone." in text
 
 

@@ -100,7 +100,7 @@ def decoder_dir(request, tiny_gpt2_dir, tiny_llama_dir) -> Path:
 
 
 def build(model_dir: Path, **model) -> tuple[TextClassifier, object]:
-    cfg = ModelConfig(name_or_path=str(model_dir), head_dropout=0.0, **model)
+    cfg = ModelConfig(name_or_path=str(model_dir), head_dropout=0.0, **{"max_length": 64, **model})
     torch.manual_seed(0)
     return build_decoder_classifier(cfg, ["neg", "pos"])
 
@@ -125,10 +125,11 @@ def test_decoders_are_detected_by_their_config(tiny_gpt2_dir, tiny_llama_dir, ti
         assert is_decoder_config(AutoConfig.for_model(name)), name
 
     seen = []
-    monkeypatch.setattr(train_module, "build_decoder_classifier", lambda cfg, labels: seen.append("decoder"))
-    monkeypatch.setattr(train_module, "build_encoder_classifier", lambda cfg, labels: seen.append("encoder"))
+    recipes = importlib.import_module("nlp_transfer.recipes")
+    monkeypatch.setattr(recipes, "build_decoder_classifier", lambda cfg, labels: seen.append("decoder"))
+    monkeypatch.setattr(recipes, "build_encoder_classifier", lambda cfg, labels: seen.append("encoder"))
     for d in (tiny_llama_dir, tiny_bert_dir):
-        train_module.build_classifier(RecipeConfig.from_dict({"model": {"name_or_path": str(d)}}), ["a", "b"])
+        recipes.build_classifier(RecipeConfig.from_dict({"model": {"name_or_path": str(d)}}), ["a", "b"])
     assert seen == ["decoder", "encoder"]
 
 
@@ -146,7 +147,7 @@ def test_auto_pooling_is_the_last_token_and_cls_is_refused(tiny_llama_dir):
 def test_pretrained_false_gives_the_decoder_random_weights(tiny_llama_dir):
     pretrained, _ = build(tiny_llama_dir)
     torch.manual_seed(1)  # the fixture's "pretrained" weights are themselves seed-0 random ones
-    scratch, tok = build_decoder_classifier(ModelConfig(name_or_path=str(tiny_llama_dir), pretrained=False), ["neg", "pos"])
+    scratch, tok = build_decoder_classifier(ModelConfig(name_or_path=str(tiny_llama_dir), pretrained=False, max_length=64), ["neg", "pos"])
     assert type(scratch.backbone) is type(pretrained.backbone) and scratch.pooling == "last"
     assert tok.pad_token == "</s>" and scratch.backbone.config.pad_token_id == 2
     a, b = scratch.backbone.state_dict(), pretrained.backbone.state_dict()

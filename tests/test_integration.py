@@ -36,7 +36,7 @@ pytestmark = [
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 RUN_FILES = (
     "config.json", "model.safetensors", "head.safetensors", "nlp_transfer.json", "tokenizer.json",
-    "tokenizer_config.json", "recipe.yaml", "labels.json", "metrics.json", "summary.md",
+    "tokenizer_config.json", "recipe.yaml", "metrics.json", "summary.md",
 )
 
 
@@ -57,7 +57,7 @@ def check_run(out: Path, proc, recipe: str, epochs: int) -> dict:
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temporary siblings left
     cfg = RecipeConfig.from_yaml(out / "recipe.yaml")
     assert cfg == RecipeConfig.from_yaml(REPO / recipe, ["data.max_samples=300", f"train.epochs={epochs}", f"output.dir={out}"])
-    assert json.loads((out / "labels.json").read_text()) == ["fresh", "rotten"]
+    assert json.loads((out / "nlp_transfer.json").read_text())["labels"] == ["fresh", "rotten"]
 
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["epochs"]) == epochs and 1 <= m["best_epoch"] <= epochs

@@ -312,7 +312,7 @@ def test_class_weights_change_the_loss_as_hand_computed(tiny_bert_dir):
     from nlp_transfer.recipes import build_encoder_classifier
 
     torch.manual_seed(0)
-    model, _ = build_encoder_classifier(ModelConfig(name_or_path=str(tiny_bert_dir), head_dropout=0.0), ["a", "b", "c"])
+    model, _ = build_encoder_classifier(ModelConfig(name_or_path=str(tiny_bert_dir), head_dropout=0.0, max_length=64), ["a", "b", "c"])
     model.eval()
     features = torch.randn(5, 32)
     y = torch.tensor([0, 0, 1, 2, 2])

@@ -188,7 +188,7 @@ def test_regression_data_is_inferred_and_stored_as_floats(task_csv):
     assert data.task == "regression" and data.labels == ["score"] and data.num_labels == 1
     assert data.splits["test"].features["label"].dtype == "float32"
     assert data.label_counts("train") == {}
-    stats = data.target_stats("train")
+    stats = data.summary()["target"]["train"]
     assert stats["min"] <= stats["mean"] <= stats["max"]
 
 

@@ -78,15 +78,16 @@ def test_run_directory_is_complete(full_run, tiny_bert_dir):
     d = Path(cfg.output.dir)
     assert result.output_dir == d
     for name in ("config.json", "model.safetensors", "head.safetensors", "nlp_transfer.json", "tokenizer.json",
-                 "tokenizer_config.json", "recipe.yaml", "labels.json", "metrics.json", "summary.md"):
+                 "tokenizer_config.json", "recipe.yaml", "metrics.json", "summary.md"):
         assert (d / name).is_file(), f"{name} missing from the run directory"
     # Written atomically: no temporary or backup siblings are left behind.
     assert sorted(p.name for p in d.parent.iterdir()) == [d.name]
 
     assert RecipeConfig.from_yaml(d / "recipe.yaml") == cfg
-    assert json.loads((d / "labels.json").read_text()) == ["neg", "pos"]
-    meta = json.loads((d / "nlp_transfer.json").read_text())
+    meta = json.loads((d / "nlp_transfer.json").read_text())  # the run manifest: one file says how to load the run
     assert meta["labels"] == ["neg", "pos"] and meta["pooling"] == "mean" and meta["max_length"] == 32
+    assert meta["format_version"] == 2 and meta["precision"] == "no" and meta["eval_batch_size"] == 32
+    assert meta["task"] == "single_label" and meta["versions"]["transformers"]
     config = json.loads((d / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"}
 
@@ -158,7 +159,8 @@ def test_best_epoch_weights_are_saved_and_tested(make_cfg, tmp_path, monkeypatch
             metrics["f1_macro"] = scripted_f1[len(snapshots) - 1]
         return metrics
 
-    monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)  # the test split
+    monkeypatch.setattr(importlib.import_module("nlp_transfer.training.objectives"), "evaluate", scripted_evaluate)  # validation
     cfg = make_cfg(tmp_path, "train.epochs=3")
     result = train(cfg, progress=False)
     assert len(snapshots) == 4 and result.best_epoch == 1

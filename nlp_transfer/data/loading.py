@@ -20,7 +20,7 @@ import numpy as np
 
 from nlp_transfer.config import DataConfig
 from nlp_transfer.data import catalog
-from nlp_transfer.data.reader import infer_format, read_table
+from nlp_transfer.data.reader import NoRowsError, infer_format, read_table
 from nlp_transfer.errors import DataError
 from nlp_transfer.tasks import Task, get_task, infer_task
 from nlp_transfer.tasks.labels import zero_one
@@ -67,12 +67,15 @@ def _load_file(path: str, split: str, cfg: DataConfig) -> datasets.Dataset:
     if not p.exists():
         raise DataError(f"data file '{path}' does not exist; check data.{split}_file / data.source")
     fmt = infer_format(path)
-    if fmt == "lines" and p.suffix.lower() not in (".txt",):
+    if fmt == "lines":  # plain lines have texts only, no labels
         raise DataError(f"data file '{path}' has an unsupported extension; use one of {', '.join(TABLE_SUFFIXES)}")
     if p.is_file() and p.stat().st_size == 0:
         raise DataError(f"data file '{path}' is empty, so the {split} split would be empty")
     texts = [c for c in (cfg.text_column, cfg.text_pair_column) if c]
-    frame = read_table(path, fmt, text_columns=texts, where=f"data.{split}_file / data.source")
+    try:
+        frame = read_table(path, fmt, text_columns=texts, where=f"data.{split}_file / data.source")
+    except NoRowsError as e:
+        raise DataError(f"data file '{path}' has no rows ({e.why}), so the {split} split would be empty") from None
     try:
         return datasets.Dataset.from_pandas(frame, preserve_index=False)
     except (ValueError, TypeError) as e:  # pyarrow: a column mixing types it cannot store together

@@ -25,6 +25,7 @@ from nlp_transfer.errors import DataError
 from nlp_transfer.reporting.markdown import cell, confusion_table, per_class_table
 from nlp_transfer.reporting.plots import plot_confusion_matrix
 from nlp_transfer.tasks import Task, get_task
+from nlp_transfer.tasks.labels import UNKNOWN_TO_MODEL
 
 
 @dataclass
@@ -114,7 +115,7 @@ def evaluate_texts(
         raise DataError("no labelled texts to evaluate")
     model = predictor.model
     separator = model.meta.get("label_separator")
-    y = model.task.targets(labels, predictor.labels, "the data", separator, unknown="the model does not know")
+    y = model.task.targets(labels, predictor.labels, "the data", separator, UNKNOWN_TO_MODEL)
     preds = predictor.predict(texts, text_pairs=text_pairs, batch_size=batch_size, progress=progress)
     metrics = model.task.score(preds.logits, y, predictor.labels, model.thresholds)
     with torch.no_grad():

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.tasks.labels import UNSEEN
 
 
 class TaskLoss(nn.Module):
@@ -101,9 +102,9 @@ class Task:
         raise NotImplementedError
 
     def targets(self, values: Sequence, names: Sequence[str], where: str, separator: str | None = None,
-                unknown: str = "the training split never saw") -> np.ndarray:
+                unknown: tuple[str, str] = UNSEEN) -> np.ndarray:
         """Label cells as the model's targets: ids [N], 0/1 rows [N, L] or numbers [N]; a label outside
-        ``names`` is an error saying it is one ``unknown`` (e.g. "the model does not know")."""
+        ``names`` is an error worded by ``unknown`` (:data:`~nlp_transfer.tasks.labels.UNSEEN` or ``UNKNOWN_TO_MODEL``)."""
         raise NotImplementedError
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray | None:

@@ -62,7 +62,18 @@ def unknown_labels(keys: Iterable[str], known, quote: bool = True) -> str:
     return shown + (" ..." if len(unknown) > 5 else "")
 
 
-def class_ids(values: Sequence, names: Sequence[str], where: str, known_by: str = "the training split never saw") -> list[int]:
+# How an unknown label is reported: (what it is, what the known ones are).
+UNSEEN = ("the training split never saw", "known labels: {names}")
+UNKNOWN_TO_MODEL = ("the model does not know",
+                    "the model's labels are: {names} (fix the label column or evaluate a run trained on these labels)")
+
+
+def _unknown_error(where: str, shown: str, names: Sequence[str], unknown: tuple[str, str]) -> DataError:
+    what, known = unknown
+    return DataError(f"{where} has labels {what}: {shown}; {known.format(names=', '.join(names))}")
+
+
+def class_ids(values: Sequence, names: Sequence[str], where: str, unknown: tuple[str, str] = UNSEEN) -> list[int]:
     """Class ids of label cells; a missing or unknown label is a one-line error."""
     missing = [i for i, v in enumerate(values) if is_missing(v) or (isinstance(v, str) and not v.strip())]
     if missing:
@@ -71,7 +82,7 @@ def class_ids(values: Sequence, names: Sequence[str], where: str, known_by: str 
     keys = [label_key(v) for v in values]
     shown = unknown_labels(keys, index)
     if shown:
-        raise DataError(f"{where} has labels {known_by}: {shown}; known labels: {', '.join(names)}")
+        raise _unknown_error(where, shown, names, unknown)
     return [index[k] for k in keys]
 
 
@@ -108,12 +119,12 @@ def label_names(rows, names: Sequence[str]) -> list[list[str]]:
 
 
 def multi_hot(sets: Sequence[Sequence[str]], names: Sequence[str], where: str,
-              unknown: str = "the training split never saw") -> list[list[float]]:
+              unknown: tuple[str, str] = UNSEEN) -> list[list[float]]:
     """0/1 rows (one column per name) from label sets; names outside ``names`` are an error."""
     index = {n: i for i, n in enumerate(names)}
     shown = unknown_labels((x for s in sets for x in s), index)
     if shown:
-        raise DataError(f"{where} has labels {unknown}: {shown}; known labels: {', '.join(names)}")
+        raise _unknown_error(where, shown, names, unknown)
     rows = []
     for s in sets:
         row = [0.0] * len(names)

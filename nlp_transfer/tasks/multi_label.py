@@ -19,7 +19,7 @@ from nlp_transfer.config import THRESHOLD_MODES
 from nlp_transfer.errors import ConfigError, DataError
 from nlp_transfer.metrics import MULTI_LABEL_METRICS, multilabel_metrics
 from nlp_transfer.tasks.base import Task, number_line
-from nlp_transfer.tasks.labels import build_label_names, label_names, label_set, multi_hot
+from nlp_transfer.tasks.labels import UNSEEN, build_label_names, label_names, label_set, multi_hot
 
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
@@ -113,7 +113,7 @@ class MultiLabel(Task):
             )
         return names
 
-    def targets(self, values, names, where, separator=None, unknown="the training split never saw") -> np.ndarray:
+    def targets(self, values, names, where, separator=None, unknown=UNSEEN) -> np.ndarray:
         sets = [label_set(v, separator, f"{where}, row {i},") for i, v in enumerate(values)]
         return np.asarray(multi_hot(sets, names, where, unknown), dtype=np.float32).reshape(len(sets), len(names))
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from nlp_transfer.metrics import REGRESSION_METRICS, regression_metrics
 from nlp_transfer.tasks.base import Task, number_line
-from nlp_transfer.tasks.labels import numbers
+from nlp_transfer.tasks.labels import UNSEEN, numbers
 
 
 class RegressionPredictions(list):
@@ -47,7 +47,7 @@ class Regression(Task):
     def label_names(self, train_values, data_cfg) -> list[str]:
         return [data_cfg.label_column]  # one output, named after the target column
 
-    def targets(self, values, names, where, separator=None, unknown="") -> np.ndarray:
+    def targets(self, values, names, where, separator=None, unknown=UNSEEN) -> np.ndarray:
         return np.asarray(numbers(values, names[0], where), dtype=np.float32)
 
     def decide(self, logits, thresholds=None):

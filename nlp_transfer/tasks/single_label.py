@@ -11,7 +11,7 @@ from torch import nn
 from nlp_transfer.errors import DataError
 from nlp_transfer.metrics import SINGLE_LABEL_METRICS, compute_metrics
 from nlp_transfer.tasks.base import Task, number_line
-from nlp_transfer.tasks.labels import build_label_names, class_ids, is_missing
+from nlp_transfer.tasks.labels import UNSEEN, build_label_names, class_ids, is_missing
 
 
 class Predictions(list):
@@ -65,7 +65,7 @@ class SingleLabel(Task):
             raise DataError(f"the training data has a single label ({names[0]}); classification needs at least two")
         return names
 
-    def targets(self, values, names, where, separator=None, unknown="the training split never saw") -> np.ndarray:
+    def targets(self, values, names, where, separator=None, unknown=UNSEEN) -> np.ndarray:
         return np.asarray(class_ids(values, names, where, unknown), dtype=np.int64)
 
     def probabilities(self, logits):
