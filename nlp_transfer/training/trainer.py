@@ -46,6 +46,7 @@ from nlp_transfer.transfer.modes import apply_transfer, num_layers, param_groups
 from nlp_transfer.transfer.prefix import frozen_modules
 from nlp_transfer.transfer.probe import fit_logreg_head
 from nlp_transfer.transfer.regularisers import L2SP
+from nlp_transfer.utils.progress import interactive
 
 logger = get_logger("nlp_transfer")
 
@@ -193,7 +194,7 @@ class Trainer:
         set_threads(cfg.train.num_threads)
         set_seed(cfg.train.seed)
         s.show = self.progress and s.accelerator.is_local_main_process
-        if not s.show:
+        if not s.show or not interactive():  # datasets' bars would write a line per update into a log file
             datasets.disable_progress_bars()
         s.state = LoopState()
 

@@ -41,7 +41,7 @@ class _IntervalLog:
     def _line(self, i: int, t0: float) -> None:
         of = f"/{self.total:,} ({100 * i / self.total:.0f}%)" if self.total else ""
         rate = i / max(time.perf_counter() - t0, 1e-9)
-        logger.info(f"{self.desc}: {i:,}{of} {self.unit}s, {rate:,.1f}/s" + (f", {self.postfix}" if self.postfix else ""))
+        logger.info(f"{self.desc}: {i:,}{of} {self.unit}, {rate:,.1f}/s" + (f", {self.postfix}" if self.postfix else ""))
 
     def __iter__(self) -> Iterator[T]:
         t0 = last = time.perf_counter()
@@ -60,7 +60,7 @@ class _IntervalLog:
 
 
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, enabled: bool = True,
-             unit: str = "batch", interval: float | None = None):
+             unit: str = "batches", interval: float | None = None):
     """``iterable``, reporting progress: tqdm's bar on a terminal, interval log lines elsewhere, nothing when
     not ``enabled``. The result has ``set_postfix(**values)``."""
     if not enabled:
