@@ -420,3 +420,35 @@ def test_clipped_parameters_can_be_reused_every_step():
     # accelerate clips FSDP shards only when it is handed exactly the model's parameters, on every step
     for _ in range(2):
         assert [p for p in fsdp] == [p for p in model.parameters()]
+
+
+def test_the_loop_takes_another_objective(make_cfg, tmp_path):
+    """The loop is objective-agnostic: an objective that only shrinks the logits trains through the same
+    set-up, hooks and finish (the next methods plug in here: contrastive pairs, language modelling)."""
+    import torch
+
+    from nlp_transfer.training import Trainer
+    from nlp_transfer.training.evaluation import evaluate
+
+    class ShrinkLogits:
+        metric = "loss"
+
+        def loss(self, model, batch):
+            batch.pop("labels")
+            logits = model(**batch)["logits"]
+            loss = (logits.float() ** 2).mean()
+            return loss, loss
+
+        def validate(self, s):
+            with torch.no_grad():
+                batches = [s.model(**{k: v for k, v in b.items() if k != "labels"})["logits"] for b in s.val_loader]
+            return {"loss": float(torch.cat(batches).pow(2).mean())}
+
+    with Trainer(make_cfg(tmp_path, "train.epochs=2", "train.lr=1e-2"), progress=False) as t:
+        t.setup()
+        assert evaluate(t.s.model, t.s.val_loader, t.s.accelerator, t.s.data.labels)["num_examples"] == 60
+        t.fit(ShrinkLogits())
+        result = t.finish()
+    losses = [e["validation"]["loss"] for e in result.history]
+    assert losses[-1] < losses[0] and result.best_epoch == 2  # lower is better for "loss"
+    assert result.test["num_examples"] == 80 and "accuracy" in result.test  # finish scores the test split as usual

@@ -80,7 +80,9 @@ def _test_lines(metrics: dict, pngs: list[str]) -> list[str]:
 
 
 def _epoch_lines(metrics: dict, pngs: list[str]) -> list[str]:
-    cols = get_task(metrics.get("task", "single_label")).epoch_columns
+    # The task's columns, where every epoch has them (another objective may validate with its loss alone).
+    cols = [(k, t) for k, t in get_task(metrics.get("task", "single_label")).epoch_columns
+            if all(k in e["validation"] for e in metrics["epochs"])]
     lines = [
         "## Epochs",
         "",

@@ -28,12 +28,15 @@ class Running:
         self.bad = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss since the last optimiser step
         self.started, self.seconds_before = time.perf_counter(), state.train_seconds
 
-    def add(self, loss: torch.Tensor, batch: dict) -> None:
-        self.loss += loss.detach().float()
-        self.n += 1
-        self.samples += len(batch["labels"])
+    def count(self, batch: dict) -> None:
+        """Examples and real tokens of a batch (before the objective takes it apart)."""
+        self.samples += len(next(iter(batch.values())))
         if "attention_mask" in batch:
             self.tokens += batch["attention_mask"].sum()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss += loss.detach().float()
+        self.n += 1
 
     def mean_loss(self) -> float:
         return (self.loss / max(self.n, 1)).item()
@@ -96,6 +99,7 @@ def train_epoch(s, objective, hooks, epoch: int) -> float:
 def step(s, objective, batch: dict, clipped: list) -> None:
     """One micro-batch: forward, backward, and at each optimiser step the finiteness check, clip and update."""
     acc, running = s.accelerator, s.running
+    running.count(batch)
     with acc.accumulate(s.model):
         loss, reported = objective.loss(s.model, batch)
         running.bad |= ~torch.isfinite(loss.detach())  # on the device: no sync here
@@ -107,7 +111,7 @@ def step(s, objective, batch: dict, clipped: list) -> None:
         s.optimizer.step()
         s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
-    running.add(reported, batch)
+    running.add(reported)
 
 
 def check_finite(s, loss: torch.Tensor) -> None:

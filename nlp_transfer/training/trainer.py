@@ -109,12 +109,13 @@ def schedule_info(cfg: RecipeConfig, batches_per_epoch: int, num_processes: int)
 
 
 class Session:
-    """What set-up built and fit and finish use; the hooks read and update it (see hooks.py)."""
+    """What set-up built and fit and finish use, filled in by :meth:`Trainer.setup` step by step (as a
+    torchtune recipe's attributes are); the loop and its hooks read it and update ``state``."""
 
     cfg: RecipeConfig
     accelerator: Accelerator
     precision: str
-    show: bool
+    show: bool  # progress bars (the local main process, when asked for)
     data: TextData
     task: object  # the data's Task
     setup: TaskSetup
@@ -124,12 +125,12 @@ class Session:
     inputs: Inputs
     params: dict  # trainable / total parameter counts (updated by gradual unfreezing)
     frozen: list  # modules kept in eval mode while training (updated by gradual unfreezing)
-    class_weights: list[float] | None = None
-    optimizer = scheduler = train_loader = val_loader = None
-    schedule: dict = {}
     state: LoopState
-    best_state: dict | None = None
-    objective = running = bar = None
+    class_weights: list[float] | None = None
+    best_state: dict | None = None  # the best epoch's trained weights (CPU copies)
+    # Built for the loop only (the logreg probe has none of them):
+    optimizer = scheduler = train_loader = val_loader = schedule = None
+    objective = running = bar = None  # set by the loop while it runs
 
     def info(self, msg: str) -> None:
         logger.info(msg, main_process_only=True)
@@ -145,7 +146,7 @@ class Trainer:
     """One training run: :meth:`setup`, :meth:`fit`, :meth:`finish` (torchtune's recipe shape).
 
     Use it as a context manager (or call :meth:`close`): speed-ups and the frozen-prefix
-    replay are undone and accelerate's trackers ended even when a step fails.
+    replay are undone even when a step fails.
     """
 
     def __init__(self, cfg: RecipeConfig, data: TextData | None = None, progress: bool = True):
@@ -263,7 +264,6 @@ class Trainer:
         s.raw_model = acc.unwrap_model(s.model)
         if cfg.train.report_to != "none":
             acc.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
-            self._undo.callback(acc.end_training)
 
     def _resume(self) -> None:
         """Model, optimiser, scheduler, scaler, RNG and loop state from the checkpoint ``train.resume`` names."""
@@ -276,15 +276,17 @@ class Trainer:
         s.info(f"resumed from {self.resume_from}: epoch {st.epoch + 1}, after {st.batches_done} batch(es) of it, step {st.step}")
 
     # ---- fit ---------------------------------------------------------------------------
-    def fit(self) -> None:
-        """The loop with the classification objective and the recipe's hooks; the logreg probe has its own path."""
+    def fit(self, objective=None, hooks: list | None = None) -> None:
+        """The loop with ``objective`` (default: classification with the recipe's regulariser) and ``hooks``
+        (default: the recipe's); the logreg probe has its own path."""
         s, cfg = self.s, self.cfg
         if cfg.model.head == "logreg":
             fit_probe(s)
             return
-        regulariser = L2SP(s.raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
-        objective = Classification(s.setup.metric, s.data.labels, cfg.model.chunk_aggregate, s.setup.tune, regulariser)
-        fit(s, objective, default_hooks(cfg))
+        if objective is None:
+            regulariser = L2SP(s.raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
+            objective = Classification(s.setup.metric, s.data.labels, cfg.model.chunk_aggregate, s.setup.tune, regulariser)
+        fit(s, objective, default_hooks(cfg) if hooks is None else hooks)
 
     # ---- finish ------------------------------------------------------------------------
     def finish(self) -> RunResult:
