@@ -323,6 +323,11 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.model.num_labels is not None and self.model.num_labels < 2:
             raise ConfigError("model.num_labels must be at least 2")
+        if self.model.head == "logreg" and self.data.task in ("multi_label", "regression"):  # an explicit data.task: fail before loading
+            raise ConfigError(
+                f"model.head=logreg fits a single-label logistic regression and cannot learn a {self.data.task} task; "
+                "use model.head=linear (or mlp) with transfer.mode=feature_extraction"
+            )
         if self.model.head == "logreg" and self.transfer.mode != "feature_extraction":
             raise ConfigError(
                 f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "
