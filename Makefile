@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc longdocs imbalance bench-cache bench-speed clean
+.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 longdocs imbalance bench-cache bench-adapters bench-speed clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,23 @@ modes-rt: $(STAMP)
 modes-bbc: $(STAMP)
 	$(call runs_table,bbc_news,bbc,$(MODES),modes-bbc_news,modes-bbc)
 
+# Parameter-efficient transfer (peft) beside full fine-tuning: accuracy, trained parameters, run directory size, peak memory.
+ADAPTERS := full lora
+RUN_COLUMNS := --column run_size --column peak_memory
+adapters: adapters-rt adapters-bbc
+
+adapters-rt: $(STAMP)
+	$(call runs_table,rotten_tomatoes,rt,$(ADAPTERS),adapters-rotten_tomatoes,adapters-rt,$(RUN_COLUMNS))
+
+adapters-bbc: $(STAMP)
+	$(call runs_table,bbc_news,bbc,$(ADAPTERS),adapters-bbc_news,adapters-bbc,$(RUN_COLUMNS))
+
+# SmolLM2 with LoRA on its top 8 layers (about 40 min on 2 cores), then the decoder table with it.
+adapters-smollm2: $(STAMP)
+	$(LAUNCH) --config recipes/rotten_tomatoes/smollm2-lora.yaml output.overwrite=true
+	$(PY) scripts/summarize.py runs/rt-smollm2-lora $(RUN_COLUMNS) --out results/adapters-smollm2.md \
+		--readme README.md --section adapters-smollm2 --command "make adapters-smollm2"
+
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
 LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max
 longdocs: $(STAMP)
@@ -66,6 +83,10 @@ imbalance: $(STAMP)
 # Frozen work done once: feature cache and frozen-prefix cache against the uncached paths.
 bench-cache: $(STAMP)
 	$(PY) scripts/bench.py cache --readme README.md
+
+# LoRA on the top layers with the frozen-prefix cache against without it, beside LoRA on every layer.
+bench-adapters: $(STAMP)
+	$(PY) scripts/bench.py adapters --readme README.md
 
 # Side by side with transformers' Trainer and pipeline: throughput, memory, MFU, accuracy (a few minutes).
 bench-speed: $(STAMP)

@@ -30,6 +30,7 @@ _EXPORTS = {
     "train": "nlp_transfer.training", "evaluate": "nlp_transfer.training", "RunResult": "nlp_transfer.training",
     "Trainer": "nlp_transfer.training",
     "Predictor": "nlp_transfer.inference.predictor", "Predictions": "nlp_transfer.tasks", "load_run": "nlp_transfer.inference.predictor",
+    "merge_run": "nlp_transfer.inference.export",
 }
 # subpackages reachable as attributes (``nlp_transfer.catalog`` ...)
 _MODULES = {"catalog": "nlp_transfer.data.catalog", "gguf": "nlp_transfer.models.gguf", "plots": "nlp_transfer.reporting.plots"}

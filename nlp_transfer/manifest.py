@@ -51,6 +51,8 @@ class RunManifest:
     pad_token: str | None = None  # decoders: own, eos or added
     label_separator: str | None = None  # multi-label data written as joined strings
     label_columns: list[str] | None = None  # multi-label data written as 0/1 columns
+    adapter: dict | None = None  # adapter runs: method, base_checkpoint, gguf_file, base_fingerprint (the base is not saved)
+    merged_adapter: dict | None = None  # a run whose adapter was folded into the weights (scripts/export.py --merge)
     transformers_class: str | None = None  # set where plain AutoModelForSequenceClassification loads the run
     transformers_note: str | None = None  # why not, otherwise
     name: str | None = None  # the recipe's name

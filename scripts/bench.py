@@ -4,6 +4,7 @@
     python scripts/bench.py cache                      # frozen work done once (issue: transfer modes)
     python scripts/bench.py cache --max-samples 2000   # a quicker slice
     python scripts/bench.py cache --readme README.md   # also regenerate the README block
+    python scripts/bench.py adapters                   # top-k LoRA with and without the frozen-prefix cache
 
 ``cache`` measures, on MiniLM and Rotten Tomatoes with the shipped recipes:
 
@@ -11,6 +12,9 @@
   in this run; warm cache: a second run that reads them from disk) against the same head
   trained with the frozen backbone run on every batch of every epoch;
 * ``partial`` top-2 and top-1 (``--partial-top``): with the frozen-prefix cache against without it.
+
+``adapters`` measures LoRA on the top K layers with the frozen-prefix cache against without it,
+beside LoRA on every layer (time per epoch, the one-off cache build, accuracy).
 
 "fit" is the part the caches change: frozen work + training + validation. "wall" is the
 whole ``train()`` call (model load, tokenization, test, saving included). Results go to
@@ -58,15 +62,21 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _overrides(args, *extra: str) -> list[str]:
+    """Recipe overrides every run of a benchmark shares: --threads, --max-samples, and ``extra``."""
+    out = ["output.overwrite=true", *extra]
+    if args.threads:
+        out.append(f"train.num_threads={args.threads}")
+    if args.max_samples:
+        out.append(f"data.max_samples={args.max_samples}")
+    return out
+
+
 def bench_cache(args) -> dict:
     from nlp_transfer import RecipeConfig, load_data
 
     work = Path(tempfile.mkdtemp(prefix="nlp-transfer-bench-"))
-    common = ["output.overwrite=true", f"transfer.cache_dir={work / 'cache'}"]
-    if args.threads:
-        common.append(f"train.num_threads={args.threads}")
-    if args.max_samples:
-        common.append(f"data.max_samples={args.max_samples}")
+    common = _overrides(args, f"transfer.cache_dir={work / 'cache'}")
     recipes = REPO / "recipes" / args.dataset
     fe = RecipeConfig.from_yaml(recipes / "minilm-feature_extraction.yaml", common + [f"train.epochs={args.fe_epochs}"])
     data = load_data(fe.data)
@@ -144,6 +154,69 @@ def cache_table(res: dict) -> str:
         f"backbone every batch (fit; {q['fe_warm_vs_uncached_wall']:.1f}x on the whole call), cold cache "
         f"{q['fe_cold_vs_uncached_fit']:.1f}x. Partial, {res['partial_epochs']} epochs, frozen-prefix cache against none: {partial}.",
     ]
+    return "\n".join(lines)
+
+
+# ---- adapters: top-k LoRA with and without the frozen-prefix cache --------------------------
+def bench_adapters(args) -> dict:
+    """LoRA on the top K layers of MiniLM (recipes/<dataset>/minilm-lora.yaml), with the layers below
+    replayed from the frozen-prefix cache against running them every step; LoRA on every layer beside."""
+    from nlp_transfer import RecipeConfig, load_data
+    from nlp_transfer.utils.environment import cpu_model
+
+    work = Path(tempfile.mkdtemp(prefix="nlp-transfer-bench-"))
+    common = _overrides(args, f"train.epochs={args.epochs}")
+    lora = RecipeConfig.from_yaml(REPO / "recipes" / args.dataset / "minilm-lora.yaml", common)
+    data = load_data(lora.data)
+    top = f"transfer.peft.layers_to_transform=[{', '.join(str(-i) for i in range(args.top, 0, -1))}]"
+    runs = {
+        "all_layers": (lora.replace(f"output.dir={work / 'all'}"), "LoRA, every layer"),
+        "top_uncached": (lora.replace(f"output.dir={work / 'plain'}", top, "transfer.cache_prefix=false"),
+                         f"LoRA, top {args.top} layers, no prefix cache"),
+        "top_cached": (lora.replace(f"output.dir={work / 'cached'}", top), f"LoRA, top {args.top} layers, frozen-prefix cache"),
+    }
+    rows = {}
+    for key, (cfg, label) in runs.items():
+        print(f"  {label} ...", file=sys.stderr, flush=True)
+        from nlp_transfer import train
+
+        r = train(cfg, data=data, progress=False)
+        epochs = [e["seconds"] for e in r.history]
+        rows[key] = {"run": label, "epoch_seconds": sum(epochs) / len(epochs), "encode_seconds": r.timing["encode_seconds"],
+                     "fit_seconds": r.timing["fit_seconds"], "wall_seconds": r.timing["total_seconds"],
+                     "trainable": r.parameters["trainable"], "accuracy": r.test["accuracy"], "f1_macro": r.test["f1_macro"]}
+        print(f"    {rows[key]['epoch_seconds']:.1f}s an epoch, test accuracy {r.test['accuracy']:.4f}", file=sys.stderr)
+    import torch
+
+    plain, cached = rows["top_uncached"], rows["top_cached"]
+    return {
+        "benchmark": "adapters", "command": "python scripts/bench.py adapters " + " ".join(args.argv), "dataset": args.dataset,
+        "sizes": data.sizes(), "epochs": args.epochs, "top": args.top, "cpu": cpu_model() or "unknown CPU",
+        "machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "rows": rows,
+        "ratios": {"epoch": plain["epoch_seconds"] / cached["epoch_seconds"], "fit": plain["fit_seconds"] / cached["fit_seconds"],
+                   "wall": plain["wall_seconds"] / cached["wall_seconds"]},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def adapters_table(res: dict) -> str:
+    r, q, s = res["rows"], res["ratios"], res["sizes"]
+    lines = [
+        f"MiniLM LoRA (`recipes/{res['dataset']}/minilm-lora.yaml`, {res['epochs']} epochs) on `{res['dataset']}` (train "
+        f"{s['train']:,} / validation {s['validation']:,} / test {s['test']:,}), {res['cpu']}, {res['machine']['cpu_count']} "
+        f"cores, bf16 autocast; measured {res['date']} with `{res['command'].strip()}`.",
+        "",
+        "| run | trained params | time per epoch (s) | cache build (s) | fit (s) | test accuracy | test macro F1 | speed-up (epoch) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in ("all_layers", "top_uncached", "top_cached"):
+        row = r[key]
+        x = f"**{q['epoch']:.2f}x**" if key == "top_cached" else ("1.0x" if key == "top_uncached" else "")
+        lines.append(f"| {row['run']} | {row['trainable']:,} | {row['epoch_seconds']:.1f} | {row['encode_seconds']:.1f} | "
+                     f"{row['fit_seconds']:.1f} | {row['accuracy']:.4f} | {row['f1_macro']:.4f} | {x} |")
+    lines += ["", f"Top-{res['top']} LoRA with the frozen-prefix cache against without: **{q['epoch']:.2f}x** per epoch, "
+              f"{q['fit']:.2f}x on the fit (cache build included), {q['wall']:.2f}x on the whole call."]
     return "\n".join(lines)
 
 
@@ -447,6 +520,14 @@ def main(argv: list[str]) -> None:
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     c.add_argument("--out", default="results/bench_cache.json", help="JSON results file")
     c.add_argument("--readme", default=None, help="README to update between <!-- results:bench-cache --> markers")
+    a = sub.add_parser("adapters", help="top-k LoRA with the frozen-prefix cache against without it, beside LoRA on every layer")
+    a.add_argument("--dataset", default="rotten_tomatoes", help="recipes/<dataset>/minilm-lora.yaml")
+    a.add_argument("--top", type=int, default=2, help="adapted top layers of the cached/uncached pair (default 2)")
+    a.add_argument("--epochs", type=int, default=2, help="epochs of every run (default 2)")
+    a.add_argument("--max-samples", type=int, default=None, help="use at most this many examples per split")
+    a.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    a.add_argument("--out", default="results/bench_adapters.json", help="JSON results file")
+    a.add_argument("--readme", default=None, help="README to update between <!-- results:bench-adapters --> markers")
     s = sub.add_parser("speed", help="training and prediction throughput against transformers' Trainer and pipeline")
     s.add_argument("--train-samples", type=int, default=2560, help="training texts (default 2560: 80 steps of 32)")
     s.add_argument("--epochs", type=int, default=1, help="full fine-tuning epochs on both sides (default 1)")
@@ -471,6 +552,9 @@ def main(argv: list[str]) -> None:
     if args.bench == "cache":
         res, table, section = bench_cache(args), None, "bench-cache"
         table = cache_table(res)
+    elif args.bench == "adapters":
+        res, section = bench_adapters(args), "bench-adapters"
+        table = adapters_table(res)
     else:
         res, section = bench_speed(args), "bench-speed"
         table = speed_table(res)

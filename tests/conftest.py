@@ -149,3 +149,67 @@ def free_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return str(s.getsockname()[1])
+
+
+# ---- tiny decoders (GPT-2 and Llama) with a word-level tokenizer --------------------------------
+SPECIALS = ["<unk>", "<s>", "</s>"]
+WORDS = POS_WORDS + NEG_WORDS + FILLER
+
+
+def save_tokenizer(d: Path, *, bos: bool, eos: bool, padding_side: str = "right") -> None:
+    """A word-level fast tokenizer over the toy vocabulary, with no pad token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if bos:  # Llama-style: <s> in front of every text
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    specials = {"unk_token": "<unk>", "bos_token": "<s>"} | ({"eos_token": "</s>"} if eos else {})
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=64, padding_side=padding_side, **specials)
+    assert fast.pad_token is None
+    fast.save_pretrained(d)
+
+
+def save_gpt2(d: Path, *, eos: bool = True) -> Path:
+    """GPT-2 as hub checkpoints are saved: the LM-head model (architectures GPT2LMHeadModel)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(SPECIALS + WORDS), n_embd=32, n_layer=2, n_head=2, n_positions=64,
+        bos_token_id=1, eos_token_id=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    GPT2LMHeadModel(config).eval().save_pretrained(d)
+    save_tokenizer(d, bos=False, eos=eos)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    return save_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A bare LlamaModel (architectures LlamaModel: detected by model type), BOS added, left padding."""
+    import torch
+    from transformers import LlamaConfig, LlamaModel
+
+    d = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(SPECIALS + WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+    )
+    LlamaModel(config).eval().save_pretrained(d)
+    save_tokenizer(d, bos=True, eos=True, padding_side="left")
+    return d
+
+
+@pytest.fixture(scope="session")
+def no_eos_gpt2_dir(tmp_path_factory) -> Path:
+    """A tokenizer with neither pad nor end-of-sequence token: a pad token must be added."""
+    return save_gpt2(tmp_path_factory.mktemp("tiny-gpt2-no-eos"), eos=False)

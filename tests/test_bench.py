@@ -82,3 +82,19 @@ def test_partial_top_must_be_positive_layer_counts(bench, text):
     with pytest.raises(argparse.ArgumentTypeError, match="comma-separated list"):
         bench._int_list(text)
     assert bench._int_list("2,1") == [2, 1]
+
+
+def test_adapters_table_compares_the_cached_and_uncached_top_layer_runs(bench):
+    row = lambda run, epoch, params: {"run": run, "epoch_seconds": epoch, "encode_seconds": 5.0, "fit_seconds": 3 * epoch + 5,  # noqa: E731
+                                      "wall_seconds": 3 * epoch + 9, "trainable": params, "accuracy": 0.8, "f1_macro": 0.79}
+    res = {"rows": {"all_layers": row("every layer", 60.0, 332546), "top_uncached": row("top 2, plain", 40.0, 111362),
+                    "top_cached": row("top 2, cached", 16.0, 111362)},
+           "ratios": {"epoch": 2.5, "fit": 125 / 53, "wall": 129 / 57}, "sizes": {"train": 100, "validation": 10, "test": 10},
+           "dataset": "rotten_tomatoes", "epochs": 3, "top": 2, "cpu": "Some CPU", "machine": {"cpu_count": 2},
+           "date": "2026-12-02", "command": "python scripts/bench.py adapters"}
+    table = bench.adapters_table(res)
+    body = [line for line in table.splitlines() if line.startswith("| ") and "run |" not in line]
+    assert [line.split(" | ")[0][2:] for line in body] == ["every layer", "top 2, plain", "top 2, cached"]
+    assert "| 332,546 | 60.0 |" in body[0] and body[2].endswith("**2.50x** |") and body[1].endswith("1.0x |")
+    assert "**2.50x** per epoch, 2.36x on the fit" in table and "Some CPU" in table
+    json.dumps(res)

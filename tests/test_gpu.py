@@ -48,6 +48,21 @@ def test_bf16_trains_on_cuda(make_cfg, tmp_path):
     assert result.test["accuracy"] > 0.8
 
 
+@pytest.mark.parametrize("mode", ["lora", "dora", "ia3"])
+def test_adapters_train_in_mixed_precision_on_cuda_and_merge(make_cfg, tmp_path, mode):
+    from nlp_transfer import merge_run
+
+    precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cfg = _gpu_cfg(make_cfg, tmp_path, f"transfer.mode={mode}", f"train.mixed_precision={precision}", "train.lr=1e-2")
+    result = train(cfg, progress=False)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    merged = merge_run(result.output_dir, tmp_path / "merged")
+    assert merged.max_logit_difference < 1e-4
+    texts, labels = _test_split(cfg)
+    a, b = (load_run(d, precision="no").logits(texts) for d in (result.output_dir, merged.output_dir))
+    assert abs(a - b).max() < 1e-4
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP on CUDA needs two GPUs (NCCL puts one process on each)")
 def test_two_ddp_processes_on_cuda_match_one(make_cfg, tmp_path):
     same = ("train.lr=1e-12", "train.head_lr=1e-12", "train.epochs=2", "train.eval_batch_size=32")

@@ -115,3 +115,35 @@ def test_feature_extraction_recipe_end_to_end(tmp_path):
     after = load_file(str(out / "model.safetensors"))
     assert set(after) == {k for k in pretrained if not k.startswith("pooler.") and k != "embeddings.position_ids"}
     assert all(torch.equal(after[k], pretrained[k]) for k in after)
+
+
+def test_lora_recipe_stores_the_adapter_and_merges_into_a_plain_transformers_model(tmp_path):
+    """LoRA on the real MiniLM: a run directory of the adapter and head (no base weights), reloaded from the
+    catalog checkpoint the manifest names; `scripts/export.py --merge` then writes a run that plain
+    AutoModelForSequenceClassification loads to the same logits (BERT pooler pooling: the architecture's own)."""
+    from transformers import AutoModelForSequenceClassification
+
+    recipe = "recipes/rotten_tomatoes/minilm-lora.yaml"
+    out = tmp_path / "runs" / "lora"
+    launch(recipe, out, "train.epochs=1", "model.pooling=pooler")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["parameters"]["trainable"] / m["parameters"]["total"] < 0.03
+    assert not (out / "model.safetensors").exists() and (out / "adapter_model.safetensors").is_file()
+    assert sum(f.stat().st_size for f in out.iterdir()) < 5 * 2**20  # the adapter, the head, the tokenizer, the report
+    manifest = json.loads((out / "nlp_transfer.json").read_text())
+    assert manifest["adapter"]["base_checkpoint"] == "minilm" and manifest["adapter"]["method"] == "lora"
+    check_reload_reproduces_test_metrics(out, m)
+
+    merged = tmp_path / "runs" / "merged"
+    proc = subprocess.run([sys.executable, "scripts/export.py", str(out), str(merged), "--merge"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "BertForSequenceClassification" in proc.stderr
+    texts = list(load_data(RecipeConfig.from_yaml(out / "recipe.yaml").data).splits["test"]["text"])[:32]
+    adapter = load_run(out, device="cpu", precision="no").logits(texts)
+    np.testing.assert_allclose(load_run(merged, device="cpu", precision="no").logits(texts), adapter, atol=1e-4)
+    tok = load_run(merged, device="cpu").tokenizer
+    plain = AutoModelForSequenceClassification.from_pretrained(str(merged)).eval()
+    with torch.no_grad():
+        logits = plain(**tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")).logits.numpy()
+    np.testing.assert_allclose(logits, adapter, atol=1e-4)

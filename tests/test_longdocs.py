@@ -20,7 +20,6 @@ from nlp_transfer.errors import ConfigError
 from nlp_transfer.data.batching import LengthGroupedBatchSampler, tokenize
 from nlp_transfer.transfer.caches import fingerprint_tokens
 from nlp_transfer.data.sampling import class_weights, sampling_weights
-from test_decoder import tiny_llama_dir  # noqa: F401  (a fixture)
 
 CLS, SEP = VOCAB.index("[CLS]"), VOCAB.index("[SEP]")
 WORDS = FILLER[:20]
@@ -79,7 +78,7 @@ def test_tail_truncation_of_a_pair(tok):
 
 
 def test_decoder_template_with_a_bos_token(tmp_path):
-    from test_decoder import save_tokenizer
+    from conftest import save_tokenizer
     from transformers import AutoTokenizer
 
     save_tokenizer(tmp_path, bos=True, eos=True)

@@ -52,6 +52,8 @@ MODES = {
     "feature_extraction": ("transfer.mode=feature_extraction", "train.lr=1e-2"),  # head on cached features
     "partial": ("transfer.mode=partial", "transfer.unfreeze_top=1"),  # frozen-prefix cache installed
     "gradual": ("transfer.mode=gradual",),
+    # an adapter on the top layer: peft's modules in the checkpoint, the frozen-prefix cache installed
+    "lora": ("transfer.mode=lora", "transfer.peft.layers_to_transform=[-1]", "train.lr=1e-2"),
 }
 
 

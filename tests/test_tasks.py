@@ -35,7 +35,6 @@ def decide(task, logits, thresholds=None):
 def selection_metric(task, requested):
     return get_task(task).selection_metric(requested)
 from test_cli import assert_user_error, run_train, setup  # noqa: F401  (setup: a fixture)
-from test_decoder import tiny_llama_dir  # noqa: F401  (a fixture)
 
 
 def task_rows(n: int, seed: int = 0) -> list[dict]:

@@ -23,9 +23,11 @@ def summarize_main(argv: list[str]) -> None:
     p.add_argument("--command", help="the command to print under the table (default: this invocation)")
     p.add_argument("--metric", action="append", default=[], dest="metrics", metavar="NAME",
                    help="an extra test-metric column (repeatable): recall_macro, precision_macro, f1_weighted, f1_micro")
+    p.add_argument("--column", action="append", default=[], dest="columns", metavar="NAME",
+                   help="an extra run column (repeatable): peak_memory (MB, from metrics.json), run_size (MB on disk)")
     args = p.parse_args(argv)
     command = args.command or "python scripts/summarize.py " + " ".join(shlex.quote(a) for a in argv)
-    table = summarize_runs(args.runs, baseline=not args.no_baseline, metrics=tuple(args.metrics))
+    table = summarize_runs(args.runs, baseline=not args.no_baseline, metrics=tuple(args.metrics), columns=tuple(args.columns))
     text = f"{table}\n\nProduced by: `{command}`\n"
     print("\n" + text)
     if args.out:

@@ -8,6 +8,7 @@ Imports no torch: ``--help`` and recipe errors are instant.
 from nlp_transfer.config.parsing import apply_overrides, describe_fields
 from nlp_transfer.config.schema import (
     ACTIVATIONS,
+    ADAPTER_MODES,
     AGGREGATES,
     BACKBONE_DTYPES,
     HEADS,
@@ -20,6 +21,7 @@ from nlp_transfer.config.schema import (
     THRESHOLD_MODES,
     TRANSFER_MODES,
     TRUNCATIONS,
+    AdapterConfig,
     DataConfig,
     ModelConfig,
     OutputConfig,
@@ -30,8 +32,8 @@ from nlp_transfer.config.schema import (
 )
 
 __all__ = [
-    "RecipeConfig", "ModelConfig", "DataConfig", "TransferConfig", "TrainConfig", "OutputConfig",
+    "RecipeConfig", "ModelConfig", "DataConfig", "TransferConfig", "AdapterConfig", "TrainConfig", "OutputConfig",
     "apply_overrides", "describe_fields", "describe_recipe",
-    "TRANSFER_MODES", "POOLINGS", "HEADS", "ACTIVATIONS", "PRECISIONS", "BACKBONE_DTYPES", "TRUNCATIONS", "AGGREGATES",
+    "TRANSFER_MODES", "ADAPTER_MODES", "POOLINGS", "HEADS", "ACTIVATIONS", "PRECISIONS", "BACKBONE_DTYPES", "TRUNCATIONS", "AGGREGATES",
     "SAMPLERS", "TASKS", "TASK_CHOICES", "LOSSES", "THRESHOLD_MODES",
 ]

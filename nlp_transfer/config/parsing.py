@@ -167,8 +167,19 @@ def describe_fields(root: type) -> str:
         if not dataclasses.is_dataclass(sec_type):
             lines.append(f"  {section.name} = {section.default!r}: {section.metadata.get('help', '')}")
             continue
-        lines.append(f"  [{section.name}]")
-        for f in dataclasses.fields(sec_type):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"    {section.name}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
+        lines += _describe_section(sec_type, section.name)
     return "\n".join(lines)
+
+
+def _describe_section(cls: type, prefix: str) -> list[str]:
+    lines, nested = [f"  [{prefix}]"], []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):  # a sub-section (transfer.peft): listed after its parent's keys
+            nested.append((hints[f.name], f"{prefix}.{f.name}"))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"    {prefix}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
+    for sub, name in nested:
+        lines += _describe_section(sub, name)
+    return lines

@@ -25,7 +25,11 @@ from nlp_transfer.config.parsing import apply_overrides, build, describe_fields
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.metrics import SELECTABLE_METRICS
 
-TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full")
+# Adapter modes go through the peft library (nlp_transfer/transfer/adapters.py).
+ADAPTER_MODES = ("lora", "dora", "ia3", "prompt_tuning")
+TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full") + ADAPTER_MODES
+ADAPTER_BIASES = ("none", "all", "lora_only")
+PROMPT_INITS = ("vocab", "random")
 POOLINGS = ("auto", "cls", "pooler", "mean", "max", "last")
 HEADS = ("linear", "mlp", "logreg")
 ACTIVATIONS = ("gelu", "relu", "tanh")
@@ -183,8 +187,55 @@ class DataConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """``transfer.peft``: the adapter of the lora, dora, ia3 and prompt_tuning modes."""
+
+    r: int = _f(8, "lora, dora: rank of the update B @ A added to each target module's weight.")
+    alpha: float = _f(16.0, "lora, dora: scale of the update (alpha / r); 2 * r is the usual choice.")
+    dropout: float = _f(0.1, "lora, dora: dropout on the adapter's input.")
+    target_modules: Union[str, list[str]] = _f(
+        "auto",
+        "lora, dora, ia3: the linear modules that get adapters, by name or name suffix (e.g. [query, value]); "
+        "auto: attention query and value for BERT-style encoders, every attention and MLP projection for "
+        "Llama-style decoders, c_attn for GPT-2 (ia3: keys, values and the MLP output).",
+    )
+    layers_to_transform: Optional[list[int]] = _f(
+        None,
+        "lora, dora, ia3: only these transformer layers (0 = the lowest; -1 = the top) get adapters; null: all. "
+        "The layers below the lowest adapted one stay frozen, so their output is computed once (transfer.cache_prefix).",
+    )
+    bias: str = _f("none", "lora, dora: also train biases: none, all, or lora_only (those of the adapted modules).")
+    num_virtual_tokens: int = _f(20, "prompt_tuning: trained embeddings put in front of every input.")
+    prompt_init: str = _f(
+        "vocab", "prompt_tuning: start the virtual tokens from embeddings of random vocabulary tokens (vocab) or random vectors."
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 1, f"transfer.peft.r={self.r} must be at least 1")
+        _check(self.alpha > 0, f"transfer.peft.alpha={self.alpha} must be positive")
+        _check(0.0 <= self.dropout < 1.0, f"transfer.peft.dropout={self.dropout} must be in [0, 1)")
+        _choice("transfer.peft", "bias", self.bias, ADAPTER_BIASES)
+        _choice("transfer.peft", "prompt_init", self.prompt_init, PROMPT_INITS)
+        _check(self.num_virtual_tokens >= 1, f"transfer.peft.num_virtual_tokens={self.num_virtual_tokens} must be at least 1")
+        if isinstance(self.target_modules, str):
+            _check(self.target_modules == "auto", f"transfer.peft.target_modules='{self.target_modules}' is not valid; "
+                   "use auto or a list of module names, e.g. [query, value]")
+        else:
+            _check(len(self.target_modules) >= 1 and all(self.target_modules),
+                   "transfer.peft.target_modules must name at least one module (or be auto)")
+        if self.layers_to_transform is not None:
+            _check(len(self.layers_to_transform) >= 1, "transfer.peft.layers_to_transform must name at least one layer (or be null)")
+            _check(len(set(self.layers_to_transform)) == len(self.layers_to_transform),
+                   f"transfer.peft.layers_to_transform={self.layers_to_transform} names a layer twice")
+
+
+@dataclass
 class TransferConfig:
-    mode: str = _f("full", "What trains: feature_extraction (head only, cached features), partial, gradual, bitfit, full.")
+    mode: str = _f(
+        "full",
+        "What trains: feature_extraction (head only, cached features), partial, gradual, bitfit, full; or adapters "
+        "through peft (the backbone frozen, transfer.peft): lora, dora, ia3, prompt_tuning.",
+    )
     unfreeze_top: int = _f(2, "partial: number of top transformer layers that train.")
     unfreeze_every: int = _f(1, "gradual: epochs between two unfreezing steps (the head trains alone for the first).")
     unfreeze_step: int = _f(1, "gradual: layer groups opened at each step (top down; the embeddings open last).")
@@ -194,11 +245,13 @@ class TransferConfig:
         True, "feature_extraction: encode once and keep the pooled features in the on-disk cache (false: run the backbone every step)."
     )
     cache_prefix: bool = _f(
-        True, "partial: compute the hidden states entering the first trained layer once and run only the trained layers."
+        True, "partial, and adapters on the top layers only: compute the hidden states entering the first trained layer "
+        "once and run only the layers above.",
     )
     cache_dir: Optional[str] = _f(
         None, "Feature cache directory (default: $NLP_TRANSFER_CACHE, else ~/.cache/nlp_transfer)."
     )
+    peft: AdapterConfig = field(default_factory=AdapterConfig)
 
     def __post_init__(self) -> None:
         _choice("transfer", "mode", self.mode, TRANSFER_MODES)
@@ -207,6 +260,17 @@ class TransferConfig:
         _check(self.unfreeze_step >= 1, "transfer.unfreeze_step must be at least 1")
         _check(0.0 < self.layerwise_lr_decay <= 1.0, "transfer.layerwise_lr_decay must be in (0, 1]")
         _check(self.l2sp >= 0.0, "transfer.l2sp must be >= 0")
+        if self.mode in ADAPTER_MODES:
+            _check(self.l2sp == 0.0, f"transfer.l2sp={self.l2sp} has nothing to hold back with transfer.mode={self.mode}: the "
+                   "pretrained weights stay frozen and only the adapter trains; set transfer.l2sp=0 (or use full or partial)")
+        if self.mode == "prompt_tuning":
+            _check(self.peft.layers_to_transform is None, "transfer.peft.layers_to_transform does not apply to prompt_tuning "
+                   "(the virtual tokens enter below every layer); set it to null, or use lora on the top layers")
+            _check(self.layerwise_lr_decay == 1.0, "transfer.layerwise_lr_decay does not apply to prompt_tuning (only the "
+                   "input prompt and the head train); set it to 1.0")
+        elif self.mode not in ADAPTER_MODES and self.peft != AdapterConfig():
+            raise ConfigError(f"transfer.peft configures the adapter modes ({', '.join(ADAPTER_MODES)}) and has no effect "
+                              f"with transfer.mode={self.mode}; remove the transfer.peft settings or choose an adapter mode")
 
 
 @dataclass
@@ -340,6 +404,9 @@ class RecipeConfig:
                 "train.sampler=weighted does not apply to model.head=logreg (one fit on all features); "
                 "use train.class_weights=balanced to reweigh the classes"
             )
+        if self.transfer.mode in ADAPTER_MODES and not self.model.pretrained:
+            raise ConfigError(f"transfer.mode={self.transfer.mode} adapts pretrained weights it keeps frozen, but "
+                              "model.pretrained=false starts from random ones; set model.pretrained=true or use transfer.mode=full")
         if self.model.backbone_dtype == "bfloat16" and self.transfer.mode != "feature_extraction":
             raise ConfigError(
                 f"model.backbone_dtype=bfloat16 needs a frozen backbone, but transfer.mode={self.transfer.mode} trains it "

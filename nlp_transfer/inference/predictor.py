@@ -20,6 +20,7 @@ import torch
 from nlp_transfer.data.chunking import LongTextSpec, aggregate, encode
 from nlp_transfer.errors import ModelError
 from nlp_transfer.manifest import MANIFEST_FILE, read_manifest
+from nlp_transfer.models.adapters import ADAPTER_FILES
 from nlp_transfer.models.classifier import HEAD_FILE, TextClassifier
 from nlp_transfer.models.fast import speedups
 from nlp_transfer.tasks import MultiLabelPredictions, Predictions, RegressionPredictions
@@ -149,16 +150,19 @@ def check_run_dir(run_dir: str | Path) -> Path:
         raise ModelError(f"run directory '{d}' does not exist; pass the output.dir of a finished training run")
     if not (d / MANIFEST_FILE).is_file():
         raise ModelError(f"'{d}' is not a run directory (no {MANIFEST_FILE}); pass the output.dir of a finished training run")
-    check_run_files(d)
-    read_manifest(d)  # an unreadable or newer manifest fails here, before any input is read
+    manifest = read_manifest(d)  # an unreadable or newer manifest fails here, before any input is read
+    check_run_files(d, adapter=manifest.adapter is not None)
     return d
 
 
-def check_run_files(d: Path) -> None:
-    """A one-line error naming the files a run directory lacks."""
-    missing = [f for f in ("config.json", HEAD_FILE) if not (d / f).is_file()]
-    if not any((d / f).is_file() for f in WEIGHT_FILES):
-        missing.append(f"model weights ({' or '.join(WEIGHT_FILES[::2])})")
+def check_run_files(d: Path, adapter: bool = False) -> None:
+    """A one-line error naming the files a run directory lacks (an adapter run: the adapter's, not the model's)."""
+    if adapter:
+        missing = [f for f in (*ADAPTER_FILES, HEAD_FILE) if not (d / f).is_file()]
+    else:
+        missing = [f for f in ("config.json", HEAD_FILE) if not (d / f).is_file()]
+        if not any((d / f).is_file() for f in WEIGHT_FILES):
+            missing.append(f"model weights ({' or '.join(WEIGHT_FILES[::2])})")
     if not any((d / f).is_file() for f in TOKENIZER_FILES):
         missing.append("tokenizer files (tokenizer.json, tokenizer_config.json)")
     if missing:

@@ -16,6 +16,7 @@ from torch import nn
 
 from nlp_transfer.errors import ModelError
 from nlp_transfer.manifest import RunManifest, read_manifest, write_manifest
+from nlp_transfer.models.adapters import base_of, is_adapted, load_adapter, prompt_length, save_adapter
 from nlp_transfer.tasks import Task, get_task
 from nlp_transfer.utils.environment import library_versions
 from nlp_transfer.utils.logs import quiet
@@ -23,7 +24,8 @@ from nlp_transfer.utils.logs import quiet
 HEAD_FILE = "head.safetensors"
 # Manifest fields that describe the model itself (kept in TextClassifier.meta); the rest describe the run.
 MODEL_FIELDS = ("kind", "head", "head_dropout", "head_hidden_size", "head_activation", "max_length", "long_text",
-                "source_checkpoint", "backbone_dtype", "pad_token", "label_separator", "label_columns")
+                "source_checkpoint", "backbone_dtype", "pad_token", "label_separator", "label_columns", "adapter",
+                "merged_adapter")
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooler_output: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,12 +114,40 @@ class TextClassifier(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        if self.prompt_length:
+            return self._encode_prompted(kwargs)
         if self.meta.get("kind") == "decoder":
             # Decoders number positions from the first column, padding included: count real
             # tokens instead, so a text gets the same states padded left, right or not at all.
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.backbone(**kwargs)
         return pool(out.last_hidden_state, attention_mask, self.pooling, getattr(out, "pooler_output", None))
+
+    @property
+    def prompt_length(self) -> int:
+        """Virtual tokens in front of every input (prompt tuning), else 0."""
+        return prompt_length(self.backbone)
+
+    def _encode_prompted(self, kwargs: dict) -> torch.Tensor:
+        """Prompt tuning: the trained virtual-token embeddings go in front of the text's, every input gets
+        their positions (decoders: counted over real tokens, as without prompts) and token type 0, and
+        the pooling reads the text's states only: the first real token is still the ``cls`` position.
+        peft's own forward would drop token types (sentence pairs) and decoder positions, so it is done
+        here, with peft's prompt encoder."""
+        ids, mask = kwargs.pop("input_ids"), kwargs.pop("attention_mask")
+        base, n, b = base_of(self.backbone), self.prompt_length, ids.shape[0]
+        embeds = base.get_input_embeddings()(ids)
+        prompts = self.backbone.get_prompt(batch_size=b).to(embeds.dtype)
+        full_mask = torch.cat([mask.new_ones(b, n), mask], dim=1)
+        args = {"inputs_embeds": torch.cat([prompts, embeds], dim=1), "attention_mask": full_mask}
+        if "token_type_ids" in kwargs:
+            tt = kwargs["token_type_ids"]
+            args["token_type_ids"] = torch.cat([tt.new_zeros(b, n), tt], dim=1)
+        if self.meta.get("kind") == "decoder":
+            args["position_ids"] = (full_mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = base(**args).last_hidden_state[:, n:]
+        pooler = getattr(base, "pooler", None) if self.pooling == "pooler" else None
+        return pool(hidden, mask, self.pooling, pooler(hidden) if pooler is not None else None)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, features=None, labels=None):
         if features is None:
@@ -149,7 +179,10 @@ class TextClassifier(nn.Module):
         # Where pooling and head are the architecture's own, save in its XForSequenceClassification
         # layout so plain transformers loads it too (see interop.py); AutoModel reads either layout.
         native, why_not = native_classifier(self)
-        quiet((native or self.backbone).save_pretrained, d)
+        if is_adapted(self.backbone):  # the adapter alone: the manifest names the base it belongs to
+            save_adapter(self.backbone, d)
+        else:
+            quiet((native or self.backbone).save_pretrained, d)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(d / HEAD_FILE))
         manifest = self.manifest(**run)
         manifest.transformers_class = type(native).__name__ if native is not None else None
@@ -166,8 +199,10 @@ class TextClassifier(nn.Module):
 
         d = Path(directory)
         m = read_manifest(d)
+        base = _adapter_base(d, m) if m.adapter else None  # a missing or different base: one line, before the rest
         try:
-            backbone = quiet(AutoModel.from_pretrained, str(d), dtype="auto")  # a bf16 backbone stays bf16
+            # A bf16 backbone stays bf16; an adapter run: the adapter on its base checkpoint.
+            backbone = base if base is not None else quiet(AutoModel.from_pretrained, str(d), dtype="auto")
             head = build_head(backbone.config.hidden_size, len(m.labels), m.head, m.head_dropout, m.head_hidden_size,
                               m.head_activation)
             head.load_state_dict(load_file(str(d / HEAD_FILE)))
@@ -177,9 +212,32 @@ class TextClassifier(nn.Module):
                              "the run directory is damaged: copy it again or retrain") from None
         if getattr(backbone, "pooler", None) is not None and m.pooling != "pooler":
             backbone.pooler = None
+        if base is not None:
+            backbone = load_adapter(backbone, d, m.adapter.get("base_fingerprint"), m.adapter["base_checkpoint"])
         meta = {k: v for k, v in dataclasses.asdict(m).items() if k in MODEL_FIELDS}
         model = cls(backbone, head, m.pooling, m.labels, meta, m.task, m.loss, m.thresholds)
         return model.to(device).eval()
+
+
+def _adapter_base(d: Path, m: RunManifest) -> nn.Module:
+    """The base checkpoint an adapter run names, loaded as training loaded it (pad row included)."""
+    from transformers import AutoModel
+
+    from nlp_transfer.models.hub import grow_embeddings, load_tokenizer, resolve_checkpoint
+
+    name, gguf = m.adapter["base_checkpoint"], m.adapter.get("gguf_file")
+    try:
+        base = quiet(AutoModel.from_pretrained, resolve_checkpoint(name, gguf))
+    except (OSError, ModelError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelError(f"the adapter run '{d}' needs its base checkpoint '{name}'" + (f" (GGUF file {gguf})" if gguf else "")
+                         + f", which could not be loaded ({first}); make that checkpoint available "
+                         "(the manifest's adapter.base_checkpoint names it), or retrain") from None
+    if m.kind == "decoder":  # as the decoder recipe left it: no cache, the pad token (and its row, if added)
+        tokenizer = load_tokenizer(str(d))
+        grow_embeddings(base, len(tokenizer))
+        base.config.use_cache, base.config.pad_token_id = False, tokenizer.pad_token_id
+    return base
 
 
 def enable_gradient_checkpointing(backbone: nn.Module) -> None:

@@ -280,7 +280,7 @@ def first_token_problem(layer: nn.Module) -> str | None:
     if "forward" in vars(layer):
         return f"{name} already has an instance forward (applied twice?)"
     sa = getattr(getattr(layer, "attention", None), "self", None)
-    if sa is None or not all(isinstance(getattr(sa, n, None), nn.Linear) for n in ("query", "key", "value")):
+    if sa is None or not all(_linear(getattr(sa, n, None)) for n in ("query", "key", "value")):
         return f"{name} is not built like BERT's (no attention.self.query/key/value linear layers)"
     if not all(hasattr(sa, n) for n in ("attention_head_size", "scaling", "config", "dropout")):
         return f"{name} is not built like BERT's (attention.self lacks attention_head_size, scaling, config or dropout)"
@@ -300,6 +300,11 @@ def first_token_problem(layer: nn.Module) -> str | None:
         got = ", ".join(str(p) for p in params)
         return f"{name}.forward({got}) is not the BertLayer forward it was written for"
     return None
+
+
+def _linear(module) -> bool:
+    """A linear layer, or one wrapped by an adapter (peft's LoRA/IA³ layers keep it as ``base_layer``)."""
+    return isinstance(module, nn.Linear) or isinstance(getattr(module, "base_layer", None), nn.Linear)
 
 
 def apply_first_token(layer: nn.Module) -> Callable[[], None]:
@@ -460,6 +465,8 @@ def _first_token(model: nn.Module, stack: ExitStack, report: SpeedUps) -> None:
     if not hasattr(model, "pooling"):
         return report.notes.append("first-token: the model has no pooling attribute to say position 0 is all it reads")
     pooling = model.pooling
+    if getattr(model, "prompt_length", 0):
+        return report.notes.append("first-token: prompt tuning puts virtual tokens before the text's first token")
     if pooling not in FIRST_TOKEN_POOLINGS:
         return report.notes.append(f"first-token: pooling {pooling!r} reads more than position 0 (only cls, pooler)")
     try:

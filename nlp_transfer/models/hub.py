@@ -70,6 +70,19 @@ def load_backbone(cfg: ModelConfig):
     return backbone, load_tokenizer(path)
 
 
+def grow_embeddings(backbone, vocab_size: int) -> None:
+    """Grow the input embeddings to ``vocab_size`` rows (a token the tokenizer added, e.g. ``<pad>``).
+
+    The new rows are drawn from a fixed seed, so rebuilding the same checkpoint (an adapter
+    run's base, reloaded) gives the same rows, and the same weights fingerprint.
+    """
+    if vocab_size <= backbone.get_input_embeddings().num_embeddings:
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        backbone.resize_token_embeddings(vocab_size, mean_resizing=False)
+
+
 def position_limit(config) -> int | None:
     """The most positions the architecture can read (``max_position_embeddings``), or None without a limit."""
     n = getattr(config, "max_position_embeddings", None)

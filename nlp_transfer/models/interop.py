@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nlp_transfer.models.adapters import is_adapted
+
 
 def native_classifier(model) -> tuple[nn.Module | None, str]:
     """``(XForSequenceClassification sharing model's weights, "")``, or ``(None, why not)``.
@@ -24,6 +26,9 @@ def native_classifier(model) -> tuple[nn.Module | None, str]:
     already carries the label maps.
     """
     head, backbone = model.head, model.backbone
+    if is_adapted(backbone):
+        return None, ("an adapter run (the base checkpoint is not saved): `scripts/export.py RUN OUT --merge` writes one "
+                      "with the adapter folded in")
     if model.pooling != "pooler":
         return None, f"pooling '{model.pooling}' is not the architecture's own (pooler)"
     if not (isinstance(head, nn.Sequential) and len(head) == 2 and isinstance(head[0], nn.Dropout) and isinstance(head[1], nn.Linear)):

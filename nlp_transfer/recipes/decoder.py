@@ -22,7 +22,7 @@ from __future__ import annotations
 from nlp_transfer.config import ModelConfig
 from nlp_transfer.errors import ModelError
 from nlp_transfer.models.classifier import TextClassifier
-from nlp_transfer.models.hub import load_backbone, resolve_checkpoint
+from nlp_transfer.models.hub import grow_embeddings, load_backbone, resolve_checkpoint
 from nlp_transfer.recipes.encoder import assemble
 from nlp_transfer.utils.logs import quiet
 
@@ -67,9 +67,8 @@ def ensure_pad_token(tokenizer, backbone) -> str:
         else:
             tokenizer.add_special_tokens({"pad_token": "<pad>"})
             how = "added"
-    if len(tokenizer) > backbone.get_input_embeddings().num_embeddings:
-        # The padding row is never attended to, so its initial value does not matter.
-        backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    # The padding row is never attended to, so its value does not matter; it is seeded all the same.
+    grow_embeddings(backbone, len(tokenizer))
     backbone.config.pad_token_id = tokenizer.pad_token_id
     return how
 

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from nlp_transfer.config import RecipeConfig
+from nlp_transfer.config import ADAPTER_MODES, RecipeConfig
 from nlp_transfer.errors import ConfigError, ModelError
 from nlp_transfer.tasks import get_task
 
@@ -23,11 +23,18 @@ METRIC_COLUMNS = {"recall_macro": "test macro recall", "precision_macro": "test 
                   "f1_micro": "test micro F1"}
 
 
-def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[str, ...] = ()) -> str:
-    """A Markdown table: one row per run (test accuracy, macro F1, ``metrics``, wall time), baseline first."""
+# Extra run columns (--column): what a run costs besides time.
+RUN_COLUMNS = {"peak_memory": "peak memory (MB)", "run_size": "run directory (MB)"}
+
+
+def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[str, ...] = (), columns: tuple[str, ...] = ()) -> str:
+    """A Markdown table: one row per run (test accuracy, macro F1, ``metrics``, wall time, ``columns``), baseline first."""
     unknown = [m for m in metrics if m not in METRIC_COLUMNS]
     if unknown:
         raise ConfigError(f"unknown table metric '{unknown[0]}'; choose from {', '.join(METRIC_COLUMNS)}")
+    unknown = [c for c in columns if c not in RUN_COLUMNS]
+    if unknown:
+        raise ConfigError(f"unknown table column '{unknown[0]}'; choose from {', '.join(RUN_COLUMNS)}")
     runs = [_read_run(d) for d in run_dirs]
     other = next((m.get("task") for m, _ in runs if "accuracy" not in get_task(m.get("task", "single_label")).metrics), None)
     if other:
@@ -45,28 +52,40 @@ def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[st
         from nlp_transfer.reporting.baselines import tfidf_logreg
 
         b = tfidf_logreg(load_data(first_cfg.data))
-        rows.append(("TF-IDF + logistic regression", "word 1-2 grams, C=4", b, b["seconds"], "-", "-"))
-    for m, cfg in runs:
-        rows.append(_row(m, cfg))
+        rows.append(("TF-IDF + logistic regression", "word 1-2 grams, C=4", b, b["seconds"], "-", "-", ["-"] * len(columns)))
+    for d, (m, cfg) in zip(run_dirs, runs):
+        rows.append(_row(m, cfg) + ([_run_column(c, Path(d), m) for c in columns],))
     sizes = runs[0][0]["data"]["sizes"]
     lines = [
         f"Data: `{first_cfg.data.source or first_cfg.data.train_file}`, train {sizes['train']:,} / validation "
         f"{sizes['validation']:,} / test {sizes['test']:,} (split seed {first_cfg.data.split_seed}); test-set figures.",
         "",
         "| method | settings | trained params | test accuracy | test macro F1 | "
-        + "".join(f"{METRIC_COLUMNS[m]} | " for m in metrics) + "wall time (s) | train tokens/s |",
-        "|---|---|---:|---:|---:|" + "---:|" * len(metrics) + "---:|---:|",
+        + "".join(f"{METRIC_COLUMNS[m]} | " for m in metrics) + "wall time (s) | train tokens/s |"
+        + "".join(f" {RUN_COLUMNS[c]} |" for c in columns),
+        "|---|---|---:|---:|---:|" + "---:|" * len(metrics) + "---:|---:|" + "---:|" * len(columns),
     ]
-    for name, how, t, secs, tps, params in rows:
+    for name, how, t, secs, tps, params, more in rows:
         extra = "".join(f"{t[m]:.4f} | " for m in metrics)
-        lines.append(f"| {name} | {how} | {params} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {extra}{secs:.1f} | {tps} |")
+        lines.append(f"| {name} | {how} | {params} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {extra}{secs:.1f} | {tps} |"
+                     + "".join(f" {v} |" for v in more))
     return "\n".join(lines)
+
+
+def _run_column(column: str, d: Path, m: dict) -> str:
+    if column == "run_size":  # what a run directory costs to keep: weights (or the adapter), tokenizer, reports
+        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        return f"{size / 2**20:,.1f}"
+    peak = m["timing"].get("peak_memory_mb")
+    return f"{peak:,.0f}" if peak else "-"
 
 
 def _row(m: dict, cfg: RecipeConfig) -> tuple:
     """One run: what it is, how it ran, its test metrics, wall time, throughput, trained parameters."""
     env, t = m["environment"], cfg.transfer
     mode = {"partial": f"partial (top {t.unfreeze_top})", "feature_extraction": "feature extraction"}.get(t.mode, t.mode)
+    if t.mode in ADAPTER_MODES:
+        mode = adapter_note(t)
     head = "logistic regression" if cfg.model.head == "logreg" else f"{cfg.model.head} head"
     epochs = "1 fit" if cfg.model.head == "logreg" else f"{cfg.train.epochs} ep"
     how = f"{cfg.model.pooling} pooling, {head}, {epochs}, {env['mixed_precision']}, {env['num_processes']}x {env['device']}"
@@ -79,6 +98,18 @@ def _row(m: dict, cfg: RecipeConfig) -> tuple:
     trainable = m.get("parameters", {}).get("trainable")
     params = f"{trainable / 1e6:.2f}M" if trainable and trainable >= 1e5 else (f"{trainable:,}" if trainable else "-")
     return (f"{cfg.model.name_or_path} {mode}", how, m["test"], m["timing"]["total_seconds"], f"{tps:,.0f}" if tps else "-", params)
+
+
+def adapter_note(t) -> str:
+    """``lora r=8 (top 8 layers)``, ``ia3 (every layer)``, ``prompt tuning (20 tokens)``."""
+    a = t.peft
+    if t.mode == "prompt_tuning":
+        return f"prompt tuning ({a.num_virtual_tokens} tokens)"
+    rank = f" r={a.r}" if t.mode in ("lora", "dora") else ""
+    layers = a.layers_to_transform
+    top = layers is not None and sorted(layers) == list(range(-len(layers), 0))
+    where = f"top {len(layers)} layers" if top else (f"layers {', '.join(map(str, layers))}" if layers else "every layer")
+    return f"{t.mode}{rank} ({where})"
 
 
 def long_text_notes(m) -> list[str]:

@@ -2,8 +2,8 @@
 
 * ``feature_extraction``: pooled features from the on-disk cache (encoding what is missing);
   the head trains on them.
-* ``partial``: hidden states entering the first trained layer, computed once; the frozen
-  layers are swapped for a replay of them (:class:`~nlp_transfer.transfer.prefix.FrozenPrefix`).
+* ``partial``, and adapters on the top layers only: hidden states entering the first trained
+  layer, computed once; the frozen layers are swapped for a replay of them (:class:`~nlp_transfer.transfer.prefix.FrozenPrefix`).
 * otherwise (or with the caches switched off): token batches.
 """
 
@@ -17,7 +17,11 @@ import torch
 from nlp_transfer.data.batching import LengthGroupedBatchSampler, PadCollator
 from nlp_transfer.data.sampling import sampling_weights
 from nlp_transfer.transfer.caches import FeatureDataset, as_batch, cached_features
+from nlp_transfer.transfer.modes import parameter_depths
 from nlp_transfer.transfer.prefix import FrozenPrefix, PrefixCollator, PrefixDataset, encode_prefix, first_trained_layer
+
+# Modes whose frozen lower layers may be replayed from a cache: partial, and adapters on the top layers only.
+PREFIX_MODES = ("partial", "lora", "dora", "ia3")
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ def build_inputs(cfg, model, tokenizer, tokens, accelerator, log=None, progress:
     if t.mode == "feature_extraction" and (t.cache_features or cfg.model.head == "logreg"):
         return _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress)
     first = first_trained_layer(model)
-    if t.mode == "partial" and t.cache_prefix and first >= 1:
+    if t.mode in PREFIX_MODES and t.cache_prefix and first >= 1 and not trains_below(model, first):
         return _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first, progress)
     collate, train_cfg = PadCollator(tokenizer), cfg.train
     train, sampler = loader(tokens["train"], train_cfg.batch_size, collate, shuffle=True, seed=train_cfg.seed,
@@ -60,6 +64,12 @@ def build_inputs(cfg, model, tokenizer, tokens, accelerator, log=None, progress:
     val, _ = loader(tokens["validation"], train_cfg.eval_batch_size, collate, shuffle=False)
     test, _ = loader(tokens["test"], train_cfg.eval_batch_size, collate, shuffle=False)
     return Inputs(train, val, test, sampler)
+
+
+def trains_below(model, first: int) -> bool:
+    """Does anything below layer ``first`` train (embeddings, e.g. with transfer.peft.bias=all)? Then no prefix cache."""
+    depths = parameter_depths(model)
+    return any(p.requires_grad and depths[name] <= first for name, p in model.named_parameters())
 
 
 def _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress) -> Inputs:

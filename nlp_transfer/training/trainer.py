@@ -42,10 +42,12 @@ from nlp_transfer.training.objectives import Classification
 from nlp_transfer.training.precision import allow_precision_change, check_precision, resolve_precision, set_threads
 from nlp_transfer.training.rundir import write_run_dir
 from nlp_transfer.training.state import LoopState
+from nlp_transfer.transfer.adapters import describe_adapter
 from nlp_transfer.transfer.modes import apply_transfer, num_layers, param_groups
 from nlp_transfer.transfer.prefix import frozen_modules
 from nlp_transfer.transfer.probe import fit_logreg_head
 from nlp_transfer.transfer.regularisers import L2SP
+from nlp_transfer.utils.environment import peak_memory_mb
 from nlp_transfer.utils.progress import interactive
 
 logger = get_logger("nlp_transfer")
@@ -219,9 +221,10 @@ class Trainer:
         s.raw_model = s.model = model
         fast = cfg.train.fast_kernels and s.accelerator.device.type == "cpu"
         speed = self._undo.enter_context(speedups(model, dropout=fast, attention=fast, first_token=True, allocator=fast))
+        adapter = f" ({describe_adapter(model.meta['adapter'])})" if model.meta.get("adapter") else ""
         s.info(
             f"{cfg.name}: {cfg.model.name_or_path} ({num_layers(model)} layers), mode {cfg.transfer.mode}, "
-            f"{s.params['trainable']:,} of {s.params['total']:,} parameters train; {s.data.task} data {s.data.sizes()}; "
+            f"{s.params['trainable']:,} of {s.params['total']:,} parameters train{adapter}; {s.data.task} data {s.data.sizes()}; "
             f"precision {s.precision}; {s.accelerator.num_processes} process(es) on {s.accelerator.device}; {speed.describe()}"
         )
 
@@ -329,6 +332,7 @@ class Trainer:
             "fit_seconds": round(fit_seconds, 2),
             "train_samples_per_second": round(n_samples / t_train, 1) if t_train and n_samples else None,
             "train_tokens_per_second": round(n_tokens / t_train, 1) if t_train and n_tokens else None,
+            "peak_memory_mb": peak_memory_mb(s.accelerator.device.type),  # the main process's (GPU: allocated)
             "cache": s.inputs.cache,
         }
 

@@ -11,9 +11,11 @@ import re
 
 from torch import nn
 
-from nlp_transfer.config import TrainConfig, TransferConfig
+from nlp_transfer.config import ADAPTER_MODES, TrainConfig, TransferConfig
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.models.adapters import is_adapted
 from nlp_transfer.models.layers import find_layers
+from nlp_transfer.transfer.adapters import add_adapters
 
 
 def parameter_depths(model: nn.Module) -> dict[str, int]:
@@ -25,6 +27,9 @@ def parameter_depths(model: nn.Module) -> dict[str, int]:
     for name, _ in model.named_parameters():
         if name.startswith("head."):
             depths[name] = n + 1
+            continue
+        if ".prompt_encoder." in name:  # prompt tuning's virtual tokens enter where the embeddings do
+            depths[name] = 0
             continue
         m = pattern.match(name)
         if m:
@@ -56,6 +61,12 @@ def trainable_depth_floor(cfg: TransferConfig, n_layers: int, epoch: int = 0) ->
 
 def apply_transfer(model: nn.Module, cfg: TransferConfig, epoch: int = 0) -> dict[str, int]:
     """Set ``requires_grad`` for ``cfg.mode`` (at ``epoch`` for gradual); returns trainable counts."""
+    if cfg.mode in ADAPTER_MODES:  # peft freezes the backbone and trains its adapter; the head trains too
+        if not is_adapted(model.backbone):
+            add_adapters(model, cfg)
+        for p in model.head.parameters():
+            p.requires_grad = True
+        return _counts(model)
     depths = parameter_depths(model)
     n = num_layers(model)
     if cfg.mode == "partial" and cfg.unfreeze_top > n:
@@ -71,6 +82,10 @@ def apply_transfer(model: nn.Module, cfg: TransferConfig, epoch: int = 0) -> dic
             f"transfer.mode=bitfit but {type(model.backbone).__name__} has no bias parameters (Llama-family "
             "decoders have none), so only the head would train; use partial or feature_extraction"
         )
+    return _counts(model)
+
+
+def _counts(model: nn.Module) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable": trainable, "total": sum(p.numel() for p in model.parameters())}
 

@@ -50,3 +50,17 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "memory_gb": memory_gb(),
     }
+
+
+def peak_memory_mb(device_type: str = "cpu") -> float | None:
+    """Peak memory of this process so far: CUDA memory allocated on a GPU, else the resident set size."""
+    if device_type == "cuda":
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports kilobytes
+    except (ImportError, OSError):
+        return None
