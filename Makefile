@@ -64,10 +64,11 @@ adapters-rt: $(STAMP)
 adapters-bbc: $(STAMP)
 	$(call runs_table,bbc_news,bbc,$(ADAPTERS),adapters-bbc_news,adapters-bbc,$(RUN_COLUMNS))
 
-# SmolLM2 with LoRA on its top 8 layers (about 40 min on 2 cores), then the decoder table with it.
+# SmolLM2: LoRA on its top 8 layers against partial (top 2), both on the frozen-prefix cache (over an hour on 2 cores).
 adapters-smollm2: $(STAMP)
 	$(LAUNCH) --config recipes/rotten_tomatoes/smollm2-lora.yaml output.overwrite=true
-	$(PY) scripts/summarize.py runs/rt-smollm2-lora $(RUN_COLUMNS) --out results/adapters-smollm2.md \
+	$(LAUNCH) --config recipes/rotten_tomatoes/smollm2-partial.yaml output.overwrite=true
+	$(PY) scripts/summarize.py runs/rt-smollm2-partial runs/rt-smollm2-lora $(RUN_COLUMNS) --out results/adapters-smollm2.md \
 		--readme README.md --section adapters-smollm2 --command "make adapters-smollm2"
 
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.

@@ -162,6 +162,8 @@ def test_adapter_runs_train_only_the_adapter_and_reload_and_merge_to_the_same_lo
     manifest = json.loads((run / "nlp_transfer.json").read_text())
     assert manifest["adapter"]["method"] == mode and manifest["adapter"]["base_checkpoint"] == str(model_dirs[arch])
     assert manifest["transformers_class"] is None and "export.py RUN OUT --merge" in manifest["transformers_note"]
+    summary = (run / "summary.md").read_text()
+    assert f"An adapter run ({mode})" in summary and f"mode `{mode}`: " in summary
 
     data = load_data(cfg.data)
     texts, labels = list(data.splits["test"]["text"]), [data.labels[i] for i in data.splits["test"]["label"]]
@@ -224,9 +226,13 @@ def test_a_missing_base_checkpoint_is_one_line_naming_it(lora_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     manifest = json.loads((copy / "nlp_transfer.json").read_text())
-    manifest["adapter"]["base_checkpoint"] = str(tmp_path / "gone")
+    assert manifest["adapter"]["base_path"] == str(base.resolve())
+    manifest["adapter"]["base_checkpoint"] = "moved/away"  # e.g. a relative path, read from another directory
     (copy / "nlp_transfer.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelError, match=f"needs its base checkpoint '{tmp_path / 'gone'}'.*make that checkpoint available") as e:
+    assert load_run(copy).labels == ["neg", "pos"]  # found where training found it
+    manifest["adapter"]["base_path"] = str(tmp_path / "gone")
+    (copy / "nlp_transfer.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="needs its base checkpoint 'moved/away'.*make that checkpoint available") as e:
         load_run(copy)
     assert "\n" not in str(e.value)
 

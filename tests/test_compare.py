@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from nlp_transfer import ConfigError
+from nlp_transfer import ConfigError, RecipeConfig
 from nlp_transfer.experiments.compare import DEFAULT_RECIPES, describe, load_recipes
 
 
@@ -98,3 +98,8 @@ def test_default_recipes_are_shipped_and_comparable():
     assert scratch.model == full.model.__class__(**{**full.model.__dict__, "pretrained": False})  # same architecture
     logreg = load_recipes(["recipes/rotten_tomatoes/minilm-logreg.yaml"])[0]
     assert describe(logreg) == "minilm: frozen features + logistic regression"
+    lora, smollm2 = load_recipes(["recipes/rotten_tomatoes/minilm-lora.yaml"])[0], RecipeConfig.from_yaml(
+        REPO / "recipes/rotten_tomatoes/smollm2-lora.yaml")
+    assert describe(lora) == "minilm: lora r=8 (every layer) + head"
+    assert describe(smollm2) == "smollm2: lora r=16 (top 8 layers) + head"
+    assert describe(lora.replace("transfer.mode=prompt_tuning")) == "minilm: prompt tuning (20 tokens) + head"

@@ -26,13 +26,14 @@ from nlp_transfer.config.schema import (
     ModelConfig,
     OutputConfig,
     RecipeConfig,
+    SetFitConfig,
     TrainConfig,
     TransferConfig,
     describe_recipe,
 )
 
 __all__ = [
-    "RecipeConfig", "ModelConfig", "DataConfig", "TransferConfig", "AdapterConfig", "TrainConfig", "OutputConfig",
+    "RecipeConfig", "ModelConfig", "DataConfig", "TransferConfig", "AdapterConfig", "SetFitConfig", "TrainConfig", "OutputConfig",
     "apply_overrides", "describe_fields", "describe_recipe",
     "TRANSFER_MODES", "ADAPTER_MODES", "POOLINGS", "HEADS", "ACTIVATIONS", "PRECISIONS", "BACKBONE_DTYPES", "TRUNCATIONS", "AGGREGATES",
     "SAMPLERS", "TASKS", "TASK_CHOICES", "LOSSES", "THRESHOLD_MODES",

@@ -27,7 +27,8 @@ from nlp_transfer.metrics import SELECTABLE_METRICS
 
 # Adapter modes go through the peft library (nlp_transfer/transfer/adapters.py).
 ADAPTER_MODES = ("lora", "dora", "ia3", "prompt_tuning")
-TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full") + ADAPTER_MODES
+TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full") + ADAPTER_MODES + ("setfit",)
+PAIR_SAMPLING = ("oversampling", "undersampling", "unique")
 ADAPTER_BIASES = ("none", "all", "lora_only")
 PROMPT_INITS = ("vocab", "random")
 POOLINGS = ("auto", "cls", "pooler", "mean", "max", "last")
@@ -161,6 +162,14 @@ class DataConfig:
     test_fraction: float = _f(0.1, "Fraction held out for test when the source has no such split.")
     split_seed: int = _f(42, "Seed of the stratified splits (recorded with the run).")
     max_samples: Optional[int] = _f(None, "Keep at most this many examples per split (quick runs).")
+    samples_per_class: Optional[int] = _f(
+        None,
+        "Few-shot: train on this many examples of each class, drawn from the training split (stratified, seeded by "
+        "data.sample_seed); validation and test stay whole. Single-label data; null: every training example.",
+    )
+    sample_seed: int = _f(
+        0, "Seed of the data.samples_per_class draw; for one seed, a smaller draw is part of every larger one."
+    )
 
     def __post_init__(self) -> None:
         _check(
@@ -175,6 +184,8 @@ class DataConfig:
             "data.validation_fraction + data.test_fraction must leave at least 10% for training",
         )
         _check(self.max_samples is None or self.max_samples > 0, "data.max_samples must be positive or null")
+        _check(self.samples_per_class is None or self.samples_per_class >= 1,
+               f"data.samples_per_class={self.samples_per_class} must be at least 1 (or null for every example)")
         _choice("data", "task", self.task, TASK_CHOICES)
         if self.label_columns is not None:
             _check(len(self.label_columns) >= 1, "data.label_columns must name at least one 0/1 column (or be null)")
@@ -230,11 +241,28 @@ class AdapterConfig:
 
 
 @dataclass
+class SetFitConfig:
+    """``transfer.setfit``: the contrastive pairs of the setfit mode (SetFit, Tunstall et al. 2022)."""
+
+    num_iterations: int = _f(
+        20, "Pairs per training example and epoch: each example goes into this many positive and as many negative pairs."
+    )
+    sampling: str = _f(
+        "oversampling", "How pairs are drawn when num_iterations is 0: oversampling, undersampling or unique (setfit's strategies)."
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.num_iterations >= 0, f"transfer.setfit.num_iterations={self.num_iterations} must be >= 0")
+        _choice("transfer.setfit", "sampling", self.sampling, PAIR_SAMPLING)
+
+
+@dataclass
 class TransferConfig:
     mode: str = _f(
         "full",
         "What trains: feature_extraction (head only, cached features), partial, gradual, bitfit, full; or adapters "
-        "through peft (the backbone frozen, transfer.peft): lora, dora, ia3, prompt_tuning.",
+        "through peft (the backbone frozen, transfer.peft): lora, dora, ia3, prompt_tuning; or setfit (few labels: the "
+        "encoder tuned on contrastive pairs, then a logistic-regression head on its embeddings; transfer.setfit).",
     )
     unfreeze_top: int = _f(2, "partial: number of top transformer layers that train.")
     unfreeze_every: int = _f(1, "gradual: epochs between two unfreezing steps (the head trains alone for the first).")
@@ -252,6 +280,7 @@ class TransferConfig:
         None, "Feature cache directory (default: $NLP_TRANSFER_CACHE, else ~/.cache/nlp_transfer)."
     )
     peft: AdapterConfig = field(default_factory=AdapterConfig)
+    setfit: SetFitConfig = field(default_factory=SetFitConfig)
 
     def __post_init__(self) -> None:
         _choice("transfer", "mode", self.mode, TRANSFER_MODES)
@@ -268,7 +297,10 @@ class TransferConfig:
                    "(the virtual tokens enter below every layer); set it to null, or use lora on the top layers")
             _check(self.layerwise_lr_decay == 1.0, "transfer.layerwise_lr_decay does not apply to prompt_tuning (only the "
                    "input prompt and the head train); set it to 1.0")
-        elif self.mode not in ADAPTER_MODES and self.peft != AdapterConfig():
+        if self.mode != "setfit" and self.setfit != SetFitConfig():
+            raise ConfigError(f"transfer.setfit configures transfer.mode=setfit and has no effect with transfer.mode={self.mode}; "
+                              "remove the transfer.setfit settings or set transfer.mode=setfit")
+        if self.mode not in ADAPTER_MODES and self.peft != AdapterConfig():
             raise ConfigError(f"transfer.peft configures the adapter modes ({', '.join(ADAPTER_MODES)}) and has no effect "
                               f"with transfer.mode={self.mode}; remove the transfer.peft settings or choose an adapter mode")
 
@@ -392,14 +424,16 @@ class RecipeConfig:
                 f"model.head=logreg fits a single-label logistic regression and cannot learn a {self.data.task} task; "
                 "use model.head=linear (or mlp) with transfer.mode=feature_extraction"
             )
-        if self.model.head == "logreg" and self.transfer.mode != "feature_extraction":
+        if self.model.head == "logreg" and self.transfer.mode not in ("feature_extraction", "setfit"):
             raise ConfigError(
                 f"model.head=logreg is fitted on frozen features and needs transfer.mode=feature_extraction "
-                f"(got '{self.transfer.mode}'); use head linear or mlp to train the backbone"
+                f"(or setfit; got '{self.transfer.mode}'); use head linear or mlp to train the backbone"
             )
-        if self.model.head == "logreg" and self.train.resume:
+        if self.transfer.mode == "setfit":
+            self._check_setfit()
+        if self.model.head == "logreg" and self.transfer.mode != "setfit" and self.train.resume:
             raise ConfigError("model.head=logreg is one scikit-learn fit with no checkpoints; run without train.resume / --resume")
-        if self.model.head == "logreg" and self.train.sampler != "random":
+        if self.model.head == "logreg" and self.transfer.mode != "setfit" and self.train.sampler != "random":
             raise ConfigError(
                 "train.sampler=weighted does not apply to model.head=logreg (one fit on all features); "
                 "use train.class_weights=balanced to reweigh the classes"
@@ -412,6 +446,20 @@ class RecipeConfig:
                 f"model.backbone_dtype=bfloat16 needs a frozen backbone, but transfer.mode={self.transfer.mode} trains it "
                 "(bf16 weights lose small updates); use model.backbone_dtype=float32 with train.mixed_precision=bf16"
             )
+
+    def _check_setfit(self) -> None:
+        """transfer.mode=setfit: a logistic-regression head on the tuned embeddings, one fit per epoch."""
+        _check(self.model.head == "logreg", f"transfer.mode=setfit fits a logistic-regression head on the tuned embeddings; "
+               f"set model.head=logreg (got '{self.model.head}')")
+        _check(not (self.train.resume or self.train.save_checkpoints or self.train.save_every_steps),
+               "transfer.mode=setfit runs are short few-shot runs without checkpoints; remove train.resume, "
+               "train.save_checkpoints and train.save_every_steps")
+        _check(self.train.sampler == "random", "train.sampler=weighted does not apply to transfer.mode=setfit (its pairs are "
+               "balanced: as many positive as negative); use train.sampler=random")
+        _check(not self.model.chunking, "transfer.mode=setfit compares whole texts; set model.chunking=false")
+        _check(self.transfer.layerwise_lr_decay == 1.0 and self.transfer.l2sp == 0.0,
+               "transfer.mode=setfit tunes the whole encoder with one learning rate; set transfer.layerwise_lr_decay=1.0 "
+               "and transfer.l2sp=0")
 
     # ---- construction -------------------------------------------------------------
     @classmethod

@@ -21,7 +21,8 @@ import numpy as np
 from nlp_transfer.config import DataConfig
 from nlp_transfer.data import catalog
 from nlp_transfer.data.reader import NoRowsError, infer_format, read_table
-from nlp_transfer.errors import DataError
+from nlp_transfer.data.sampling import per_class_sample
+from nlp_transfer.errors import ConfigError, DataError
 from nlp_transfer.tasks import Task, get_task, infer_task
 from nlp_transfer.tasks.labels import zero_one
 
@@ -237,7 +238,8 @@ def _stratified_split(ds: datasets.Dataset, fraction: float, seed: int, stratifi
     return ds.select(rest), ds.select(held)
 
 
-def _split(enc: dict[str, datasets.Dataset], raw_has_test: bool, cfg: DataConfig, stratify: bool) -> datasets.DatasetDict:
+def _split(enc: dict[str, datasets.Dataset], raw_has_test: bool, cfg: DataConfig, stratify: bool,
+           names: list[str]) -> datasets.DatasetDict:
     """Held-out splits the source lacks; fractions are of the whole source, so 80/10/10 means what it says."""
     train = enc["train"]
     total = len(train)
@@ -246,6 +248,8 @@ def _split(enc: dict[str, datasets.Dataset], raw_has_test: bool, cfg: DataConfig
     if "validation" not in enc:
         frac = cfg.validation_fraction * total / len(train) if not raw_has_test else cfg.validation_fraction
         train, enc["validation"] = _stratified_split(train, min(frac, 0.5), cfg.split_seed + 1, stratify)
+    if cfg.samples_per_class is not None:  # few-shot: after the held-out splits, so they stay whole
+        train = train.select(per_class_sample(train["label"], cfg.samples_per_class, cfg.sample_seed, names))
     enc["train"] = train
     splits = datasets.DatasetDict({s: enc[s] for s in SPLITS})
     if cfg.max_samples is not None:
@@ -280,4 +284,7 @@ def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:
             f"model.num_labels={num_labels} but the training data has {len(names)} labels ({', '.join(names[:10])}); "
             "fix model.num_labels or remove it"
         )
-    return TextData(splits=_split(enc, "test" in raw, cfg, task.stratify), labels=names, task=name)
+    if cfg.samples_per_class is not None and name != "single_label":
+        raise ConfigError(f"data.samples_per_class draws examples per class and needs single-label data, but this is "
+                          f"{name} data; use data.max_samples to train on fewer examples")
+    return TextData(splits=_split(enc, "test" in raw, cfg, task.stratify, names), labels=names, task=name)

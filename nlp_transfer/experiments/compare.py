@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlp_transfer.config import RecipeConfig
+from nlp_transfer.config import ADAPTER_MODES, RecipeConfig
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.reporting.tables import adapter_note
 
 logger = logging.getLogger("nlp_transfer")
 
@@ -51,7 +52,10 @@ class Comparison:
 
 def describe(cfg: RecipeConfig) -> str:
     """A short name for a recipe's method, e.g. ``minilm: partial fine-tuning (top 2 layers + head)``."""
-    what = _MODES[cfg.transfer.mode].format(k=cfg.transfer.unfreeze_top)
+    if cfg.transfer.mode in ADAPTER_MODES:
+        what = adapter_note(cfg.transfer) + " + head"
+    else:
+        what = _MODES[cfg.transfer.mode].format(k=cfg.transfer.unfreeze_top)
     if cfg.model.head == "logreg":
         what = "frozen features + logistic regression"
     if not cfg.model.pretrained:

@@ -149,9 +149,13 @@ class TextClassifier(nn.Module):
         pooler = getattr(base, "pooler", None) if self.pooling == "pooler" else None
         return pool(hidden, mask, self.pooling, pooler(hidden) if pooler is not None else None)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, features=None, labels=None):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, features=None, labels=None,
+                features_only: bool = False):
+        """``{"loss", "logits"}``; ``features_only``: ``{"features"}``, the pooled vectors (contrastive training)."""
         if features is None:
             features = self.encode(input_ids, attention_mask, token_type_ids)
+        if features_only:
+            return {"features": features}
         logits = self.head(features.to(self.head[-1].weight.dtype))
         loss = self.loss_fn(logits, labels, self.class_weights) if labels is not None else None
         return {"loss": loss, "logits": logits}
@@ -225,9 +229,14 @@ def _adapter_base(d: Path, m: RunManifest) -> nn.Module:
 
     from nlp_transfer.models.hub import grow_embeddings, load_tokenizer, resolve_checkpoint
 
-    name, gguf = m.adapter["base_checkpoint"], m.adapter.get("gguf_file")
+    name, gguf, found = m.adapter["base_checkpoint"], m.adapter.get("gguf_file"), m.adapter.get("base_path")
     try:
-        base = quiet(AutoModel.from_pretrained, resolve_checkpoint(name, gguf))
+        try:
+            base = quiet(AutoModel.from_pretrained, resolve_checkpoint(name, gguf))
+        except (OSError, ModelError, ValueError):
+            if not (found and Path(found).is_dir()):  # a relative path from elsewhere, a hub id offline, ...
+                raise
+            base = quiet(AutoModel.from_pretrained, found)  # where training found it (the fingerprint still decides)
     except (OSError, ModelError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ModelError(f"the adapter run '{d}' needs its base checkpoint '{name}'" + (f" (GGUF file {gguf})" if gguf else "")

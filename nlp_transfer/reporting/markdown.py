@@ -66,6 +66,16 @@ def loading_instructions(manifest) -> str:
             'tokenizer = AutoTokenizer.from_pretrained("<this directory>")',
             "```",
         ]
+    elif manifest.adapter:
+        base = manifest.adapter.get("base_checkpoint")
+        lines += [
+            f"An adapter run ({manifest.adapter.get('method')}): `adapter_config.json` and `adapter_model.safetensors` hold "
+            f"the adapter in peft's format, on the base checkpoint `{base}`, which is not saved here (`load_run` loads it "
+            "and checks its weights against the fingerprint in `nlp_transfer.json`). With peft alone: "
+            f'`PeftModel.from_pretrained(AutoModel.from_pretrained("{base}"), "<this directory>")` gives the backbone; '
+            "the pooling and head are in `nlp_transfer.json` and `head.safetensors`. "
+            "`python scripts/export.py <this directory> OUT --merge` writes a run with the adapter folded into the weights.",
+        ]
     else:
         note = manifest.transformers_note or "the pooling or head is not the architecture's own"
         lines += [

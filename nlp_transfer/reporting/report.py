@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nlp_transfer.config import ADAPTER_MODES
 from nlp_transfer.manifest import read_manifest
 from nlp_transfer.reporting.markdown import confusion_table, label_balance_table, loading_instructions, per_class_table
 from nlp_transfer.reporting.plots import plot_confusion_matrix, plot_learning_curves
-from nlp_transfer.reporting.tables import imbalance_notes, long_text_notes
+from nlp_transfer.reporting.tables import adapter_note, imbalance_notes, long_text_notes
 from nlp_transfer.tasks import get_task
 
 SUMMARY_FILE = "summary.md"
@@ -32,8 +33,11 @@ def write_plots(run_dir: Path, cfg, metrics: dict) -> list[str]:
 
 
 def _setup_lines(cfg, metrics: dict) -> list[str]:
-    """Long-text handling and class balancing, where the recipe sets them."""
+    """Few-shot sampling, long-text handling and class balancing, where the recipe sets them."""
     lines = []
+    if getattr(cfg.data, "samples_per_class", None):
+        lines.append(f"- few-shot: {cfg.data.samples_per_class} training examples per class (drawn with seed "
+                     f"{cfg.data.sample_seed}); validation and test whole")
     long_text = long_text_notes(cfg.model)
     if long_text:
         note = (" (`load_run` does the same; plain transformers loading would truncate instead)" if cfg.model.chunking else "")
@@ -49,11 +53,12 @@ def _setup_lines(cfg, metrics: dict) -> list[str]:
 def _head_lines(cfg, metrics: dict) -> list[str]:
     timing, env, sizes = metrics["timing"], metrics["environment"], metrics["data"]["sizes"]
     init = "" if getattr(cfg.model, "pretrained", True) else ", random initialisation (not pretrained)"
+    mode = f"`{cfg.transfer.mode}`" + (f": {adapter_note(cfg.transfer)}" if cfg.transfer.mode in ADAPTER_MODES else "")
     task = metrics.get("task", "single_label")
     return [
         f"# {cfg.name}",
         "",
-        f"- model: `{cfg.model.name_or_path}` (pooling `{cfg.model.pooling}`, head `{cfg.model.head}`{init}), mode `{cfg.transfer.mode}`",
+        f"- model: `{cfg.model.name_or_path}` (pooling `{cfg.model.pooling}`, head `{cfg.model.head}`{init}), mode {mode}",
         f"- data: `{cfg.data.source or cfg.data.train_file}` ({task.replace('_', '-')}); train {sizes['train']:,}, "
         f"validation {sizes['validation']:,}, test {sizes['test']:,}",
         f"- training: {cfg.train.epochs} epochs, batch {cfg.train.batch_size} x {cfg.train.grad_accum_steps} accumulation x "

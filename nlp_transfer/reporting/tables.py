@@ -91,6 +91,7 @@ def _row(m: dict, cfg: RecipeConfig) -> tuple:
     how = f"{cfg.model.pooling} pooling, {head}, {epochs}, {env['mixed_precision']}, {env['num_processes']}x {env['device']}"
     extras = [f"LLRD {t.layerwise_lr_decay}"] if t.layerwise_lr_decay < 1 else []
     extras += [f"L2-SP {t.l2sp}"] if t.l2sp > 0 else []
+    extras += [f"{cfg.data.samples_per_class} per class (seed {cfg.data.sample_seed})"] if cfg.data.samples_per_class else []
     extras += long_text_notes(cfg.model) + imbalance_notes(cfg.train)
     if extras:
         how += ", " + ", ".join(extras)

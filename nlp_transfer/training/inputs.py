@@ -16,6 +16,7 @@ import torch
 
 from nlp_transfer.data.batching import LengthGroupedBatchSampler, PadCollator
 from nlp_transfer.data.sampling import sampling_weights
+from nlp_transfer.errors import ConfigError
 from nlp_transfer.transfer.caches import FeatureDataset, as_batch, cached_features
 from nlp_transfer.transfer.modes import parameter_depths
 from nlp_transfer.transfer.prefix import FrozenPrefix, PrefixCollator, PrefixDataset, encode_prefix, first_trained_layer
@@ -36,6 +37,8 @@ class Inputs:
     prefix: FrozenPrefix | None = None  # partial: replay of the frozen layers (install before prepare)
     encode_seconds: float = 0.0
     cache: dict = field(default_factory=dict)  # what the caches did, for metrics.json
+    tokens: dict | None = None  # setfit: the tokenized splits, which validation encodes to fit the head
+    collate: object = None  # setfit: how token rows become a batch
 
 
 def loader(ds, batch_size, collate, *, shuffle, seed=0, group=True, lengths=None, weights=None, processes=1):
@@ -55,6 +58,8 @@ def build_inputs(cfg, model, tokenizer, tokens, accelerator, log=None, progress:
     weights = sampling_weights(tokens["train"]["labels"]) if cfg.train.sampler == "weighted" else None
     if t.mode == "feature_extraction" and (t.cache_features or cfg.model.head == "logreg"):
         return _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress)
+    if t.mode == "setfit":
+        return _pair_inputs(cfg, tokenizer, tokens, accelerator)
     first = first_trained_layer(model)
     if t.mode in PREFIX_MODES and t.cache_prefix and first >= 1 and not trains_below(model, first):
         return _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first, progress)
@@ -110,3 +115,65 @@ def _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first: i
     seconds = time.perf_counter() - t0
     return Inputs(train, val, test, sampler, prefix=FrozenPrefix(model, first), encode_seconds=seconds,
                   cache={"prefix": {"first_trained_layer": first, "seconds": round(seconds, 2)}})
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """SetFit's contrastive pairs over tokenized rows: (row a, row b, 1.0 same class / 0.0 not)."""
+
+    def __init__(self, rows: list[dict], pairs: list[dict]):
+        self.rows, self.pairs = rows, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, k: int) -> dict:
+        p = self.pairs[k]
+        return {"a": self.rows[p["sentence_1"]], "b": self.rows[p["sentence_2"]], "similarity": p["label"]}
+
+
+class PairCollator:
+    """Both sides of every pair in one padded batch (rows 0..B-1 the first texts, B..2B-1 the second), so
+    one forward pass embeds them; ``labels`` holds the B target similarities."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.collate([e["a"] for e in examples] + [e["b"] for e in examples])
+        batch.pop("labels", None)
+        batch["labels"] = torch.tensor([e["similarity"] for e in examples], dtype=torch.float32)
+        return batch
+
+
+def contrastive_pairs(labels: list[int], num_iterations: int, sampling: str) -> list[dict]:
+    """Pairs of example indices with target similarity, drawn by setfit's own sampler (``ContrastiveDataset``):
+    each example in ``num_iterations`` positive and as many negative pairs (0: by ``sampling``)."""
+    try:
+        from setfit.sampler import ContrastiveDataset
+    except ImportError:
+        raise ConfigError("transfer.mode=setfit needs the setfit package; install it with: "
+                          "pip install 'nlp-transfer[fewshot]' (or pip install setfit)") from None
+
+    from nlp_transfer.utils.logs import quiet
+
+    ds = quiet(ContrastiveDataset, list(range(len(labels))), list(labels), multilabel=False,
+               num_iterations=num_iterations or None, sampling_strategy=sampling)
+    return list(ds)
+
+
+def _pair_inputs(cfg, tokenizer, tokens, accelerator) -> Inputs:
+    train_cfg, collate = cfg.train, PadCollator(tokenizer)
+    t0 = time.perf_counter()
+    train = tokens["train"]
+    pairs = contrastive_pairs(train["labels"], cfg.transfer.setfit.num_iterations, cfg.transfer.setfit.sampling)
+    rows = [{k: v for k, v in r.items() if k not in ("labels", "length")} for r in train]
+    lengths = [max(len(rows[p["sentence_1"]]["input_ids"]), len(rows[p["sentence_2"]]["input_ids"])) for p in pairs]
+    train_loader, sampler = loader(PairDataset(rows, pairs), train_cfg.batch_size, PairCollator(collate), shuffle=True,
+                                   seed=train_cfg.seed, group=train_cfg.group_by_length, lengths=lengths,
+                                   processes=accelerator.num_processes)
+    val, _ = loader(tokens["validation"], train_cfg.eval_batch_size, collate, shuffle=False)
+    test, _ = loader(tokens["test"], train_cfg.eval_batch_size, collate, shuffle=False)
+    positive = sum(p["label"] == 1.0 for p in pairs)
+    return Inputs(train_loader, val, test, sampler, encode_seconds=0.0, tokens=tokens, collate=collate,
+                  cache={"pairs": {"total": len(pairs), "positive": positive, "negative": len(pairs) - positive,
+                                   "seconds": round(time.perf_counter() - t0, 2)}})

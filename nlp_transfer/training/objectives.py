@@ -42,3 +42,37 @@ class Classification:
 
     def validate(self, session) -> dict:
         return evaluate(session.model, session.val_loader, session.accelerator, self.labels, self.aggregate, tune=self.tune)
+
+
+class ContrastivePairs:
+    """SetFit's body training: the cosine similarity of two texts' pooled embeddings regressed (MSE) on 1 for
+    a pair of one class and 0 otherwise (sentence-transformers' CosineSimilarityLoss). Each epoch is judged
+    the way the run will predict: the logistic-regression head fitted on the tuned embeddings of the
+    training examples, scored on validation."""
+
+    def __init__(self, metric: str, labels: list[str], logreg_c: float | None, seed: int, class_weights=None):
+        self.metric, self.labels, self.logreg_c, self.seed, self.class_weights = metric, labels, logreg_c, seed, class_weights
+
+    def loss(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        target = batch.pop("labels")
+        features = model(**batch, features_only=True)["features"].float()
+        a, b = features.chunk(2)
+        loss = torch.nn.functional.mse_loss(torch.nn.functional.cosine_similarity(a, b), target)
+        return loss, loss
+
+    def validate(self, session) -> dict:
+        from nlp_transfer.transfer.caches import FeatureDataset, as_batch, encode_features
+        from nlp_transfer.transfer.probe import fit_logreg_head
+
+        s, model = session, session.raw_model
+        feats = {}
+        for split in ("train", "validation"):
+            ds = s.inputs.tokens[split]
+            x = encode_features(model, ds, s.inputs.collate, s.cfg.train.eval_batch_size, s.accelerator, progress=False)
+            feats[split] = FeatureDataset(x.cpu(), torch.tensor(ds["labels"]))
+        fit = fit_logreg_head(model.head, feats["train"], feats["validation"], self.labels, self.logreg_c, self.metric,
+                              self.seed, self.class_weights)
+        val = torch.utils.data.DataLoader(feats["validation"], batch_size=s.cfg.train.eval_batch_size, collate_fn=as_batch)
+        metrics = evaluate(s.model, val, s.accelerator, self.labels)
+        metrics["logreg_C"] = fit["C"]
+        return metrics

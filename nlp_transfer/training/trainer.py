@@ -38,7 +38,7 @@ from nlp_transfer.training.evaluation import evaluate
 from nlp_transfer.training.hooks import default_hooks
 from nlp_transfer.training.inputs import Inputs, build_inputs
 from nlp_transfer.training.loop import fit
-from nlp_transfer.training.objectives import Classification
+from nlp_transfer.training.objectives import Classification, ContrastivePairs
 from nlp_transfer.training.precision import allow_precision_change, check_precision, resolve_precision, set_threads
 from nlp_transfer.training.rundir import write_run_dir
 from nlp_transfer.training.state import LoopState
@@ -139,7 +139,7 @@ class Session:
 
     def trained_keys(self) -> set[str] | None:
         """The state entries training can change (only those are kept for the best epoch); None: all of them."""
-        if self.cfg.transfer.mode in ("full", "gradual"):
+        if self.cfg.transfer.mode in ("full", "gradual", "setfit"):  # setfit: the encoder and the head fitted on it
             return None
         return {n for n, p in self.raw_model.named_parameters() if p.requires_grad}
 
@@ -172,7 +172,7 @@ class Trainer:
         self._start()
         self._build_model()
         self._build_inputs()
-        if self.cfg.model.head != "logreg":  # the probe is one scikit-learn fit: no optimiser, no loop
+        if not _probe_only(self.cfg):  # the probe is one scikit-learn fit: no optimiser, no loop
             self._build_optimiser()
             self._resume()
         return self.s
@@ -283,9 +283,11 @@ class Trainer:
         """The loop with ``objective`` (default: classification with the recipe's regulariser) and ``hooks``
         (default: the recipe's); the logreg probe has its own path."""
         s, cfg = self.s, self.cfg
-        if cfg.model.head == "logreg":
+        if _probe_only(cfg):
             fit_probe(s)
             return
+        if objective is None and cfg.transfer.mode == "setfit":
+            objective = ContrastivePairs(s.setup.metric, s.data.labels, cfg.model.logreg_c, cfg.train.seed, s.class_weights)
         if objective is None:
             regulariser = L2SP(s.raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
             objective = Classification(s.setup.metric, s.data.labels, cfg.model.chunk_aggregate, s.setup.tune, regulariser)
@@ -347,6 +349,11 @@ class Trainer:
             return {}
         return {**s.schedule, "optimizer_steps_done": s.state.step, "scheduler_ticks_done": s.scheduler.scheduler.last_epoch,
                 "final_lr": s.scheduler.get_last_lr()[0]}
+
+
+def _probe_only(cfg: RecipeConfig) -> bool:
+    """The logreg head on frozen features: one scikit-learn fit, no loop (setfit fits it inside the loop)."""
+    return cfg.model.head == "logreg" and cfg.transfer.mode != "setfit"
 
 
 def fit_probe(s: Session) -> None:

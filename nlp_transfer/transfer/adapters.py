@@ -156,6 +156,7 @@ def add_adapters(model: nn.Module, cfg: TransferConfig) -> dict:
         "method": cfg.mode,
         "base_checkpoint": model.meta.get("source_checkpoint"),
         "gguf_file": model.meta.get("gguf_file"),
+        "base_path": _local_path(backbone),  # where it was found, tried when base_checkpoint does not resolve
         "base_fingerprint": fingerprint(backbone),
         "target_modules": sorted(config.target_modules) if getattr(config, "target_modules", None) else None,
         "layers_to_transform": resolve_layers(cfg.peft.layers_to_transform, len(find_layers(backbone)[1])),
@@ -167,6 +168,14 @@ def add_adapters(model: nn.Module, cfg: TransferConfig) -> dict:
     model.backbone = peft_call(get_peft_model, backbone, config)
     model.meta["adapter"] = entry
     return entry
+
+
+def _local_path(backbone: nn.Module) -> str | None:
+    """The directory the backbone was loaded from (absolute), or None for a hub id or a model built in memory."""
+    from pathlib import Path
+
+    path = getattr(backbone.config, "_name_or_path", "") or ""
+    return str(Path(path).resolve()) if path and Path(path).is_dir() else None
 
 
 def describe_adapter(entry: dict) -> str:

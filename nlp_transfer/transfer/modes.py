@@ -67,6 +67,10 @@ def apply_transfer(model: nn.Module, cfg: TransferConfig, epoch: int = 0) -> dic
         for p in model.head.parameters():
             p.requires_grad = True
         return _counts(model)
+    if cfg.mode == "setfit":  # the whole encoder trains on pairs; the head is fitted by logistic regression, not SGD
+        for name, p in model.named_parameters():
+            p.requires_grad = not name.startswith("head.")
+        return _counts(model)
     depths = parameter_depths(model)
     n = num_layers(model)
     if cfg.mode == "partial" and cfg.unfreeze_top > n:

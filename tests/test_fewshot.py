@@ -1,0 +1,150 @@
+"""Few labels: data.samples_per_class draws N training examples per class (stratified, seeded,
+nested across sizes), keeping validation and test whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_csv
+from nlp_transfer import ConfigError, load_data
+from nlp_transfer.config import DataConfig
+from nlp_transfer.data.sampling import per_class_sample
+
+
+def _data(toy_csv, **kw):
+    return load_data(DataConfig(source=None, train_file=str(toy_csv), validation_fraction=0.15, test_fraction=0.2, **kw))
+
+
+def test_samples_per_class_draws_exactly_n_per_class_and_keeps_the_held_out_splits(toy_csv):
+    whole = _data(toy_csv)
+    few = _data(toy_csv, samples_per_class=8, sample_seed=3)
+    assert np.bincount(few.splits["train"]["label"]).tolist() == [8, 8]
+    assert few.splits["validation"]["text"] == whole.splits["validation"]["text"]
+    assert few.splits["test"]["text"] == whole.splits["test"]["text"]
+    assert set(few.splits["train"]["text"]) <= set(whole.splits["train"]["text"])
+    assert few.summary()["label_counts"]["train"] == {"neg": 8, "pos": 8}
+
+
+def test_the_draw_is_seed_stable_and_nested_across_sizes(toy_csv):
+    a, b = (_data(toy_csv, samples_per_class=8, sample_seed=1) for _ in range(2))
+    assert a.splits["train"]["text"] == b.splits["train"]["text"]  # same seed, same examples
+    other = _data(toy_csv, samples_per_class=8, sample_seed=2)
+    assert set(other.splits["train"]["text"]) != set(a.splits["train"]["text"])
+    larger = _data(toy_csv, samples_per_class=32, sample_seed=1)
+    assert set(a.splits["train"]["text"]) < set(larger.splits["train"]["text"])
+
+
+def test_per_class_sample_keeps_the_original_order():
+    y = np.array([0, 1, 0, 1, 0, 1, 0, 1, 2, 2])
+    idx = per_class_sample(y, 2, seed=0, names=["a", "b", "c"])
+    assert idx.tolist() == sorted(idx.tolist()) and np.bincount(y[idx]).tolist() == [2, 2, 2]
+
+
+def test_a_class_with_fewer_examples_than_asked_is_one_line(toy_csv):
+    with pytest.raises(ConfigError, match=r"data.samples_per_class=500 but class 'neg' has only \d+ training examples; use at most"):
+        _data(toy_csv, samples_per_class=500)
+    with pytest.raises(ConfigError, match="must be at least 1"):
+        DataConfig(samples_per_class=0)
+
+
+def test_samples_per_class_needs_single_label_data(tmp_path):
+    rows = [(f"text number {i}", f"{i % 7}.{i % 3}5") for i in range(60)]
+    path = write_csv(tmp_path / "scores.csv", rows, header=("text", "score"))
+    with pytest.raises(ConfigError, match="needs single-label data, but this is regression data; use data.max_samples"):
+        load_data(DataConfig(source=None, train_file=str(path), label_column="score", task="regression", samples_per_class=4))
+
+
+# ---- setfit: the encoder tuned on contrastive pairs, then a logistic-regression head -------------------
+SETFIT = ("transfer.mode=setfit", "model.head=logreg", "data.samples_per_class=8", "train.epochs=2", "train.lr=1e-3",
+          "transfer.setfit.num_iterations=5")
+
+
+def test_setfit_trains_the_encoder_on_pairs_and_its_run_reloads_to_the_same_labels(make_cfg, tmp_path, monkeypatch):
+    import importlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    from nlp_transfer import load_run, train
+
+    trainer = importlib.import_module("nlp_transfer.training.trainer")
+    kept, original = {}, trainer.build_classifier
+    monkeypatch.setattr(trainer, "build_classifier", lambda cfg, labels: kept.setdefault("m", original(cfg, labels)))
+    cfg = make_cfg(tmp_path, *SETFIT)
+    result = train(cfg, progress=False)
+    pairs = result.timing["cache"]["pairs"]
+    assert pairs == {"total": 2 * 5 * 16, "positive": 5 * 16, "negative": 5 * 16, "seconds": pairs["seconds"]}
+    assert len(result.history) == 2 and all(np.isfinite(e["train_loss"]) for e in result.history)
+    assert all(e["validation"]["logreg_C"] in (0.01, 0.1, 1.0, 10.0, 100.0) for e in result.history)
+    # The encoder moved (contrastive training), unlike feature extraction.
+    before = load_file(str(Path(cfg.model.name_or_path) / "model.safetensors"))
+    after = load_file(str(result.output_dir / "model.safetensors"))
+    assert not torch.equal(after["encoder.layer.0.attention.self.query.weight"], before["encoder.layer.0.attention.self.query.weight"])
+
+    data = load_data(cfg.data)
+    texts = list(data.splits["test"]["text"])
+    predictor = load_run(result.output_dir)
+    model, tok = kept["m"]
+    model.eval()
+    with torch.no_grad():
+        live = model(**tok(texts, padding=True, return_tensors="pt"))["logits"].argmax(-1).tolist()
+    assert list(predictor.predict(texts)) == [data.labels[i] for i in live]
+    labels = [data.labels[i] for i in data.splits["test"]["label"]]
+    assert predictor.evaluate(texts, labels).metrics["accuracy"] == pytest.approx(result.test["accuracy"])
+
+
+def test_the_contrastive_loss_is_the_mse_of_cosine_similarities(make_cfg, tmp_path):
+    import torch
+
+    from nlp_transfer.recipes import build_classifier
+    from nlp_transfer.training.objectives import ContrastivePairs
+
+    model, tok = build_classifier(make_cfg(tmp_path, *SETFIT), ["neg", "pos"])
+    model.eval()
+    batch = dict(tok(["good film", "a dull plot", "superb", "boring"], padding=True, return_tensors="pt"))
+    batch["labels"] = torch.tensor([1.0, 0.0])  # pairs (good film, superb) and (a dull plot, boring)
+    loss, reported = ContrastivePairs("accuracy", ["neg", "pos"], None, 0).loss(model, dict(batch))
+    with torch.no_grad():
+        e = model.encode(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        cos = torch.nn.functional.cosine_similarity(e[:2], e[2:])
+    assert loss.item() == pytest.approx(((cos - torch.tensor([1.0, 0.0])) ** 2).mean().item(), rel=1e-5)
+    assert reported is loss
+
+
+def test_contrastive_pairs_come_from_setfits_sampler():
+    from nlp_transfer.training.inputs import contrastive_pairs
+
+    labels = [0, 0, 1, 1, 1, 2]
+    pairs = contrastive_pairs(labels, num_iterations=3, sampling="oversampling")
+    assert len(pairs) == 2 * 3 * len(labels)
+    assert all((labels[p["sentence_1"]] == labels[p["sentence_2"]]) == (p["label"] == 1.0) for p in pairs)
+    assert sum(p["label"] for p in pairs) == 3 * len(labels)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (("transfer.mode=setfit",), "setfit fits a logistic-regression head on the tuned embeddings; set model.head=logreg"),
+    (("transfer.mode=setfit", "model.head=logreg", "train.save_checkpoints=true"), "without checkpoints"),
+    (("transfer.mode=setfit", "model.head=logreg", "model.chunking=true", "model.chunk_stride=4"), "compares whole texts"),
+    (("transfer.mode=full", "transfer.setfit.num_iterations=5"), "transfer.setfit configures transfer.mode=setfit"),
+])
+def test_setfit_recipes_that_cannot_work_fail_in_one_line(make_cfg, tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        make_cfg(tmp_path, *overrides)
+
+
+def test_setfit_refuses_multi_label_data_in_one_line(tmp_path, tiny_bert_dir):
+    import json
+
+    from conftest import build_cfg
+    from nlp_transfer import train
+
+    p = tmp_path / "multi.jsonl"
+    p.write_text("\n".join(json.dumps({"text": f"good film {i}" if i % 2 else f"bad plot {i}", "label": ["a", "b"][: 1 + i % 2]})
+                           for i in range(60)) + "\n")
+    cfg = build_cfg(tmp_path, tiny_bert_dir, p, "transfer.mode=setfit", "model.head=logreg")
+    with pytest.raises(ConfigError, match="logreg fits a single-label logistic regression, but the data is multi_label"):
+        train(cfg, progress=False)
+    assert not Path(cfg.output.dir).exists()
