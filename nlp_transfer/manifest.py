@@ -25,7 +25,7 @@ MANIFEST_FILE = "nlp_transfer.json"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 LONG_TEXT_DEFAULTS = {"truncation": "head", "head_fraction": 0.25, "chunking": False, "chunk_stride": 64,
-                      "chunk_aggregate": "mean", "max_chunks": None}
+                      "chunk_aggregate": "mean", "max_chunks": None, "prompt": None}
 
 
 @dataclass

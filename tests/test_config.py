@@ -66,16 +66,14 @@ def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
     return p
 
 
-def all_recipe_keys() -> list[str]:
-    """Every recipe key as ``section.field`` (``name`` for top-level scalars), from the dataclasses."""
+def all_recipe_keys(cls=RecipeConfig, prefix: str = "") -> list[str]:
+    """Every recipe key as ``section.field`` (``name`` for top-level scalars; sub-sections such as
+    ``transfer.peft.r`` in full), from the dataclasses."""
     keys = []
-    hints = typing.get_type_hints(RecipeConfig)
-    for section in dataclasses.fields(RecipeConfig):
-        t = hints[section.name]
-        if dataclasses.is_dataclass(t):
-            keys += [f"{section.name}.{f.name}" for f in dataclasses.fields(t)]
-        else:
-            keys.append(section.name)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        keys += all_recipe_keys(t, f"{prefix}{f.name}.") if dataclasses.is_dataclass(t) else [prefix + f.name]
     return keys
 
 
@@ -239,11 +237,14 @@ def test_to_yaml_round_trip(tmp_path):
 
 
 def test_to_dict_has_every_key():
-    d = RecipeConfig().to_dict()
-    flat = []
-    for k, v in d.items():
-        flat += [f"{k}.{kk}" for kk in v] if isinstance(v, dict) else [k]
-    assert sorted(flat) == sorted(all_recipe_keys())
+    def flatten(d, prefix=""):
+        out = []
+        for k, v in d.items():
+            # model.label_words is a mapping value (null by default), not a section
+            out += flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
+        return out
+
+    assert sorted(flatten(RecipeConfig().to_dict())) == sorted(all_recipe_keys())
 
 
 # ---- unknown keys -------------------------------------------------------------------
@@ -419,12 +420,17 @@ def test_describe_fields_lists_every_key_with_default():
 
 
 def test_every_field_has_help_text():
-    hints = typing.get_type_hints(RecipeConfig)
-    for section in dataclasses.fields(RecipeConfig):
-        t = hints[section.name]
-        fields = dataclasses.fields(t) if dataclasses.is_dataclass(t) else [section]
-        for f in fields:
-            assert f.metadata.get("help", "").strip(), f"{section.name}.{f.name} has no help text"
+    def check(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                if cls is not RecipeConfig:  # a sub-section (transfer.peft): its class docstring says what it is
+                    assert hints[f.name].__doc__.strip(), f"{prefix}{f.name} has no docstring"
+                check(hints[f.name], f"{prefix}{f.name}.")
+            else:
+                assert f.metadata.get("help", "").strip(), f"{prefix}{f.name} has no help text"
+
+    check(RecipeConfig)
     text = describe_recipe()
     assert "Peak learning rate of the backbone." in text
 
@@ -449,11 +455,17 @@ def test_shipped_recipe_loads(path):
     cfg = RecipeConfig.from_yaml(path)
     raw = yaml.safe_load(path.read_text())
     # every value written in the file is what the config holds
+    def same(node, values, where):
+        for key, value in values.items():
+            got = getattr(node, key)
+            if dataclasses.is_dataclass(got):  # a sub-section, e.g. transfer.peft
+                same(got, value, f"{where}{key}.")
+            else:
+                assert got == (pytest.approx(value) if isinstance(value, float) else value), f"{where}{key}"
+
     for section, values in raw.items():
         if isinstance(values, dict):
-            for key, value in values.items():
-                got = getattr(getattr(cfg, section), key)
-                assert got == (pytest.approx(value) if isinstance(value, float) else value), f"{section}.{key}"
+            same(getattr(cfg, section), values, f"{section}.")
         else:
             assert getattr(cfg, section) == values
     assert RecipeConfig.from_dict(yaml.safe_load(cfg.to_yaml())) == cfg

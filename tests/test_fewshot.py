@@ -148,3 +148,102 @@ def test_setfit_refuses_multi_label_data_in_one_line(tmp_path, tiny_bert_dir):
     with pytest.raises(ConfigError, match="logreg fits a single-label logistic regression, but the data is multi_label"):
         train(cfg, progress=False)
     assert not Path(cfg.output.dir).exists()
+
+
+# ---- zero-shot: a decoder's next-token probabilities of the label words -----------------------------
+@pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
+def causal_lm_dir(request, tmp_path_factory):
+    """A tiny Llama saved as a causal language model, its output embeddings tied to the input ones or not."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import SPECIALS, WORDS, save_tokenizer
+
+    d = tmp_path_factory.mktemp("causal-lm")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(SPECIALS + WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1,
+                         eos_token_id=2, tie_word_embeddings=request.param)
+    LlamaForCausalLM(config).eval().save_pretrained(d)
+    save_tokenizer(d, bos=True, eos=True, padding_side="left")
+    return d
+
+
+ZERO_SHOT = ("transfer.mode=zero_shot", "model.pooling=auto", "model.prompt=the {text} film was",
+             "model.label_words={neg: ' bad', pos: ' good'}")
+
+
+def test_zero_shot_scores_equal_the_language_models_next_token_logits(tmp_path, causal_lm_dir, toy_csv):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import build_cfg
+    from nlp_transfer import load_run, train
+
+    cfg = build_cfg(tmp_path, causal_lm_dir, toy_csv, *ZERO_SHOT)
+    result = train(cfg, progress=False)
+    assert result.parameters["trainable"] == 0 and result.history[0]["train_loss"] is None
+    words = result.history[0]["zero_shot"]["label_words"]
+    assert {k: v["token"] for k, v in words.items()} == {"neg": "bad", "pos": "good"}
+
+    predictor = load_run(result.output_dir)
+    texts = ["good fun", "a dull plot and a bad ending", "superb"]
+    got = predictor.logits(texts)
+    lm = AutoModelForCausalLM.from_pretrained(str(causal_lm_dir)).eval()
+    tok = predictor.tokenizer
+    for text, row in zip(texts, got):
+        ids = tok("the " + text + " film was")["input_ids"]  # the prompt around the text, BOS first
+        with torch.no_grad():
+            next_token = lm(torch.tensor([ids])).logits[0, -1]
+        expected = next_token[[words["neg"]["id"], words["pos"]["id"]]].numpy()
+        np.testing.assert_allclose(row, expected, atol=1e-5, rtol=1e-5)
+    data = load_data(cfg.data)
+    labels = [data.labels[i] for i in data.splits["test"]["label"]]
+    assert predictor.evaluate(list(data.splits["test"]["text"]), labels).metrics["accuracy"] == pytest.approx(result.test["accuracy"])
+
+
+def test_a_long_text_is_cut_inside_the_prompt():
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from conftest import save_tokenizer
+    from nlp_transfer.data.chunking import LongTextSpec, encode
+
+    d = Path(tempfile.mkdtemp())
+    save_tokenizer(d, bos=True, eos=True)
+    tok = AutoTokenizer.from_pretrained(str(d))
+    enc = encode(tok, ["good", "a very dull plot and a bad ending"], None, LongTextSpec(8, prompt="the {text} film"))
+    rows = [tok.convert_ids_to_tokens(ids) for ids in enc["input_ids"]]
+    assert rows == [["<s>", "the", "good", "film"], ["<s>", "the", "a", "very", "dull", "plot", "and", "film"]]
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (("transfer.mode=zero_shot",), "asks the model to continue a prompt; set model.prompt"),
+    (("transfer.mode=zero_shot", "model.prompt=no text here"), "must contain {text} exactly once"),
+    (("transfer.mode=zero_shot", "model.prompt={text}:", "model.pooling=mean"), "set model.pooling=auto"),
+    (("transfer.mode=full", "model.label_words={neg: bad}"), "model.label_words is for transfer.mode=zero_shot"),
+])
+def test_zero_shot_recipes_that_cannot_work_fail_in_one_line(make_cfg, tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        make_cfg(tmp_path, *overrides)
+
+
+@pytest.mark.parametrize("words, match", [
+    ("{neg: ' good', pos: ' good'}", "the words for 'neg' and 'pos' start with the same token 'good'"),
+    ("{negative: ' bad'}", "model.label_words names 'negative', which the data does not have"),
+])
+def test_label_words_that_cannot_be_told_apart_fail_in_one_line(tmp_path, causal_lm_dir, toy_csv, words, match):
+    from conftest import build_cfg
+    from nlp_transfer import train
+
+    cfg = build_cfg(tmp_path, causal_lm_dir, toy_csv, *ZERO_SHOT[:3], f"model.label_words={words}")
+    with pytest.raises(ConfigError, match=match):
+        train(cfg, progress=False)
+
+
+def test_zero_shot_needs_a_decoder(make_cfg, tmp_path):
+    from nlp_transfer import train
+
+    with pytest.raises(ConfigError, match="needs a decoder"):
+        train(make_cfg(tmp_path, "transfer.mode=zero_shot", "model.prompt={text} is", "model.pooling=auto"), progress=False)

@@ -110,6 +110,8 @@ def _type_name(t: Any) -> str:
         return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
     if typing.get_origin(t) is list:
         return f"a list of {_type_name(typing.get_args(t)[0])}"
+    if typing.get_origin(t) is dict:
+        return "a mapping"
     return getattr(t, "__name__", str(t))
 
 
@@ -127,6 +129,11 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(t)}")
+    if origin is dict:
+        kt, vt = typing.get_args(t)
+        if isinstance(value, dict):
+            return {_coerce(k, kt, f"{key} key"): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected a mapping such as {{name: value}}")
     if origin is list:
         (item,) = typing.get_args(t)
         if isinstance(value, (list, tuple)):

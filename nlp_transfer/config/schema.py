@@ -27,7 +27,7 @@ from nlp_transfer.metrics import SELECTABLE_METRICS
 
 # Adapter modes go through the peft library (nlp_transfer/transfer/adapters.py).
 ADAPTER_MODES = ("lora", "dora", "ia3", "prompt_tuning")
-TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full") + ADAPTER_MODES + ("setfit",)
+TRANSFER_MODES = ("feature_extraction", "partial", "gradual", "bitfit", "full") + ADAPTER_MODES + ("setfit", "zero_shot")
 PAIR_SAMPLING = ("oversampling", "undersampling", "unique")
 ADAPTER_BIASES = ("none", "all", "lora_only")
 PROMPT_INITS = ("vocab", "random")
@@ -96,6 +96,16 @@ class ModelConfig:
     chunk_aggregate: str = _f("mean", "chunking: a document's logits from its windows': mean, or max (element-wise).")
     max_chunks: Optional[int] = _f(None, "chunking: keep at most this many windows per document (the first ones); null: all.")
     num_labels: Optional[int] = _f(None, "Expected number of classes; checked against the data when set.")
+    prompt: Optional[str] = _f(
+        None,
+        "A template every text is put in before tokenization, with {text} where the text goes, e.g. "
+        "'Review: {text}\\nSentiment:'; a long text is cut inside it, so the words after {text} stay. Saved with the run.",
+    )
+    label_words: Optional[dict[str, str]] = _f(
+        None,
+        "transfer.mode=zero_shot: the word the model should say after the prompt for each label, e.g. {fresh: ' good', "
+        "rotten: ' bad'}; default: the label names. Words must differ in their first token.",
+    )
     pretrained: bool = _f(
         True,
         "Start from the checkpoint's weights; false builds the same architecture from its config with random "
@@ -130,6 +140,8 @@ class ModelConfig:
         _check(not (self.chunking and self.truncation != "head"),
                f"model.chunking=true keeps every token, so model.truncation='{self.truncation}' has no effect; "
                "set model.truncation=head (or model.chunking=false)")
+        _check(self.prompt is None or self.prompt.count("{text}") == 1,
+               f"model.prompt={self.prompt!r} must contain {{text}} exactly once (where the text goes)")
         _check(self.num_labels is None or self.num_labels >= 2, f"model.num_labels={self.num_labels} must be at least 2")
         _check(self.head_hidden_size is None or self.head_hidden_size > 0, "model.head_hidden_size must be positive")
 
@@ -262,7 +274,8 @@ class TransferConfig:
         "full",
         "What trains: feature_extraction (head only, cached features), partial, gradual, bitfit, full; or adapters "
         "through peft (the backbone frozen, transfer.peft): lora, dora, ia3, prompt_tuning; or setfit (few labels: the "
-        "encoder tuned on contrastive pairs, then a logistic-regression head on its embeddings; transfer.setfit).",
+        "encoder tuned on contrastive pairs, then a logistic-regression head on its embeddings; transfer.setfit); or "
+        "zero_shot (no training: a decoder's next-token probabilities of model.label_words after model.prompt).",
     )
     unfreeze_top: int = _f(2, "partial: number of top transformer layers that train.")
     unfreeze_every: int = _f(1, "gradual: epochs between two unfreezing steps (the head trains alone for the first).")
@@ -431,6 +444,11 @@ class RecipeConfig:
             )
         if self.transfer.mode == "setfit":
             self._check_setfit()
+        if self.transfer.mode == "zero_shot":
+            self._check_zero_shot()
+        elif self.model.label_words is not None:
+            raise ConfigError(f"model.label_words is for transfer.mode=zero_shot and has no effect with transfer.mode="
+                              f"{self.transfer.mode}; remove it")
         if self.model.head == "logreg" and self.transfer.mode != "setfit" and self.train.resume:
             raise ConfigError("model.head=logreg is one scikit-learn fit with no checkpoints; run without train.resume / --resume")
         if self.model.head == "logreg" and self.transfer.mode != "setfit" and self.train.sampler != "random":
@@ -460,6 +478,16 @@ class RecipeConfig:
         _check(self.transfer.layerwise_lr_decay == 1.0 and self.transfer.l2sp == 0.0,
                "transfer.mode=setfit tunes the whole encoder with one learning rate; set transfer.layerwise_lr_decay=1.0 "
                "and transfer.l2sp=0")
+
+    def _check_zero_shot(self) -> None:
+        _check(self.model.prompt is not None, "transfer.mode=zero_shot asks the model to continue a prompt; set "
+               "model.prompt, e.g. 'Review: {text}\\nSentiment:'")
+        _check(self.model.head == "linear", f"transfer.mode=zero_shot builds its head from the language model's output "
+               f"embeddings of the label words; set model.head=linear (got '{self.model.head}')")
+        _check(self.model.pooling in ("auto", "last"), "transfer.mode=zero_shot reads the next-token prediction at the "
+               f"last token; set model.pooling=auto (or last), not {self.model.pooling}")
+        _check(self.data.text_pair_column is None and not self.model.chunking,
+               "transfer.mode=zero_shot scores one text per prompt; unset data.text_pair_column and model.chunking")
 
     # ---- construction -------------------------------------------------------------
     @classmethod

@@ -38,16 +38,17 @@ class LongTextSpec:
     chunk_stride: int = 64
     chunk_aggregate: str = "mean"
     max_chunks: int | None = None
+    prompt: str | None = None  # a template with {text}: the text is cut inside it, so the words after it stay
 
     @property
     def is_default(self) -> bool:
         """Plain head truncation: the tokenizer's own fast path, as before chunking existed."""
-        return self.truncation == "head" and not self.chunking
+        return self.truncation == "head" and not self.chunking and self.prompt is None
 
     @classmethod
     def from_config(cls, model_cfg) -> "LongTextSpec":
         return cls(model_cfg.max_length, model_cfg.truncation, model_cfg.head_fraction, model_cfg.chunking,
-                   model_cfg.chunk_stride, model_cfg.chunk_aggregate, model_cfg.max_chunks)
+                   model_cfg.chunk_stride, model_cfg.chunk_aggregate, model_cfg.max_chunks, getattr(model_cfg, "prompt", None))
 
     @classmethod
     def from_meta(cls, meta: dict) -> "LongTextSpec":
@@ -57,7 +58,8 @@ class LongTextSpec:
 
     def to_meta(self) -> dict:
         return {"truncation": self.truncation, "head_fraction": self.head_fraction, "chunking": self.chunking,
-                "chunk_stride": self.chunk_stride, "chunk_aggregate": self.chunk_aggregate, "max_chunks": self.max_chunks}
+                "chunk_stride": self.chunk_stride, "chunk_aggregate": self.chunk_aggregate, "max_chunks": self.max_chunks,
+                "prompt": self.prompt}
 
 
 # ---- special-token template -------------------------------------------------------------
@@ -151,6 +153,15 @@ def window_starts(n: int, size: int, stride: int, max_chunks: int | None = None)
 
 
 # ---- encoding ---------------------------------------------------------------------------
+def prompt_tokens(tokenizer, prompt: str | None) -> tuple[list, list]:
+    """Token ids of the prompt's words before and after ``{text}`` (none without a prompt)."""
+    if prompt is None:
+        return [], []
+    head, _, tail = prompt.partition("{text}")
+    ids = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
+    return ids(head), ids(tail)
+
+
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: LongTextSpec) -> dict[str, list]:
     """Token ids (no padding) for ``texts`` (and ``pairs``) under ``spec``, plus ``doc_id``:
     the index of each row's text. Without chunking there is one row per text."""
@@ -159,9 +170,11 @@ def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: L
         enc["doc_id"] = list(range(len(texts)))
         return enc
     tpl = special_template(tokenizer, pair=pairs is not None)
-    budget = spec.max_length - len(tpl.prefix) - len(tpl.middle) - len(tpl.suffix)
+    before, after = prompt_tokens(tokenizer, spec.prompt)
+    budget = spec.max_length - len(tpl.prefix) - len(tpl.middle) - len(tpl.suffix) - len(before) - len(after)
     if budget < 2:
-        raise ModelError(f"model.max_length={spec.max_length} leaves no room for text after the special tokens")
+        raise ModelError(f"model.max_length={spec.max_length} leaves no room for text after the special tokens"
+                         + (" and the prompt" if spec.prompt else ""))
     ids_a = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]  # whole texts: no length warning
     ids_b = tokenizer(list(pairs), add_special_tokens=False, verbose=False)["input_ids"] if pairs is not None else [None] * len(ids_a)
     out: dict[str, list] = {}
@@ -170,11 +183,12 @@ def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: L
             # A pair keeps (the head of) its second text in every window; the first text is chunked.
             b_kept = truncate(b, min(len(b), budget // 2), "head") if b is not None else None
             size = budget - (len(b_kept) if b_kept is not None else 0)
-            rows = [tpl.build(a[s : s + size], b_kept) for s in window_starts(len(a), size, min(spec.chunk_stride, size - 1), spec.max_chunks)]
+            rows = [tpl.build(before + a[s : s + size] + after, b_kept)
+                    for s in window_starts(len(a), size, min(spec.chunk_stride, size - 1), spec.max_chunks)]
         else:
             keep_a, keep_b = pair_budget(len(a), len(b), budget) if b is not None else (budget, 0)
             b_kept = truncate(b, keep_b, spec.truncation, spec.head_fraction) if b is not None else None
-            rows = [tpl.build(truncate(a, keep_a, spec.truncation, spec.head_fraction), b_kept)]
+            rows = [tpl.build(before + truncate(a, keep_a, spec.truncation, spec.head_fraction) + after, b_kept)]
         for row in rows:
             for k, v in row.items():
                 out.setdefault(k, []).append(v)

@@ -72,7 +72,8 @@ def plot_learning_curves(epochs: list[dict], path: str | Path, best_epoch: int |
     x = [e["epoch"] for e in epochs]
     val = [e["validation"] for e in epochs]
     left, right = fig.subplots(1, 2)
-    left.plot(x, [e["train_loss"] for e in epochs], marker="o", label="train")
+    if all(e["train_loss"] is not None for e in epochs):  # zero-shot runs train nothing
+        left.plot(x, [e["train_loss"] for e in epochs], marker="o", label="train")
     left.plot(x, [v["loss"] for v in val], marker="o", label="validation")
     left.set(xlabel="epoch", ylabel="loss", title="loss")
     for key, name in scores:

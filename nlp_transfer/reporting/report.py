@@ -97,7 +97,8 @@ def _epoch_lines(metrics: dict, pngs: list[str]) -> list[str]:
     for e in metrics["epochs"]:
         v = e["validation"]
         scores = " | ".join(f"{v[k]:.4f}" for k, _ in cols)
-        lines.append(f"| {e['epoch']} | {e['train_loss']:.4f} | {v['loss']:.4f} | {scores} | {e['seconds']:.1f} |")
+        train = "-" if e["train_loss"] is None else f"{e['train_loss']:.4f}"  # zero-shot: nothing trained
+        lines.append(f"| {e['epoch']} | {train} | {v['loss']:.4f} | {scores} | {e['seconds']:.1f} |")
     if CURVES_PNG in pngs:
         lines += ["", f"![learning curves]({CURVES_PNG})"]
     return lines

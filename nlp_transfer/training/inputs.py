@@ -58,6 +58,8 @@ def build_inputs(cfg, model, tokenizer, tokens, accelerator, log=None, progress:
     weights = sampling_weights(tokens["train"]["labels"]) if cfg.train.sampler == "weighted" else None
     if t.mode == "feature_extraction" and (t.cache_features or cfg.model.head == "logreg"):
         return _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress)
+    if t.mode == "zero_shot":  # no training: the held-out splits' last-token states, encoded once
+        return _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress, splits=("validation", "test"))
     if t.mode == "setfit":
         return _pair_inputs(cfg, tokenizer, tokens, accelerator)
     first = first_trained_layer(model)
@@ -77,26 +79,27 @@ def trains_below(model, first: int) -> bool:
     return any(p.requires_grad and depths[name] <= first for name, p in model.named_parameters())
 
 
-def _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress) -> Inputs:
+def _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress,
+                    splits: tuple[str, ...] = ("train", "validation", "test")) -> Inputs:
     train_cfg, t = cfg.train, cfg.transfer
     model.to(accelerator.device)
     feats, info = cached_features(
-        model, tokens, tokenizer, PadCollator(tokenizer), train_cfg.eval_batch_size, accelerator, pooling=model.pooling,
+        model, {s: tokens[s] for s in splits}, tokenizer, PadCollator(tokenizer), train_cfg.eval_batch_size, accelerator, pooling=model.pooling,
         max_length=cfg.model.max_length, precision=accelerator.mixed_precision, cache_dir=t.cache_dir,
         use_disk=t.cache_features, log=log, progress=progress,
     )
+    ebs = train_cfg.eval_batch_size
+    val = torch.utils.data.DataLoader(feats["validation"], batch_size=ebs, collate_fn=as_batch)
+    test = torch.utils.data.DataLoader(feats["test"], batch_size=ebs, collate_fn=as_batch)
+    seconds, cache = info.pop("encode_seconds"), {"features": info}
+    if "train" not in feats:  # zero-shot: nothing trains
+        return Inputs(None, val, test, None, features=feats, encode_seconds=seconds, cache=cache)
     # The same length-grouped batches as the token path, so cached and uncached runs match.
     # FeatureDataset hands out whole batches (__getitems__): no per-example collation.
     train, sampler = loader(feats["train"], train_cfg.batch_size, as_batch, shuffle=True, seed=train_cfg.seed,
                             group=train_cfg.group_by_length, lengths=tokens["train"]["length"], weights=weights,
                             processes=accelerator.num_processes)
-    ebs = train_cfg.eval_batch_size
-    return Inputs(
-        train,
-        torch.utils.data.DataLoader(feats["validation"], batch_size=ebs, collate_fn=as_batch),
-        torch.utils.data.DataLoader(feats["test"], batch_size=ebs, collate_fn=as_batch),
-        sampler, features=feats, encode_seconds=info.pop("encode_seconds"), cache={"features": info},
-    )
+    return Inputs(train, val, test, sampler, features=feats, encode_seconds=seconds, cache=cache)
 
 
 def _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first: int, progress) -> Inputs:

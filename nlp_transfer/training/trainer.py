@@ -32,6 +32,7 @@ from nlp_transfer.data.loading import TextData, load_data
 from nlp_transfer.data.sampling import check_class_weights, class_weights
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.models.fast import speedups
+from nlp_transfer.models.hub import resolve_checkpoint
 from nlp_transfer.recipes import build_classifier
 import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer.training.evaluation import evaluate
@@ -46,6 +47,7 @@ from nlp_transfer.transfer.adapters import describe_adapter
 from nlp_transfer.transfer.modes import apply_transfer, num_layers, param_groups
 from nlp_transfer.transfer.prefix import frozen_modules
 from nlp_transfer.transfer.probe import fit_logreg_head
+from nlp_transfer.transfer.zero_shot import init_zero_shot_head
 from nlp_transfer.transfer.regularisers import L2SP
 from nlp_transfer.utils.environment import peak_memory_mb
 from nlp_transfer.utils.progress import interactive
@@ -172,7 +174,7 @@ class Trainer:
         self._start()
         self._build_model()
         self._build_inputs()
-        if not _probe_only(self.cfg):  # the probe is one scikit-learn fit: no optimiser, no loop
+        if not _no_loop(self.cfg):  # the probe is one scikit-learn fit, zero-shot none: no optimiser, no loop
             self._build_optimiser()
             self._resume()
         return self.s
@@ -218,6 +220,9 @@ class Trainer:
         if cfg.data.label_columns:
             model.meta["label_columns"] = list(cfg.data.label_columns)
         s.params = apply_transfer(model, cfg.transfer)
+        if cfg.transfer.mode == "zero_shot":  # the head is the language model's output embeddings of the label words
+            self.label_words = init_zero_shot_head(model, s.tokenizer, s.data.labels, cfg.model.label_words,
+                                                   resolve_checkpoint(cfg.model.name_or_path, cfg.model.gguf_file))
         s.raw_model = s.model = model
         fast = cfg.train.fast_kernels and s.accelerator.device.type == "cpu"
         speed = self._undo.enter_context(speedups(model, dropout=fast, attention=fast, first_token=True, allocator=fast))
@@ -285,6 +290,9 @@ class Trainer:
         s, cfg = self.s, self.cfg
         if _probe_only(cfg):
             fit_probe(s)
+            return
+        if cfg.transfer.mode == "zero_shot":
+            fit_zero_shot(s, self.label_words)
             return
         if objective is None and cfg.transfer.mode == "setfit":
             objective = ContrastivePairs(s.setup.metric, s.data.labels, cfg.model.logreg_c, cfg.train.seed, s.class_weights)
@@ -354,6 +362,23 @@ class Trainer:
 def _probe_only(cfg: RecipeConfig) -> bool:
     """The logreg head on frozen features: one scikit-learn fit, no loop (setfit fits it inside the loop)."""
     return cfg.model.head == "logreg" and cfg.transfer.mode != "setfit"
+
+
+def _no_loop(cfg: RecipeConfig) -> bool:
+    """Runs without an optimiser: the logreg probe and zero-shot scoring."""
+    return _probe_only(cfg) or cfg.transfer.mode == "zero_shot"
+
+
+def fit_zero_shot(s: Session, label_words: dict) -> None:
+    """No training: the validation metrics of the language model's own guess (transfer/zero_shot.py)."""
+    t0 = time.perf_counter()
+    val = evaluate(s.model, s.accelerator.prepare_data_loader(s.inputs.validation), s.accelerator, s.data.labels)
+    seconds = time.perf_counter() - t0
+    words = ", ".join(f"{label} -> {w['token']!r}" for label, w in label_words.items())
+    s.info(f"zero-shot: prompt {s.cfg.model.prompt!r}, label words {words} | validation {s.task.log_line(val)}")
+    s.state.history = [{"epoch": 1, "train_loss": None, "seconds": round(seconds, 2), "validation": val,
+                        "zero_shot": {"prompt": s.cfg.model.prompt, "label_words": label_words}}]
+    s.state.best_epoch, s.state.train_seconds = 1, 0.0
 
 
 def fit_probe(s: Session) -> None:

@@ -67,6 +67,10 @@ def apply_transfer(model: nn.Module, cfg: TransferConfig, epoch: int = 0) -> dic
         for p in model.head.parameters():
             p.requires_grad = True
         return _counts(model)
+    if cfg.mode == "zero_shot":  # nothing trains: the head is the language model's own (transfer/zero_shot.py)
+        for p in model.parameters():
+            p.requires_grad = False
+        return _counts(model)
     if cfg.mode == "setfit":  # the whole encoder trains on pairs; the head is fitted by logistic regression, not SGD
         for name, p in model.named_parameters():
             p.requires_grad = not name.startswith("head.")
