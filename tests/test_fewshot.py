@@ -247,3 +247,56 @@ def test_zero_shot_needs_a_decoder(make_cfg, tmp_path):
 
     with pytest.raises(ConfigError, match="needs a decoder"):
         train(make_cfg(tmp_path, "transfer.mode=zero_shot", "model.prompt={text} is", "model.pooling=auto"), progress=False)
+
+
+# ---- label-efficiency curves -----------------------------------------------------------------------
+def test_a_curve_trains_each_point_once_and_resumes_after_an_interruption(make_cfg, tmp_path, monkeypatch):
+    import nlp_transfer.training
+    from nlp_transfer.experiments.curve import curve
+
+    recipe = tmp_path / "probe.yaml"
+    recipe.write_text(make_cfg(tmp_path, "transfer.mode=feature_extraction", "model.head=logreg", name="probe").to_yaml())
+    calls = []
+    real = nlp_transfer.training.train
+
+    def counting(cfg, data=None, progress=True):
+        calls.append((cfg.data.samples_per_class, cfg.data.sample_seed, len(data.splits["train"])))
+        return real(cfg, data=data, progress=progress)
+
+    monkeypatch.setattr(nlp_transfer.training, "train", counting)
+    runs = tmp_path / "curve"
+    first = curve([str(recipe)], per_class=[4, 8, None], seeds=2, runs_dir=runs)
+    assert calls == [(4, 0, 8), (4, 1, 8), (8, 0, 16), (8, 1, 16), (None, 0, 260)]
+    assert {(p["method"], p["per_class"], p["seed"]) for p in first.points} >= {
+        ("TF-IDF + logistic regression", 4, 1), ("TF-IDF + logistic regression", None, 0)}
+    assert (runs / "curve.md").is_file() and (runs / "curve.json").is_file() and (runs / "curve.png").is_file()
+    assert not list(runs.rglob("model.safetensors"))  # metrics kept, weights not (--keep-models keeps them)
+
+    # Interrupted: one point lost (e.g. killed while it trained). Only that one trains again.
+    lost = next(runs.glob("*frozen*/8/seed-1"))
+    shutil_rmtree(lost)
+    calls.clear()
+    again = curve([str(recipe)], per_class=[4, 8, None], seeds=2, runs_dir=runs)
+    assert calls == [(8, 1, 16)]
+    assert [p for p in again.points if p["per_class"] != 8 or p["seed"] != 1] == \
+        [p for p in first.points if p["per_class"] != 8 or p["seed"] != 1]
+    row = next(r for r in again.summary if r["per_class"] == 4 and r["method"].startswith("TF-IDF"))
+    accs = [p["accuracy"] for p in again.points if p["per_class"] == 4 and p["method"].startswith("TF-IDF")]
+    assert row["seeds"] == 2 and row["accuracy"] == pytest.approx(np.mean(accs))
+    assert row["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert "95% of full data at" in again.table and "± " in again.table
+
+
+def shutil_rmtree(path):
+    import shutil
+
+    shutil.rmtree(path)
+
+
+def test_curve_sizes_of_256_and_more_use_at_most_three_seeds():
+    from nlp_transfer.experiments.curve import seeds_for, summarize
+
+    assert seeds_for(8, 5) == [0, 1, 2, 3, 4] and seeds_for(256, 5) == [0, 1, 2] and seeds_for(None, 5) == [0]
+    points = [{"method": "m", "per_class": n, "seed": 0, "train_size": 2 * (n or 100), "accuracy": a, "f1_macro": a, "seconds": 1.0}
+              for n, a in ((8, 0.70), (16, 0.80), (32, 0.86), (None, 0.90))]
+    assert {r["reaches_target_at"] for r in summarize(points)} == {32}  # 0.95 * 0.90 = 0.855

@@ -249,7 +249,7 @@ def _split(enc: dict[str, datasets.Dataset], raw_has_test: bool, cfg: DataConfig
         frac = cfg.validation_fraction * total / len(train) if not raw_has_test else cfg.validation_fraction
         train, enc["validation"] = _stratified_split(train, min(frac, 0.5), cfg.split_seed + 1, stratify)
     if cfg.samples_per_class is not None:  # few-shot: after the held-out splits, so they stay whole
-        train = train.select(per_class_sample(train["label"], cfg.samples_per_class, cfg.sample_seed, names))
+        train = few_shot(train, cfg.samples_per_class, cfg.sample_seed, names)
     enc["train"] = train
     splits = datasets.DatasetDict({s: enc[s] for s in SPLITS})
     if cfg.max_samples is not None:
@@ -258,6 +258,20 @@ def _split(enc: dict[str, datasets.Dataset], raw_has_test: bool, cfg: DataConfig
         if len(ds) == 0:
             raise DataError(f"{s} split is empty after splitting; use more data or other data.*_fraction values")
     return splits
+
+
+def few_shot(train: datasets.Dataset, per_class: int, seed: int, names: list[str]) -> datasets.Dataset:
+    """``per_class`` training examples of each class (``data.samples_per_class``, drawn with ``seed``)."""
+    return train.select(per_class_sample(train["label"], per_class, seed, names))
+
+
+def with_few_shot(data: TextData, per_class: int | None, seed: int) -> TextData:
+    """``data`` whose training split is the ``data.samples_per_class`` draw (``None``: all of it), as
+    :func:`load_data` would draw it from the same source; validation and test unchanged."""
+    if per_class is None:
+        return data
+    splits = datasets.DatasetDict({**data.splits, "train": few_shot(data.splits["train"], per_class, seed, data.labels)})
+    return TextData(splits, data.labels, data.task)
 
 
 def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:

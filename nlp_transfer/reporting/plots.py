@@ -125,3 +125,38 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> Path
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_curve(summary: list[dict], path: str | Path, title: str = "") -> Path | None:
+    """Label-efficiency curves: mean test accuracy and macro F1 against labels per class (log axis), one line
+    per method with a band of one standard deviation; the whole training set at its mean count per class,
+    a zero-shot point (0 labels) as a dashed horizontal line."""
+    fig = _figure(figsize=(12, 4.4))
+    if fig is None:
+        return None
+    axes = fig.subplots(1, 2, sharex=True)
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    n_classes = max(1, round(max(r["train_size"] / r["per_class"] for r in summary if r["per_class"])))
+    for ax, key, label in zip(axes, ("accuracy", "f1_macro"), ("test accuracy", "test macro F1")):
+        for i, m in enumerate(methods):
+            colour = f"C{i}"
+            rows = [r for r in summary if r["method"] == m]
+            zero = [r for r in rows if r["per_class"] == 0]
+            if zero:
+                ax.axhline(zero[0][key], color=colour, ls="--", lw=1.2, label=f"{m} (0 labels)")
+                continue
+            x = [r["per_class"] if r["per_class"] is not None else r["train_size"] / n_classes for r in rows]
+            order = np.argsort(x)
+            xs = np.asarray(x)[order]
+            mean = np.asarray([rows[j][key] for j in order])
+            sd = np.asarray([rows[j][key + "_std"] for j in order])
+            ax.plot(xs, mean, marker="o", color=colour, label=m)
+            ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set(xlabel="labelled examples per class (log; the last point: all)", ylabel=label, title=label)
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

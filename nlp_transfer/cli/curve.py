@@ -1,0 +1,69 @@
+"""``scripts/curve.py``: label-efficiency curves (accuracy against labels per class, several seeds)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nlp_transfer.cli.common import setup_logging
+from nlp_transfer.errors import ConfigError
+
+
+def _size(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of labels per class (a positive integer, or all)")
+    return int(text)
+
+
+def curve_main(argv: list[str]) -> None:
+    import shlex
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(
+        prog="scripts/curve.py",
+        description="Label-efficiency curves: train each recipe with N labelled examples per class (data.samples_per_class) "
+        "for each N and several seeds, beside TF-IDF + logistic regression on the same draws and an optional zero-shot "
+        "recipe (the 0-labels point); write a table (mean and standard deviation of test accuracy and macro F1), "
+        "curve.json and curve.png. Finished points are kept and skipped when the command runs again, so an interrupted "
+        "curve resumes. Sizes from 256 per class run at most 3 seeds, 'all' one.",
+        epilog="example:\n  python scripts/curve.py --config recipes/rotten_tomatoes/minilm-setfit.yaml "
+        "--config recipes/rotten_tomatoes/minilm-full.yaml --per-class 8 16 32 64 256 all --seeds 5 --runs runs/curve-rt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every recipe")
+    p.add_argument("-c", "--config", action="append", dest="recipes", metavar="YAML", help="a recipe (repeat for several)")
+    p.add_argument("--per-class", nargs="+", type=_size, default=[8, 16, 32, 64, 256, None], metavar="N",
+                   help="labelled examples per class, or all (default: 8 16 32 64 256 all)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per size (default 5; at most 3 from 256 per class, 1 for all)")
+    p.add_argument("--zero-shot", metavar="YAML", help="a transfer.mode=zero_shot recipe: the 0-labels point")
+    p.add_argument("--runs", default="runs/curve", help="directory of the points and the curve files (default: runs/curve)")
+    p.add_argument("--keep-models", action="store_true", help="keep every point's model weights (default: metrics only)")
+    p.add_argument("--out", help="also write the Markdown table to this file (and the plot beside it, same name .png)")
+    p.add_argument("--readme", help="also replace the <!-- results:SECTION --> block of this file")
+    p.add_argument("--section", default="curve", help="README block name (default: curve)")
+    p.add_argument("--command", help="the command to print under the table (default: this invocation)")
+    args = p.parse_intermixed_args(argv)
+    if not args.recipes:
+        raise ConfigError("give at least one recipe with --config (e.g. recipes/rotten_tomatoes/minilm-setfit.yaml)")
+    from nlp_transfer.experiments.compare import load_recipes
+    from nlp_transfer.experiments.curve import curve
+
+    load_recipes(args.recipes + ([args.zero_shot] if args.zero_shot else []), args.overrides)  # recipe errors first
+    setup_logging()
+    result = curve(args.recipes, args.per_class, args.seeds, args.runs, args.zero_shot, args.overrides, args.keep_models)
+    command = args.command or "python scripts/curve.py " + " ".join(shlex.quote(a) for a in argv)
+    text = f"{result.table}\n\nProduced by: `{command}`\n"
+    print("\n" + text)
+    if args.out:
+        import shutil
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if "plot" in result.files:
+            shutil.copyfile(result.files["plot"], out.with_suffix(".png"))
+        out.write_text(text)
+    if args.readme:
+        from nlp_transfer.reporting.tables import update_readme
+
+        update_readme(args.readme, args.section, text)
