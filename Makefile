@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 longdocs imbalance bench-cache bench-adapters bench-speed clean
+.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc longdocs imbalance bench-cache bench-adapters bench-speed clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,20 @@ adapters-smollm2: $(STAMP)
 	$(LAUNCH) --config recipes/rotten_tomatoes/smollm2-partial.yaml output.overwrite=true
 	$(PY) scripts/summarize.py runs/rt-smollm2-partial runs/rt-smollm2-lora $(RUN_COLUMNS) --out results/adapters-smollm2.md \
 		--readme README.md --section adapters-smollm2 --command "make adapters-smollm2"
+
+# Label-efficiency curves (hours on 2 cores): MiniLM probe, SetFit, LoRA and full fine-tuning at 8 ... all labels per
+# class, 5 seeds (3 from 256 per class, 1 for all), beside TF-IDF and SmolLM2 zero-shot. Interrupted, the same command resumes.
+CURVE_RECIPES = logreg setfit lora full
+define curve
+	$(PY) scripts/curve.py $(patsubst %,--config recipes/$(1)/minilm-%.yaml,$(CURVE_RECIPES)) \
+		--zero-shot recipes/$(1)/smollm2-zero_shot.yaml --per-class 8 16 32 64 256 all --seeds 5 --runs runs/curve-$(2) \
+		--out results/curve-$(1).md --readme README.md --section curve-$(1) --command "make curve-$(2)"
+endef
+curve-rt: $(STAMP)
+	$(call curve,rotten_tomatoes,rt)
+
+curve-bbc: $(STAMP)
+	$(call curve,bbc_news,bbc)
 
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
 LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max

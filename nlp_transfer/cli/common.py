@@ -9,7 +9,7 @@ import sys
 from nlp_transfer.errors import NLPTransferError
 from nlp_transfer.utils.logs import setup_logging
 
-__all__ = ["run_cli", "setup_logging", "positive_int", "add_run_arguments"]
+__all__ = ["run_cli", "setup_logging", "positive_int", "add_run_arguments", "add_output_arguments", "publish"]
 
 
 def run_cli(main, argv=None) -> int:
@@ -51,3 +51,34 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+
+
+def add_output_arguments(p: argparse.ArgumentParser, section: str, out_help: str = "also write the Markdown table to this file") -> None:
+    """--out, --readme, --section and --command: where a results table goes, and the command printed under it."""
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--readme", help="also replace the <!-- results:SECTION --> block of this file")
+    p.add_argument("--section", default=section, help=f"README block name (default: {section})")
+    p.add_argument("--command", help="the command to print under the table (default: this invocation)")
+
+
+def publish(table: str, args, script: str, argv: list[str], plot=None) -> str:
+    """The table with the command that produced it: printed, and written to --out (the plot beside it, same
+    name .png) and into --readme's block; returns the text."""
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    command = args.command or f"python scripts/{script} " + " ".join(shlex.quote(a) for a in argv)
+    text = f"{table}\n\nProduced by: `{command}`\n"
+    print("\n" + text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if plot is not None:
+            shutil.copyfile(plot, out.with_suffix(".png"))
+        out.write_text(text)
+    if args.readme:
+        from nlp_transfer.reporting.tables import update_readme
+
+        update_readme(args.readme, args.section, text)
+    return text

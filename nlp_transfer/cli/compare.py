@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from nlp_transfer.cli.common import setup_logging
+from nlp_transfer.cli.common import add_output_arguments, publish, setup_logging
 
 
 def compare_main(argv: list[str]) -> None:
-    import shlex
-    from pathlib import Path
-
     from nlp_transfer.experiments.compare import DEFAULT_RECIPES
 
     p = argparse.ArgumentParser(
@@ -26,10 +23,7 @@ def compare_main(argv: list[str]) -> None:
     p.add_argument("--runs", default="runs/compare", help="directory for the run directories and comparison files (default: runs/compare)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --runs directory's runs")
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
-    p.add_argument("--out", help="also write the Markdown table to this file (and the chart beside it, same name .png)")
-    p.add_argument("--readme", help="also replace the <!-- results:SECTION --> block of this file")
-    p.add_argument("--section", default="compare", help="README block name (default: compare)")
-    p.add_argument("--command", help="the command to print under the table (default: this invocation)")
+    add_output_arguments(p, "compare", "also write the Markdown table to this file (and the chart beside it, same name .png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     args = p.parse_intermixed_args(argv)
     from nlp_transfer.experiments.compare import compare, load_recipes
@@ -38,18 +32,4 @@ def compare_main(argv: list[str]) -> None:
     load_recipes(recipes, args.overrides)  # every recipe error before any training
     setup_logging()
     result = compare(recipes, args.runs, args.overrides, baseline=not args.no_baseline, progress=not args.no_progress, overwrite=args.overwrite)
-    command = args.command or "python scripts/compare.py " + " ".join(shlex.quote(a) for a in argv)
-    text = f"{result.table}\n\nProduced by: `{command}`\n"
-    print("\n" + text)
-    if args.out:
-        import shutil
-
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if "plot" in result.files:
-            shutil.copyfile(result.files["plot"], out.with_suffix(".png"))
-        out.write_text(text)
-    if args.readme:
-        from nlp_transfer.reporting.tables import update_readme
-
-        update_readme(args.readme, args.section, text)
+    publish(result.table, args, "compare.py", argv, result.files.get("plot"))

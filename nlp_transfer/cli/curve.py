@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nlp_transfer.cli.common import setup_logging
+from nlp_transfer.cli.common import add_output_arguments, publish, setup_logging
 from nlp_transfer.errors import ConfigError
 
 
@@ -17,9 +17,6 @@ def _size(text: str) -> int | None:
 
 
 def curve_main(argv: list[str]) -> None:
-    import shlex
-    from pathlib import Path
-
     p = argparse.ArgumentParser(
         prog="scripts/curve.py",
         description="Label-efficiency curves: train each recipe with N labelled examples per class (data.samples_per_class) "
@@ -39,31 +36,15 @@ def curve_main(argv: list[str]) -> None:
     p.add_argument("--zero-shot", metavar="YAML", help="a transfer.mode=zero_shot recipe: the 0-labels point")
     p.add_argument("--runs", default="runs/curve", help="directory of the points and the curve files (default: runs/curve)")
     p.add_argument("--keep-models", action="store_true", help="keep every point's model weights (default: metrics only)")
-    p.add_argument("--out", help="also write the Markdown table to this file (and the plot beside it, same name .png)")
-    p.add_argument("--readme", help="also replace the <!-- results:SECTION --> block of this file")
-    p.add_argument("--section", default="curve", help="README block name (default: curve)")
-    p.add_argument("--command", help="the command to print under the table (default: this invocation)")
+    add_output_arguments(p, "curve", "also write the Markdown table to this file (and the plot beside it, same name .png)")
     args = p.parse_intermixed_args(argv)
     if not args.recipes:
         raise ConfigError("give at least one recipe with --config (e.g. recipes/rotten_tomatoes/minilm-setfit.yaml)")
     from nlp_transfer.experiments.compare import load_recipes
     from nlp_transfer.experiments.curve import curve
 
-    load_recipes(args.recipes + ([args.zero_shot] if args.zero_shot else []), args.overrides)  # recipe errors first
+    # recipe errors first (the curve sets data.samples_per_class itself)
+    load_recipes(args.recipes + ([args.zero_shot] if args.zero_shot else []), args.overrides + ["data.samples_per_class=null"])
     setup_logging()
     result = curve(args.recipes, args.per_class, args.seeds, args.runs, args.zero_shot, args.overrides, args.keep_models)
-    command = args.command or "python scripts/curve.py " + " ".join(shlex.quote(a) for a in argv)
-    text = f"{result.table}\n\nProduced by: `{command}`\n"
-    print("\n" + text)
-    if args.out:
-        import shutil
-
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if "plot" in result.files:
-            shutil.copyfile(result.files["plot"], out.with_suffix(".png"))
-        out.write_text(text)
-    if args.readme:
-        from nlp_transfer.reporting.tables import update_readme
-
-        update_readme(args.readme, args.section, text)
+    publish(result.table, args, "curve.py", argv, result.files.get("plot"))

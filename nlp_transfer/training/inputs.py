@@ -159,8 +159,10 @@ def contrastive_pairs(labels: list[int], num_iterations: int, sampling: str) -> 
 
     from nlp_transfer.utils.logs import quiet
 
+    # max_pairs stops setfit's sampler once it has what num_iterations asks for (it would walk every pair otherwise)
+    cap = 2 * num_iterations * len(labels) if num_iterations else -1
     ds = quiet(ContrastiveDataset, list(range(len(labels))), list(labels), multilabel=False,
-               num_iterations=num_iterations or None, sampling_strategy=sampling)
+               num_iterations=num_iterations or None, sampling_strategy=sampling, max_pairs=cap)
     return list(ds)
 
 
