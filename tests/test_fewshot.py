@@ -300,3 +300,24 @@ def test_curve_sizes_of_256_and_more_use_at_most_three_seeds():
     points = [{"method": "m", "per_class": n, "seed": 0, "train_size": 2 * (n or 100), "accuracy": a, "f1_macro": a, "seconds": 1.0}
               for n, a in ((8, 0.70), (16, 0.80), (32, 0.86), (None, 0.90))]
     assert {r["reaches_target_at"] for r in summarize(points)} == {32}  # 0.95 * 0.90 = 0.855
+
+
+def test_a_prompted_text_gets_the_tokens_of_the_whole_prompt_under_byte_level_bpe():
+    """GPT-2-style tokenizers mark a word's leading space inside its token: the text is tokenized with the space
+    before it, so the prompt built from parts equals the prompt tokenized at once."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from conftest import toy_rows
+    from nlp_transfer.data.chunking import LongTextSpec, encode
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [t for t, _ in toy_rows(300)] + ["Movie review: a film. Is this review positive or negative? Answer: positive"]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    prompt = "Movie review: {text}\nIs this review positive or negative? Answer:"
+    texts = ["a gorgeous, moving film", "the plot was dull"]
+    enc = encode(tok, texts, None, LongTextSpec(64, prompt=prompt))
+    assert enc["input_ids"] == [tok(prompt.replace("{text}", t))["input_ids"] for t in texts]

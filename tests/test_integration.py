@@ -147,3 +147,20 @@ def test_lora_recipe_stores_the_adapter_and_merges_into_a_plain_transformers_mod
     with torch.no_grad():
         logits = plain(**tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")).logits.numpy()
     np.testing.assert_allclose(logits, adapter, atol=1e-4)
+
+
+def test_setfit_recipe_with_eight_labels_per_class_end_to_end(tmp_path):
+    """SetFit on the real MiniLM with 8 labelled reviews per class: the encoder is tuned on pairs (it moves), the
+    run reloads to its recorded test metrics, and the few-shot draw is recorded."""
+    recipe = "recipes/rotten_tomatoes/minilm-setfit.yaml"
+    out = tmp_path / "runs" / "setfit"
+    launch(recipe, out)  # data.samples_per_class=8 from the recipe; data.max_samples=300 keeps validation/test small
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["sizes"]["train"] == 16 and m["data"]["label_counts"]["train"] == {"fresh": 8, "rotten": 8}
+    assert m["timing"]["cache"]["pairs"]["total"] == 2 * 20 * 16
+    assert "few-shot: 8 training examples per class" in (out / "summary.md").read_text()
+    check_reload_reproduces_test_metrics(out, m)
+    pretrained = load_file(str(model_catalog.resolve_model("minilm") / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(after[key], pretrained[key])

@@ -153,13 +153,19 @@ def window_starts(n: int, size: int, stride: int, max_chunks: int | None = None)
 
 
 # ---- encoding ---------------------------------------------------------------------------
-def prompt_tokens(tokenizer, prompt: str | None) -> tuple[list, list]:
-    """Token ids of the prompt's words before and after ``{text}`` (none without a prompt)."""
+def prompt_tokens(tokenizer, prompt: str | None) -> tuple[list, list, str]:
+    """(ids before ``{text}``, ids after it, the whitespace that goes in front of the text); none without a prompt.
+
+    The space between the prompt's words and the text is given to the text (``"Review: {text}"``: the text is
+    tokenized as ``" " + text``), so byte-level BPE tokenizers (GPT-2, SmolLM2) see the text's first word as in
+    running text, ``" a"``, not a lone space and ``"a"``: the same tokens as the whole prompt tokenized at once.
+    """
     if prompt is None:
-        return [], []
+        return [], [], ""
     head, _, tail = prompt.partition("{text}")
+    stripped = head.rstrip()
     ids = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
-    return ids(head), ids(tail)
+    return ids(stripped), ids(tail), head[len(stripped):]
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: LongTextSpec) -> dict[str, list]:
@@ -170,12 +176,12 @@ def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: L
         enc["doc_id"] = list(range(len(texts)))
         return enc
     tpl = special_template(tokenizer, pair=pairs is not None)
-    before, after = prompt_tokens(tokenizer, spec.prompt)
+    before, after, lead = prompt_tokens(tokenizer, spec.prompt)
     budget = spec.max_length - len(tpl.prefix) - len(tpl.middle) - len(tpl.suffix) - len(before) - len(after)
     if budget < 2:
         raise ModelError(f"model.max_length={spec.max_length} leaves no room for text after the special tokens"
                          + (" and the prompt" if spec.prompt else ""))
-    ids_a = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]  # whole texts: no length warning
+    ids_a = tokenizer([lead + t for t in texts], add_special_tokens=False, verbose=False)["input_ids"]  # whole texts: no length warning
     ids_b = tokenizer(list(pairs), add_special_tokens=False, verbose=False)["input_ids"] if pairs is not None else [None] * len(ids_a)
     out: dict[str, list] = {}
     for doc, (a, b) in enumerate(zip(ids_a, ids_b)):
