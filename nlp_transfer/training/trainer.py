@@ -4,10 +4,12 @@
     with Trainer(cfg) as t:
         t.setup(); t.fit(); result = t.finish()
 
-Same code on CPU, one GPU, many GPUs or many nodes: ``accelerate launch`` decides. The
-logreg head is its own path (one scikit-learn fit on cached features); every other mode
-runs :func:`nlp_transfer.training.loop.fit` with the classification objective and the
-recipe's hooks. Speed-ups are applied for the run and undone before the model is saved.
+Same code on CPU, one GPU, many GPUs or many nodes: ``accelerate launch`` decides. Two paths
+train nothing by SGD: the logreg head (one scikit-learn fit on cached features) and zero-shot
+scoring (the language model's own head). Every other mode runs
+:func:`nlp_transfer.training.loop.fit`: the classification objective, or for ``setfit`` the
+contrastive-pairs objective, with the recipe's hooks. Speed-ups are applied for the run and
+undone before the model is saved.
 """
 
 from __future__ import annotations
@@ -285,8 +287,8 @@ class Trainer:
 
     # ---- fit ---------------------------------------------------------------------------
     def fit(self, objective=None, hooks: list | None = None) -> None:
-        """The loop with ``objective`` (default: classification with the recipe's regulariser) and ``hooks``
-        (default: the recipe's); the logreg probe has its own path."""
+        """The loop with ``objective`` (default: classification with the recipe's regulariser; contrastive pairs for
+        setfit) and ``hooks`` (default: the recipe's); the logreg probe and zero-shot scoring have their own paths."""
         s, cfg = self.s, self.cfg
         if _probe_only(cfg):
             fit_probe(s)
