@@ -103,3 +103,6 @@ def test_default_recipes_are_shipped_and_comparable():
     assert describe(lora) == "minilm: lora r=8 (every layer) + head"
     assert describe(smollm2) == "smollm2: lora r=16 (top 8 layers) + head"
     assert describe(lora.replace("transfer.mode=prompt_tuning")) == "minilm: prompt tuning (20 tokens) + head"
+    setfit, zero = (RecipeConfig.from_yaml(REPO / f"recipes/rotten_tomatoes/{r}.yaml") for r in ("minilm-setfit", "smollm2-zero_shot"))
+    assert describe(setfit) == "minilm: SetFit (contrastive pairs, then logistic regression)"
+    assert describe(zero) == "smollm2: zero-shot (next-token label words)"

@@ -40,6 +40,8 @@ _MODES = {
     "gradual": "gradual unfreezing",
     "bitfit": "BitFit (biases + head)",
     "full": "full fine-tuning",
+    "setfit": "SetFit (contrastive pairs, then logistic regression)",
+    "zero_shot": "zero-shot (next-token label words)",
 }
 
 
@@ -56,7 +58,7 @@ def describe(cfg: RecipeConfig) -> str:
         what = adapter_note(cfg.transfer) + " + head"
     else:
         what = _MODES[cfg.transfer.mode].format(k=cfg.transfer.unfreeze_top)
-    if cfg.model.head == "logreg":
+    if cfg.model.head == "logreg" and cfg.transfer.mode == "feature_extraction":
         what = "frozen features + logistic regression"
     if not cfg.model.pretrained:
         what = "random init, " + ("full training" if cfg.transfer.mode == "full" else what)
