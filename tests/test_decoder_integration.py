@@ -127,9 +127,14 @@ def test_smollm2_zero_shot_scores_the_label_words_end_to_end(tmp_path):
         del os.environ["NLP_TRANSFER_CACHE"]
     lm = AutoModelForCausalLM.from_pretrained(str(path)).eval()
     tok = predictor.tokenizer
-    prompt = RecipeConfig.from_yaml(out / "recipe.yaml").model.prompt
-    for text, row in zip(texts, got):
-        ids = tok(prompt.replace("{text}", text))["input_ids"]
+    model_cfg = RecipeConfig.from_yaml(out / "recipe.yaml").model
+    label_ids = [words["fresh"]["id"], words["rotten"]["id"]]
+
+    def scores(text):
         with torch.no_grad():
-            logits = lm(torch.tensor([ids])).logits[0, -1]
-        np.testing.assert_allclose(row, logits[[words["fresh"]["id"], words["rotten"]["id"]]].numpy(), rtol=1e-3, atol=1e-3)
+            return lm(torch.tensor([tok(model_cfg.prompt.replace("{text}", text))["input_ids"]])).logits[0, -1, label_ids].numpy()
+
+    content_free = scores(model_cfg.calibration_text)  # contextual calibration: the recipe keeps the default "N/A"
+    assert model_cfg.calibration_text == "N/A"
+    for text, row in zip(texts, got):
+        np.testing.assert_allclose(row, scores(text) - content_free, rtol=1e-3, atol=1e-3)

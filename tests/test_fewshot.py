@@ -170,7 +170,7 @@ def causal_lm_dir(request, tmp_path_factory):
 
 
 ZERO_SHOT = ("transfer.mode=zero_shot", "model.pooling=auto", "model.prompt=the {text} film was",
-             "model.label_words={neg: ' bad', pos: ' good'}")
+             "model.label_words={neg: ' bad', pos: ' good'}", "model.calibration_text=null")
 
 
 def test_zero_shot_scores_equal_the_language_models_next_token_logits(tmp_path, causal_lm_dir, toy_csv):
@@ -202,6 +202,28 @@ def test_zero_shot_scores_equal_the_language_models_next_token_logits(tmp_path, 
     assert predictor.evaluate(list(data.splits["test"]["text"]), labels).metrics["accuracy"] == pytest.approx(result.test["accuracy"])
 
 
+def test_calibration_subtracts_the_scores_of_the_content_free_input(tmp_path, causal_lm_dir, toy_csv):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import build_cfg
+    from nlp_transfer import load_run, train
+
+    plain = load_run(train(build_cfg(tmp_path / "plain", causal_lm_dir, toy_csv, *ZERO_SHOT), progress=False).output_dir)
+    result = train(build_cfg(tmp_path / "cal", causal_lm_dir, toy_csv, *ZERO_SHOT[:-1], "model.calibration_text=plot"),
+                   progress=False)
+    calibrated = load_run(result.output_dir)
+    lm = AutoModelForCausalLM.from_pretrained(str(causal_lm_dir)).eval()
+    words = result.history[0]["zero_shot"]["label_words"]
+    ids = [words["neg"]["id"], words["pos"]["id"]]
+    with torch.no_grad():
+        content_free = lm(torch.tensor([calibrated.tokenizer("the plot film was")["input_ids"]])).logits[0, -1, ids].numpy()
+    assert result.history[0]["zero_shot"]["calibration"] == pytest.approx(dict(zip(["neg", "pos"], content_free.tolist())), abs=1e-4)
+    texts = ["good fun", "a dull plot"]
+    np.testing.assert_allclose(calibrated.logits(texts), plain.logits(texts) - content_free, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(calibrated.logits(["plot"])[0], [0.0, 0.0], atol=1e-5)  # the content-free input: no preference
+
+
 def test_a_long_text_is_cut_inside_the_prompt():
     import tempfile
 
@@ -223,6 +245,7 @@ def test_a_long_text_is_cut_inside_the_prompt():
     (("transfer.mode=zero_shot", "model.prompt=no text here"), "must contain {text} exactly once"),
     (("transfer.mode=zero_shot", "model.prompt={text}:", "model.pooling=mean"), "set model.pooling=auto"),
     (("transfer.mode=full", "model.label_words={neg: bad}"), "model.label_words is for transfer.mode=zero_shot"),
+    (("transfer.mode=full", "model.calibration_text=null"), "model.calibration_text is for transfer.mode=zero_shot"),
 ])
 def test_zero_shot_recipes_that_cannot_work_fail_in_one_line(make_cfg, tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -237,7 +260,7 @@ def test_label_words_that_cannot_be_told_apart_fail_in_one_line(tmp_path, causal
     from conftest import build_cfg
     from nlp_transfer import train
 
-    cfg = build_cfg(tmp_path, causal_lm_dir, toy_csv, *ZERO_SHOT[:3], f"model.label_words={words}")
+    cfg = build_cfg(tmp_path, causal_lm_dir, toy_csv, *ZERO_SHOT[:3], f"model.label_words={words}", "model.calibration_text=null")
     with pytest.raises(ConfigError, match=match):
         train(cfg, progress=False)
 
@@ -285,6 +308,13 @@ def test_a_curve_trains_each_point_once_and_resumes_after_an_interruption(make_c
     assert row["seeds"] == 2 and row["accuracy"] == pytest.approx(np.mean(accs))
     assert row["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
     assert "95% of full data at" in again.table and "± " in again.table
+
+    # A point is reused only for the same recipe: a changed recipe trains its points again.
+    recipe.write_text(make_cfg(tmp_path, "transfer.mode=feature_extraction", "model.head=logreg", "model.logreg_c=1.0",
+                               name="probe").to_yaml())
+    calls.clear()
+    curve([str(recipe)], per_class=[4], seeds=1, runs_dir=runs)
+    assert calls == [(4, 0, 8)]
 
 
 def shutil_rmtree(path):

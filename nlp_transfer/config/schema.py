@@ -106,6 +106,11 @@ class ModelConfig:
         "transfer.mode=zero_shot: the word the model should say after the prompt for each label, e.g. {fresh: ' good', "
         "rotten: ' bad'}; default: the label names. Words must differ in their first token.",
     )
+    calibration_text: Optional[str] = _f(
+        "N/A",
+        "transfer.mode=zero_shot: a content-free input whose scores are subtracted from every text's (contextual "
+        "calibration, Zhao et al. 2021: removes the model's prior for one label word); null: no calibration.",
+    )
     pretrained: bool = _f(
         True,
         "Start from the checkpoint's weights; false builds the same architecture from its config with random "
@@ -446,8 +451,9 @@ class RecipeConfig:
             self._check_setfit()
         if self.transfer.mode == "zero_shot":
             self._check_zero_shot()
-        elif self.model.label_words is not None:
-            raise ConfigError(f"model.label_words is for transfer.mode=zero_shot and has no effect with transfer.mode="
+        elif self.model.label_words is not None or self.model.calibration_text != "N/A":
+            key = "label_words" if self.model.label_words is not None else "calibration_text"
+            raise ConfigError(f"model.{key} is for transfer.mode=zero_shot and has no effect with transfer.mode="
                               f"{self.transfer.mode}; remove it")
         if self.model.head == "logreg" and self.transfer.mode != "setfit" and self.train.resume:
             raise ConfigError("model.head=logreg is one scikit-learn fit with no checkpoints; run without train.resume / --resume")

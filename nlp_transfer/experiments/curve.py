@@ -102,9 +102,13 @@ def _point(out: Path, method: str, cfg: RecipeConfig | None, data, per_class, se
 
     where = out / _slug(method) / ("0" if zero else size_name(per_class)) / f"seed-{seed}"
     done = where / "point.json"
+    recipe = _recipe_key(cfg)
     if done.is_file():
-        logger.info(f"{method}, {size_name(per_class)} per class, seed {seed}: done before ({done})")
-        return json.loads(done.read_text())
+        point = json.loads(done.read_text())
+        if point.get("recipe_key") == recipe:
+            logger.info(f"{method}, {size_name(per_class)} per class, seed {seed}: done before ({done})")
+            return point
+        logger.info(f"{method}, {size_name(per_class)} per class, seed {seed}: its recipe changed since {done}; training again")
     few = data if zero else with_few_shot(data, per_class, seed)
     tmp = where.parent / f".{where.name}.tmp-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
@@ -127,12 +131,23 @@ def _point(out: Path, method: str, cfg: RecipeConfig | None, data, per_class, se
         gc.collect()
     point = {"method": method, "recipe": cfg.name if cfg else None, "per_class": 0 if zero else per_class, "seed": seed,
              "train_size": 0 if zero else len(few.splits["train"]), "accuracy": test["accuracy"], "f1_macro": test["f1_macro"],
-             "seconds": round(time.perf_counter() - t0, 1)}
+             "seconds": round(time.perf_counter() - t0, 1), "recipe_key": recipe}
     (tmp / "point.json").write_text(json.dumps(point, indent=2))
     if where.exists():
         shutil.rmtree(where)
     tmp.rename(where)
     return point
+
+
+def _recipe_key(cfg: RecipeConfig | None) -> str:
+    """What a point depends on: the recipe without its output settings (TF-IDF: its fixed settings)."""
+    import hashlib
+
+    if cfg is None:
+        return "tfidf-word-1-2-grams-C4"
+    d = cfg.to_dict()
+    d.pop("output", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

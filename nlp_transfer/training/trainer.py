@@ -223,8 +223,8 @@ class Trainer:
             model.meta["label_columns"] = list(cfg.data.label_columns)
         s.params = apply_transfer(model, cfg.transfer)
         if cfg.transfer.mode == "zero_shot":  # the head is the language model's output embeddings of the label words
-            self.label_words = init_zero_shot_head(model, s.tokenizer, s.data.labels, cfg.model.label_words,
-                                                   resolve_checkpoint(cfg.model.name_or_path, cfg.model.gguf_file))
+            self.zero_shot = init_zero_shot_head(model, s.tokenizer, s.data.labels, cfg.model,
+                                                 resolve_checkpoint(cfg.model.name_or_path, cfg.model.gguf_file))
         s.raw_model = s.model = model
         fast = cfg.train.fast_kernels and s.accelerator.device.type == "cpu"
         speed = self._undo.enter_context(speedups(model, dropout=fast, attention=fast, first_token=True, allocator=fast))
@@ -294,7 +294,7 @@ class Trainer:
             fit_probe(s)
             return
         if cfg.transfer.mode == "zero_shot":
-            fit_zero_shot(s, self.label_words)
+            fit_zero_shot(s, self.zero_shot)
             return
         if objective is None and cfg.transfer.mode == "setfit":
             objective = ContrastivePairs(s.setup.metric, s.data.labels, cfg.model.logreg_c, cfg.train.seed, s.class_weights)
@@ -371,15 +371,16 @@ def _no_loop(cfg: RecipeConfig) -> bool:
     return _probe_only(cfg) or cfg.transfer.mode == "zero_shot"
 
 
-def fit_zero_shot(s: Session, label_words: dict) -> None:
+def fit_zero_shot(s: Session, zero_shot: dict) -> None:
     """No training: the validation metrics of the language model's own guess (transfer/zero_shot.py)."""
     t0 = time.perf_counter()
     val = evaluate(s.model, s.accelerator.prepare_data_loader(s.inputs.validation), s.accelerator, s.data.labels)
     seconds = time.perf_counter() - t0
-    words = ", ".join(f"{label} -> {w['token']!r}" for label, w in label_words.items())
-    s.info(f"zero-shot: prompt {s.cfg.model.prompt!r}, label words {words} | validation {s.task.log_line(val)}")
+    words = ", ".join(f"{label} -> {w['token']!r}" for label, w in zero_shot["label_words"].items())
+    calibrated = f", calibrated on {zero_shot['calibration_text']!r}" if zero_shot.get("calibration") else ""
+    s.info(f"zero-shot: prompt {s.cfg.model.prompt!r}, label words {words}{calibrated} | validation {s.task.log_line(val)}")
     s.state.history = [{"epoch": 1, "train_loss": None, "seconds": round(seconds, 2), "validation": val,
-                        "zero_shot": {"prompt": s.cfg.model.prompt, "label_words": label_words}}]
+                        "zero_shot": {"prompt": s.cfg.model.prompt, **zero_shot}}]
     s.state.best_epoch, s.state.train_seconds = 1, 0.0
 
 

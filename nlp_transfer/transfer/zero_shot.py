@@ -10,7 +10,9 @@ distribution renormalised over the label words. It saves, reloads and predicts l
 and is the "0 labels" point of a label-efficiency curve.
 
 Scored by the first token of each word only (one forward pass per text): words must differ in
-their first token; a multi-token word is represented by its first token.
+their first token; a multi-token word is represented by its first token. Small models prefer some
+words whatever the text; ``model.calibration_text`` (default ``"N/A"``) subtracts the scores of that
+content-free input in the same prompt (contextual calibration, Zhao et al. 2021), as the head's bias.
 """
 
 from __future__ import annotations
@@ -56,12 +58,14 @@ def output_embeddings(backbone, checkpoint: str) -> torch.Tensor:
     return lm.get_output_embeddings().weight
 
 
-def init_zero_shot_head(model, tokenizer, labels: list[str], label_words: dict[str, str] | None, checkpoint: str) -> dict:
-    """Set ``model.head``'s linear layer to the label words' output embeddings; returns what it used."""
+def init_zero_shot_head(model, tokenizer, labels: list[str], model_cfg, checkpoint: str) -> dict:
+    """Set ``model.head``'s linear layer to the label words' output embeddings (and, with
+    ``model.calibration_text``, its bias to minus their scores on that content-free input); returns
+    what it used."""
     if model.meta.get("kind") != "decoder":
         raise ConfigError("transfer.mode=zero_shot reads a language model's next-token prediction and needs a decoder "
                           "(GPT-2, Llama, SmolLM2, ...); for an encoder use setfit or feature_extraction")
-    words = label_word_tokens(tokenizer, labels, label_words)
+    words = label_word_tokens(tokenizer, labels, model_cfg.label_words)
     weight = output_embeddings(model.backbone, checkpoint)
     linear = model.head[-1]
     with torch.no_grad():
@@ -71,4 +75,26 @@ def init_zero_shot_head(model, tokenizer, labels: list[str], label_words: dict[s
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
     model.meta["head_dropout"] = 0.0
-    return words
+    info = {"label_words": words, "calibration_text": model_cfg.calibration_text}
+    if model_cfg.calibration_text is not None:
+        info["calibration"] = calibrate(model, tokenizer, model_cfg)
+    return info
+
+
+@torch.no_grad()
+def calibrate(model, tokenizer, model_cfg) -> dict[str, float]:
+    """Contextual calibration (Zhao et al. 2021): the label scores of the content-free
+    ``model.calibration_text`` in the prompt become the head's negative bias, so that input scores
+    every label alike and a text's scores are read relative to the model's prior."""
+    from nlp_transfer.data.chunking import LongTextSpec, encode
+
+    enc = encode(tokenizer, [model_cfg.calibration_text], None, LongTextSpec.from_config(model_cfg))
+    enc.pop("doc_id")
+    device = next(model.parameters()).device
+    batch = {k: torch.tensor(v, device=device) for k, v in enc.items()}
+    was_training = model.training
+    model.eval()
+    scores = model(**batch)["logits"][0]
+    model.train(was_training)
+    model.head[-1].bias.copy_(-scores)
+    return {label: round(float(v), 4) for label, v in zip(model.labels, scores)}
