@@ -99,7 +99,7 @@ def test_smollm2_feature_extraction_from_gguf_end_to_end(tmp_path, monkeypatch):
     assert recomputed["confusion_matrix"] == test["confusion_matrix"]
 
 
-def test_smollm2_zero_shot_scores_the_label_words_end_to_end(tmp_path):
+def test_smollm2_zero_shot_scores_the_label_words_end_to_end(tmp_path, monkeypatch):
     """No labels: SmolLM2's next-token logits of ' positive' and ' negative' after the recipe's prompt. The run
     trains nothing, reloads to its recorded test metrics, and its scores are the language model's own."""
     from transformers import AutoModelForCausalLM
@@ -120,11 +120,9 @@ def test_smollm2_zero_shot_scores_the_label_words_end_to_end(tmp_path):
     predictor = load_run(out, device="cpu", precision="no")
     texts = ["a gorgeous, moving film", "a tedious, clumsy mess"]
     got = predictor.logits(texts)
-    os.environ["NLP_TRANSFER_CACHE"] = str(tmp_path / "cache")
-    try:
-        path = gguf.converted_dir(model_catalog.smollm2_gguf())
-    finally:
-        del os.environ["NLP_TRANSFER_CACHE"]
+    monkeypatch.setenv("NLP_TRANSFER_CACHE", str(tmp_path / "cache"))  # restored after the test: the session's cache
+    path = gguf.converted_dir(model_catalog.smollm2_gguf())
+    monkeypatch.undo()
     lm = AutoModelForCausalLM.from_pretrained(str(path)).eval()
     tok = predictor.tokenizer
     model_cfg = RecipeConfig.from_yaml(out / "recipe.yaml").model
