@@ -3,6 +3,7 @@ nested across sizes), keeping validation and test whole."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -297,7 +298,7 @@ def test_a_curve_trains_each_point_once_and_resumes_after_an_interruption(make_c
 
     # Interrupted: one point lost (e.g. killed while it trained). Only that one trains again.
     lost = next(runs.glob("*frozen*/8/seed-1"))
-    shutil_rmtree(lost)
+    shutil.rmtree(lost)
     calls.clear()
     again = curve([str(recipe)], per_class=[4, 8, None], seeds=2, runs_dir=runs)
     assert calls == [(8, 1, 16)]
@@ -315,12 +316,6 @@ def test_a_curve_trains_each_point_once_and_resumes_after_an_interruption(make_c
     calls.clear()
     curve([str(recipe)], per_class=[4], seeds=1, runs_dir=runs)
     assert calls == [(4, 0, 8)]
-
-
-def shutil_rmtree(path):
-    import shutil
-
-    shutil.rmtree(path)
 
 
 def test_curve_sizes_of_256_and_more_use_at_most_three_seeds():

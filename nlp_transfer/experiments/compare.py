@@ -190,13 +190,21 @@ def _count(n: int | None) -> str:
 def write_comparison(rows: list[dict], table: str, out: Path, cfg: RecipeConfig | None = None) -> dict[str, Path]:
     from nlp_transfer.reporting.plots import plot_comparison
 
+    return write_results(out, "comparison", table, rows, cfg, "test accuracy, macro F1, wall time",
+                         lambda path, title: plot_comparison(rows, path, title), alt="comparison")
+
+
+def write_results(out: Path, stem: str, table: str, payload, cfg: RecipeConfig | None, what: str, plot,
+                  alt: str) -> dict[str, Path]:
+    """``<stem>.md`` (the table, with the plot linked), ``<stem>.json`` (``payload``) and ``<stem>.png``
+    (``plot(path, title)``; none without matplotlib) in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {"table": out / "comparison.md", "json": out / "comparison.json"}
-    title = f"{cfg.data.source or Path(cfg.data.train_file).name}: test accuracy, macro F1, wall time" if cfg else ""
-    png = plot_comparison(rows, out / "comparison.png", title)
+    files = {"table": out / f"{stem}.md", "json": out / f"{stem}.json"}
+    title = f"{cfg.data.source or Path(cfg.data.train_file).name}: {what}" if cfg else ""
+    png = plot(out / f"{stem}.png", title)
     if png is not None:
         files["plot"] = png
-        table += f"\n\n![comparison]({png.name})"
+        table += f"\n\n![{alt}]({png.name})"
     files["table"].write_text(table + "\n")
-    files["json"].write_text(json.dumps(rows, indent=2))
+    files["json"].write_text(json.dumps(payload, indent=2))
     return files

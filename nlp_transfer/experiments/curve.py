@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError
-from nlp_transfer.experiments.compare import BASELINE, describe, load_recipes
+from nlp_transfer.experiments.compare import BASELINE, describe, load_recipes, write_results
 
 logger = logging.getLogger("nlp_transfer")
 LARGE = 256  # from this many labels per class, at most MAX_LARGE_SEEDS seeds
@@ -213,13 +213,6 @@ def curve_table(summary: list[dict], data=None, cfg: RecipeConfig | None = None)
 def write_curve(points: list[dict], summary: list[dict], table: str, out: Path, cfg: RecipeConfig | None = None) -> dict[str, Path]:
     from nlp_transfer.reporting.plots import plot_curve
 
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"table": out / "curve.md", "json": out / "curve.json"}
-    title = f"{cfg.data.source or Path(cfg.data.train_file).name}: test accuracy against labels per class" if cfg else ""
-    png = plot_curve(summary, out / "curve.png", title)
-    if png is not None:
-        files["plot"] = png
-        table += f"\n\n![label-efficiency curve]({png.name})"
-    files["table"].write_text(table + "\n")
-    files["json"].write_text(json.dumps({"points": points, "summary": summary}, indent=2))
-    return files
+    return write_results(out, "curve", table, {"points": points, "summary": summary}, cfg,
+                         "test accuracy against labels per class", lambda path, title: plot_curve(summary, path, title),
+                         alt="label-efficiency curve")
