@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc longdocs imbalance bench-cache bench-adapters bench-speed clean
+.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc select select-rt select-bbc select-tweet longdocs imbalance bench-cache bench-adapters bench-speed clean
 
 setup: $(STAMP)
 
@@ -84,6 +84,32 @@ curve-rt: $(STAMP)
 
 curve-bbc: $(STAMP)
 	$(call curve,bbc_news,bbc)
+
+# Model selection: which checkpoint, layer and pooling (scripts/select.py, features encoded cold), every candidate
+# checked against the logreg probe (--validate), the time against MiniLM's full fine-tuning (trained first if missing),
+# then the recommendation and its checkpoint's last layer trained for real (feature extraction, logreg probe).
+SELECT_ARGS := --candidates minilm smollm2 --layers all --pooling mean last --validate --top 12 transfer.cache_features=false
+define select
+	test -f runs/$(2)-minilm-full/metrics.json || $(LAUNCH) --config recipes/$(1)/minilm-full.yaml
+	$(PY) scripts/select.py --config recipes/$(1)/minilm-logreg.yaml $(SELECT_ARGS) --reference-run runs/$(2)-minilm-full \
+		--out results/select-$(1) --readme README.md --section select-$(1) --command "make select-$(2)"
+	$(LAUNCH) --config results/select-$(1)/recipe.yaml output.dir=runs/select-$(2)-recommended output.overwrite=true
+	if test -f results/select-$(1)/recipe-last-layer.yaml; then $(LAUNCH) --config results/select-$(1)/recipe-last-layer.yaml \
+		output.dir=runs/select-$(2)-last-layer output.overwrite=true; else rm -rf runs/select-$(2)-last-layer; fi
+	$(PY) scripts/summarize.py runs/select-$(2)-recommended $$(test -d runs/select-$(2)-last-layer && echo runs/select-$(2)-last-layer) \
+		--out results/select-$(1)/check.md --readme README.md --section select-check-$(1) --command "make select-$(2)"
+endef
+
+select: select-rt select-bbc select-tweet
+
+select-rt: $(STAMP)
+	$(call select,rotten_tomatoes,rt)
+
+select-bbc: $(STAMP)
+	$(call select,bbc_news,bbc)
+
+select-tweet: $(STAMP)
+	$(call select,tweet_sentiment,tweet)
 
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
 LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max

@@ -31,6 +31,7 @@ _EXPORTS = {
     "Trainer": "nlp_transfer.training",
     "Predictor": "nlp_transfer.inference.predictor", "Predictions": "nlp_transfer.tasks", "load_run": "nlp_transfer.inference.predictor",
     "merge_run": "nlp_transfer.inference.export",
+    "rank_checkpoints": "nlp_transfer.experiments.selection", "transferability": "nlp_transfer.transfer.estimators",
 }
 # subpackages reachable as attributes (``nlp_transfer.catalog`` ...)
 _MODULES = {"catalog": "nlp_transfer.data.catalog", "gguf": "nlp_transfer.models.gguf", "plots": "nlp_transfer.reporting.plots"}
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from nlp_transfer.config import DataConfig, ModelConfig, OutputConfig, RecipeConfig, TrainConfig, TransferConfig
     from nlp_transfer.data.loading import TextData, load_data
     from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError, TrainingError
+    from nlp_transfer.experiments.selection import rank_checkpoints
     from nlp_transfer.inference.predictor import Predictor, load_run
     from nlp_transfer.manifest import RunManifest, read_manifest
     from nlp_transfer.metrics import compute_metrics
@@ -64,3 +66,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from nlp_transfer.recipes import build_classifier
     from nlp_transfer.tasks import Predictions, get_task
     from nlp_transfer.training import RunResult, Trainer, evaluate, train
+    from nlp_transfer.transfer.estimators import transferability

@@ -47,6 +47,7 @@ class RunManifest:
     precision: str = "no"  # autocast the run was evaluated with, and predicts with by default
     eval_batch_size: int = 64
     source_checkpoint: str | None = None
+    feature_layer: int | None = None  # model.feature_layer: the backbone keeps layers 1..N of its checkpoint
     backbone_dtype: str = "float32"
     pad_token: str | None = None  # decoders: own, eos or added
     label_separator: str | None = None  # multi-label data written as joined strings

@@ -69,6 +69,11 @@ def _check(cond: bool, msg: str) -> None:
 class ModelConfig:
     name_or_path: str = _f("minilm", "Checkpoint: a catalog short name (minilm), a local directory, or a hub id.")
     pooling: str = _f("auto", "How token states become one vector: auto (the architecture's own), cls, pooler, mean, max, last.")
+    feature_layer: Optional[int] = _f(
+        None,
+        "Read the features from this transformer layer, counted from 1 (negative: from the top, -1 = the last); the "
+        "layers above it are dropped from the model (faster, smaller run). null: the last. scripts/select.py ranks them.",
+    )
     head: str = _f(
         "linear",
         "Classification head: linear, mlp, or logreg (scikit-learn logistic regression fitted on the cached "
@@ -135,6 +140,8 @@ class ModelConfig:
         _choice("model", "head_activation", self.head_activation, ACTIVATIONS)
         _check(self.logreg_c is None or self.logreg_c > 0, f"model.logreg_c={self.logreg_c} must be positive or null")
         _check(0.0 <= self.head_dropout < 1.0, f"model.head_dropout={self.head_dropout} must be in [0, 1)")
+        _check(self.feature_layer != 0, "model.feature_layer=0 is not a layer; layers count from 1 (negative: from the "
+               "top, -1 = the last), or null for the last")
         _check(self.max_length >= 8, f"model.max_length={self.max_length} is too small; use at least 8")
         _choice("model", "truncation", self.truncation, TRUNCATIONS)
         _choice("model", "chunk_aggregate", self.chunk_aggregate, AGGREGATES)
@@ -494,6 +501,8 @@ class RecipeConfig:
                f"last token; set model.pooling=auto (or last), not {self.model.pooling}")
         _check(self.data.text_pair_column is None and not self.model.chunking,
                "transfer.mode=zero_shot scores one text per prompt; unset data.text_pair_column and model.chunking")
+        _check(self.model.feature_layer is None, "transfer.mode=zero_shot reads the language model's prediction after its "
+               "last layer; remove model.feature_layer")
 
     # ---- construction -------------------------------------------------------------
     @classmethod

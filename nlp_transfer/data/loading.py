@@ -238,6 +238,14 @@ def _stratified_split(ds: datasets.Dataset, fraction: float, seed: int, stratifi
     return ds.select(rest), ds.select(held)
 
 
+def stratified_sample(ds: datasets.Dataset, n: int, seed: int, stratified: bool = True) -> datasets.Dataset:
+    """At most ``n`` examples of ``ds``, drawn with ``seed`` and stratified on the class ids where ``stratified``
+    (single-label data; multi-label and regression draws are seeded random ones); ``ds`` itself if it is no bigger."""
+    if n >= len(ds):
+        return ds
+    return _stratified_split(ds, n / len(ds), seed, stratified)[1]
+
+
 def _split(enc: dict[str, datasets.Dataset], raw_has_test: bool, cfg: DataConfig, stratify: bool,
            names: list[str]) -> datasets.DatasetDict:
     """Held-out splits the source lacks; fractions are of the whole source, so 80/10/10 means what it says."""

@@ -17,6 +17,7 @@ from torch import nn
 from nlp_transfer.errors import ModelError
 from nlp_transfer.manifest import RunManifest, read_manifest, write_manifest
 from nlp_transfer.models.adapters import base_of, is_adapted, load_adapter, prompt_length, save_adapter
+from nlp_transfer.models.layers import final_norm, find_layers, keep_layers
 from nlp_transfer.tasks import Task, get_task
 from nlp_transfer.utils.environment import library_versions
 from nlp_transfer.utils.logs import quiet
@@ -24,7 +25,7 @@ from nlp_transfer.utils.logs import quiet
 HEAD_FILE = "head.safetensors"
 # Manifest fields that describe the model itself (kept in TextClassifier.meta); the rest describe the run.
 MODEL_FIELDS = ("kind", "head", "head_dropout", "head_hidden_size", "head_activation", "max_length", "long_text",
-                "source_checkpoint", "backbone_dtype", "pad_token", "label_separator", "label_columns", "adapter",
+                "source_checkpoint", "feature_layer", "backbone_dtype", "pad_token", "label_separator", "label_columns", "adapter",
                 "merged_adapter")
 
 
@@ -116,12 +117,55 @@ class TextClassifier(nn.Module):
             kwargs["token_type_ids"] = token_type_ids
         if self.prompt_length:
             return self._encode_prompted(kwargs)
+        out = self.backbone(**self._positions(kwargs))
+        return pool(out.last_hidden_state, attention_mask, self.pooling, getattr(out, "pooler_output", None))
+
+    def _positions(self, kwargs: dict) -> dict:
         if self.meta.get("kind") == "decoder":
             # Decoders number positions from the first column, padding included: count real
             # tokens instead, so a text gets the same states padded left, right or not at all.
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.backbone(**kwargs)
-        return pool(out.last_hidden_state, attention_mask, self.pooling, getattr(out, "pooler_output", None))
+            kwargs["position_ids"] = (kwargs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        return kwargs
+
+    def layer_features(self, input_ids, attention_mask, layers: list[int], poolings: list[str], token_type_ids=None,
+                       **_) -> torch.Tensor:
+        """Pooled features of several layers in one forward pass: [B, len(layers) * len(poolings), H], layer-major.
+
+        Layer N's vector is what :meth:`encode` gives with ``model.feature_layer: N`` (the final norm of
+        architectures that have one applied, as the cut model applies it); ``pooler`` pooling applies the
+        backbone's pooler to that layer. Only the layers up to the deepest one asked for run."""
+        _, blocks = find_layers(self.backbone)
+        states: dict[int, torch.Tensor] = {}
+        deepest = max(layers)
+
+        class _Stop(Exception):
+            pass
+
+        def keep(n):
+            def hook(_module, _inputs, output):
+                states[n] = output[0] if isinstance(output, tuple) else output
+                if n == deepest:
+                    raise _Stop
+            return hook
+
+        handles = [blocks[n - 1].register_forward_hook(keep(n)) for n in sorted(set(layers))]
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        try:
+            self.backbone(**self._positions(kwargs))
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        norm, pooler = final_norm(self.backbone), getattr(self.backbone, "pooler", None)
+        out = []
+        for n in layers:
+            hidden = norm(states[n]) if norm is not None else states[n]
+            for how in poolings:
+                out.append(pool(hidden, attention_mask, how, pooler(hidden) if how == "pooler" and pooler is not None else None))
+        return torch.stack(out, dim=1)
 
     @property
     def prompt_length(self) -> int:
@@ -242,6 +286,8 @@ def _adapter_base(d: Path, m: RunManifest) -> nn.Module:
         raise ModelError(f"the adapter run '{d}' needs its base checkpoint '{name}'" + (f" (GGUF file {gguf})" if gguf else "")
                          + f", which could not be loaded ({first}); make that checkpoint available "
                          "(the manifest's adapter.base_checkpoint names it), or retrain") from None
+    if m.feature_layer is not None:  # as training cut it (before the fingerprint is checked)
+        keep_layers(base, m.feature_layer, f"'{name}'")
     if m.kind == "decoder":  # as the decoder recipe left it: no cache, the pad token (and its row, if added)
         tokenizer = load_tokenizer(str(d))
         grow_embeddings(base, len(tokenizer))

@@ -9,6 +9,7 @@ import torch
 from nlp_transfer.config import ModelConfig
 from nlp_transfer.errors import ConfigError, ModelError
 from nlp_transfer.models import catalog
+from nlp_transfer.models.layers import keep_layers
 from nlp_transfer.utils.logs import quiet
 
 
@@ -55,7 +56,7 @@ def _random_backbone(path: str):
 
 def load_backbone(cfg: ModelConfig):
     """(backbone, tokenizer) of ``cfg``'s checkpoint: pretrained weights, or random ones with
-    ``model.pretrained: false``, in ``model.backbone_dtype``."""
+    ``model.pretrained: false``, in ``model.backbone_dtype``; with ``model.feature_layer``, cut above that layer."""
     from transformers import AutoModel
 
     path = resolve_checkpoint(cfg.name_or_path, cfg.gguf_file)
@@ -67,6 +68,8 @@ def load_backbone(cfg: ModelConfig):
             f"could not load checkpoint '{cfg.name_or_path}': {str(e).splitlines()[0]} "
             f"(catalog names: {', '.join(catalog.MODELS)})"
         ) from None
+    if cfg.feature_layer is not None:  # the layers above it never run: drop them
+        keep_layers(backbone, cfg.feature_layer, f"'{cfg.name_or_path}'")
     return backbone, load_tokenizer(path)
 
 

@@ -28,6 +28,7 @@ def assemble(cfg: ModelConfig, backbone, pooling: str, labels: list[str], kind: 
         "max_length": cfg.max_length,
         "long_text": LongTextSpec.from_config(cfg).to_meta(),
         "source_checkpoint": cfg.name_or_path,
+        "feature_layer": backbone.config.num_hidden_layers if cfg.feature_layer is not None else None,
         "gguf_file": cfg.gguf_file,  # not a manifest field of its own: an adapter run records it with its base
         **meta,
     }

@@ -160,3 +160,29 @@ def plot_curve(summary: list[dict], path: str | Path, title: str = "") -> Path |
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_layer_scores(rows: list[dict], estimators: Sequence[str], path: str | Path, title: str = "") -> Path | None:
+    """One checkpoint's transferability scores against its layers (scripts/select.py): a panel per estimator
+    (and the probe's test score, where validated), a line per pooling."""
+    names = {"logme": "LogME", "hscore": "H-score", "knn": "kNN"}
+    panels = [(e, names.get(e, e)) for e in estimators if any(r.get(e) is not None for r in rows)]
+    if rows and "probe" in rows[0]:
+        panels.append(("probe", f"probe test {rows[0]['probe']['metric']}"))
+    fig = _figure(figsize=(4.2 * len(panels), 3.8))
+    if fig is None or not panels:
+        return None
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharex=True))
+    poolings = list(dict.fromkeys(r["pooling"] for r in rows))
+    for ax, (key, label) in zip(axes, panels):
+        for i, p in enumerate(poolings):
+            sub = sorted((r for r in rows if r["pooling"] == p), key=lambda r: r["layer"])
+            ys = [r["probe"]["score"] if key == "probe" else r[key] for r in sub]
+            ax.plot([r["layer"] for r in sub], ys, marker="o", color=f"C{i}", label=f"{p} pooling")
+        ax.set(xlabel="layer", ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -88,7 +88,8 @@ def _row(m: dict, cfg: RecipeConfig) -> tuple:
         mode = adapter_note(t)
     head = "logistic regression" if cfg.model.head == "logreg" else f"{cfg.model.head} head"
     epochs = "1 fit" if cfg.model.head == "logreg" else f"{cfg.train.epochs} ep"
-    how = f"{cfg.model.pooling} pooling, {head}, {epochs}, {env['mixed_precision']}, {env['num_processes']}x {env['device']}"
+    layer = f"layer {cfg.model.feature_layer}, " if cfg.model.feature_layer is not None else ""
+    how = f"{layer}{cfg.model.pooling} pooling, {head}, {epochs}, {env['mixed_precision']}, {env['num_processes']}x {env['device']}"
     extras = [f"LLRD {t.layerwise_lr_decay}"] if t.layerwise_lr_decay < 1 else []
     extras += [f"L2-SP {t.l2sp}"] if t.l2sp > 0 else []
     extras += [f"{cfg.data.samples_per_class} per class (seed {cfg.data.sample_seed})"] if cfg.data.samples_per_class else []

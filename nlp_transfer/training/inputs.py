@@ -86,7 +86,7 @@ def _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, pr
     feats, info = cached_features(
         model, {s: tokens[s] for s in splits}, tokenizer, PadCollator(tokenizer), train_cfg.eval_batch_size, accelerator, pooling=model.pooling,
         max_length=cfg.model.max_length, precision=accelerator.mixed_precision, cache_dir=t.cache_dir,
-        use_disk=t.cache_features, log=log, progress=progress,
+        use_disk=t.cache_features, log=log, progress=progress, layer=model.meta.get("feature_layer"),
     )
     ebs = train_cfg.eval_batch_size
     val = torch.utils.data.DataLoader(feats["validation"], batch_size=ebs, collate_fn=as_batch)

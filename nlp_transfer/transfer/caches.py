@@ -141,10 +141,13 @@ def tokenizer_settings(tokenizer) -> dict:
     }
 
 
-def feature_key(model_fp: str, tokens_fp: str, *, pooling: str, max_length: int, precision: str, tokenizer) -> tuple[str, dict]:
+def feature_key(model_fp: str, tokens_fp: str, *, pooling: str, max_length: int, precision: str, tokenizer,
+                layer: int | None = None) -> tuple[str, dict]:
+    """(key, its parts): ``layer`` is the layer the features come from (None: the model's last)."""
     parts = {
         "format": CACHE_FORMAT,
         "model": model_fp,
+        "layer": layer,
         "pooling": pooling,
         "max_length": max_length,
         "precision": precision,
@@ -191,7 +194,8 @@ class FeatureCache:
 
 
 def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelerator, *, pooling: str, max_length: int,
-                    precision: str, cache_dir: str | None, use_disk: bool = True, log=None, progress: bool = True) -> tuple[dict, dict]:
+                    precision: str, cache_dir: str | None, use_disk: bool = True, log=None, progress: bool = True,
+                    layer: int | None = None) -> tuple[dict, dict]:
     """{split: FeatureDataset} for every split of ``tokens``, from the disk cache where possible.
 
     Returns the datasets and stats: ``hits``/``misses`` (split names), ``encode_seconds`` (all
@@ -206,7 +210,7 @@ def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelera
         feats, key, parts = None, None, None
         if cache is not None:
             key, parts = feature_key(model_fp, fingerprint_tokens(ds), pooling=pooling, max_length=max_length,
-                                     precision=precision, tokenizer=tokenizer)
+                                     precision=precision, tokenizer=tokenizer, layer=layer)
             feats = cache.load(key, len(ds))
             # Every process must agree on hit or miss: a miss encodes collectively.
             hit = torch.tensor(float(feats is not None), device=accelerator.device)
