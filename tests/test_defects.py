@@ -104,3 +104,14 @@ def test_progress_outside_a_terminal_logs_at_intervals(caplog):
     items = list(progress(range(5), "encoding", interval=0.0))
     assert items == list(range(5)) and 1 <= len(caplog.records) <= 6
     assert "encoding: 5/5 (100%)" in caplog.records[-1].getMessage()
+
+
+def test_slow_steps_are_logged_as_seconds_each_not_zero_per_second(caplog, monkeypatch):
+    """A batch that takes 36 s was logged as '0.0/s'; it says '36.0s each'."""
+    from nlp_transfer.utils import progress as p
+
+    clock = iter([0.0, 36.0, 36.0])  # start; after the first batch; its log line (then 72 s from there on)
+    monkeypatch.setattr(p.time, "perf_counter", lambda: next(clock, 72.0))
+    caplog.set_level(logging.INFO, logger="nlp_transfer")
+    list(p.progress(range(2), "encoding", interval=1.0))
+    assert "encoding: 1/2 (50%) batches, 36.0s each" in caplog.records[0].getMessage()

@@ -164,3 +164,26 @@ def test_setfit_recipe_with_eight_labels_per_class_end_to_end(tmp_path):
     after = load_file(str(out / "model.safetensors"))
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(after[key], pretrained[key])
+
+
+def test_select_ranks_minilm_layers_and_its_recommendation_trains(tmp_path):
+    """`scripts/select.py` on the real MiniLM (all 6 layers, mean pooling) and a Rotten Tomatoes slice, with the
+    probe check; the recommended recipe then trains with `accelerate launch` and keeps only its layers."""
+    out = tmp_path / "select"
+    cmd = [sys.executable, "scripts/select.py", "--config", "recipes/rotten_tomatoes/minilm-logreg.yaml", "data.max_samples=300",
+           "--candidates", "minilm", "--layers", "all", "--pooling", "mean", "--validate", "--max-samples", "300",
+           "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert [r["layer"] for r in sorted(ranking["rows"], key=lambda r: r["layer"])] == [1, 2, 3, 4, 5, 6]
+    assert ranking["sample"] == {"train": 300, "validation": 300, "test": 300, "train_split": 300, "task": "single_label"}
+    assert all(0.5 < r["probe"]["score"] <= 1 for r in ranking["rows"])  # every MiniLM layer carries sentiment
+    rec = ranking["recommendation"]
+    assert f"Recommended: **minilm, layer {rec['layer']} of 6, mean pooling**" in proc.stdout
+    run = tmp_path / "runs" / "recommended"
+    launch(str(out / "recipe.yaml"), run)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["test"]["accuracy"] > 0.6
+    assert json.loads((run / "config.json").read_text())["num_hidden_layers"] == rec["layer"]
+    check_reload_reproduces_test_metrics(run, m)

@@ -1,6 +1,6 @@
 """Which checkpoint, which layer, which pooling: transferability scores of frozen features, in seconds.
 
-:func:`select` encodes a stratified sample of the training split once per candidate checkpoint,
+:func:`rank_checkpoints` encodes a stratified sample of the training split once per candidate checkpoint,
 reading every requested layer in the same forward pass (:meth:`TextClassifier.layer_features`,
 through the feature cache), scores each (checkpoint, layer, pooling) with the estimators of
 :mod:`nlp_transfer.transfer.estimators`, ranks them by LogME and recommends the best as a
@@ -90,10 +90,11 @@ def _load(cfg: RecipeConfig, name: str, labels: list[str]):
 # ---- encoding, through the feature cache ------------------------------------------------------------
 def encode_candidate(model, tokenizer, ds, layers: list[int], poolings: list[str], accelerator, *, batch_size: int,
                      max_length: int, cache_dir: str | None, use_cache: bool, desc: str, progress: bool,
-                     model_fp: str | None = None) -> tuple[dict[tuple[int, str], torch.Tensor], float, bool]:
+                     model_fp: str | None = None, fast_kernels: bool = True) -> tuple[dict[tuple[int, str], torch.Tensor], float, bool]:
     """{(layer, pooling): features [N, H]} of tokenized ``ds``; the encode seconds (0 when every one came from the
     cache) and whether they all did. One forward pass reads every layer."""
     from nlp_transfer.data.batching import PadCollator
+    from nlp_transfer.models.fast import speedups
     from nlp_transfer.transfer.caches import FeatureCache, encode_rows, feature_key, fingerprint_model, fingerprint_tokens
     from nlp_transfer.utils.paths import cache_root
 
@@ -111,8 +112,10 @@ def encode_candidate(model, tokenizer, ds, layers: list[int], poolings: list[str
             return found, 0.0, True
     model.to(accelerator.device)
     t0 = time.perf_counter()
-    rows = encode_rows(lambda b: model.layer_features(**b, layers=layers, poolings=poolings), ds, PadCollator(tokenizer),
-                       batch_size, accelerator, desc, progress)
+    fast = fast_kernels and accelerator.device.type == "cpu"  # the CPU attention kernel and allocator, as training encodes
+    with speedups(model, dropout=False, attention=fast, first_token=False, allocator=fast):
+        rows = encode_rows(lambda b: model.layer_features(**b, layers=layers, poolings=poolings), ds, PadCollator(tokenizer),
+                           batch_size, accelerator, desc, progress)
     seconds = time.perf_counter() - t0
     stacked = torch.stack(rows)  # [N, layers * poolings, H]
     feats = {c: stacked[:, i].contiguous() for i, c in enumerate(combos)}
@@ -274,7 +277,7 @@ def _score_candidate(cfg, name, data, sampled, layers, poolings, estimators, val
     y = {s: np.asarray(tokens[s]["labels"]) for s in tokens}
     fp = fingerprint_model(model) if cfg.transfer.cache_features else None
     enc = dict(batch_size=cfg.train.eval_batch_size, max_length=model_cfg.max_length, cache_dir=cfg.transfer.cache_dir,
-               use_cache=cfg.transfer.cache_features, progress=progress, model_fp=fp)
+               use_cache=cfg.transfer.cache_features, progress=progress, model_fp=fp, fast_kernels=cfg.train.fast_kernels)
     feats, enc_seconds, hit = encode_candidate(model, tokenizer, tokens["train"], layer_list, poolings, accelerator,
                                                desc=f"{name}: encoding", **enc)
     held, probe_encode = {}, 0.0

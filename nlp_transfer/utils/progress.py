@@ -40,8 +40,9 @@ class _IntervalLog:
 
     def _line(self, i: int, t0: float) -> None:
         of = f"/{self.total:,} ({100 * i / self.total:.0f}%)" if self.total else ""
-        rate = i / max(time.perf_counter() - t0, 1e-9)
-        logger.info(f"{self.desc}: {i:,}{of} {self.unit}, {rate:,.1f}/s" + (f", {self.postfix}" if self.postfix else ""))
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        rate = f"{i / elapsed:,.1f}/s" if i / elapsed >= 1 else f"{elapsed / max(i, 1):,.1f}s each"  # slow steps: seconds each
+        logger.info(f"{self.desc}: {i:,}{of} {self.unit}, {rate}" + (f", {self.postfix}" if self.postfix else ""))
 
     def __iter__(self) -> Iterator[T]:
         t0 = last = time.perf_counter()
