@@ -4,6 +4,7 @@ Errors a user can fix print one ``error:`` line and exit 2 (:func:`run_cli`). No
 is imported before the arguments are parsed, so ``--help`` and recipe errors are instant.
 """
 
+from nlp_transfer.cli.adapt import adapt_main
 from nlp_transfer.cli.common import run_cli, setup_logging
 from nlp_transfer.cli.compare import compare_main
 from nlp_transfer.cli.curve import curve_main
@@ -14,4 +15,4 @@ from nlp_transfer.cli.select import select_main
 from nlp_transfer.cli.summarize import summarize_main
 from nlp_transfer.cli.train import train_main
 
-__all__ = ["run_cli", "setup_logging", "train_main", "predict_main", "evaluate_main", "summarize_main", "compare_main", "curve_main", "export_main", "select_main"]
+__all__ = ["run_cli", "setup_logging", "train_main", "predict_main", "evaluate_main", "summarize_main", "compare_main", "curve_main", "export_main", "select_main", "adapt_main"]

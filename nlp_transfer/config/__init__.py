@@ -21,6 +21,8 @@ from nlp_transfer.config.schema import (
     THRESHOLD_MODES,
     TRANSFER_MODES,
     TRUNCATIONS,
+    ADAPT_OBJECTIVES,
+    AdaptConfig,
     AdapterConfig,
     DataConfig,
     ModelConfig,
@@ -33,7 +35,7 @@ from nlp_transfer.config.schema import (
 )
 
 __all__ = [
-    "RecipeConfig", "ModelConfig", "DataConfig", "TransferConfig", "AdapterConfig", "SetFitConfig", "TrainConfig", "OutputConfig",
+    "RecipeConfig", "ModelConfig", "DataConfig", "TransferConfig", "AdapterConfig", "AdaptConfig", "ADAPT_OBJECTIVES", "SetFitConfig", "TrainConfig", "OutputConfig",
     "apply_overrides", "describe_fields", "describe_recipe",
     "TRANSFER_MODES", "ADAPTER_MODES", "POOLINGS", "HEADS", "ACTIVATIONS", "PRECISIONS", "BACKBONE_DTYPES", "TRUNCATIONS", "AGGREGATES",
     "SAMPLERS", "TASKS", "TASK_CHOICES", "LOSSES", "THRESHOLD_MODES",

@@ -432,6 +432,39 @@ class OutputConfig:
     )
 
 
+ADAPT_OBJECTIVES = ("auto", "mlm", "clm")
+
+
+@dataclass
+class AdaptConfig:
+    """Continued pretraining on unlabelled text (scripts/adapt.py): the checkpoint learns the domain before the task."""
+
+    source: Optional[str] = _f(
+        None,
+        "Unlabelled text to adapt on: a catalog name, a file (CSV, JSONL, plain lines, ...) or a hub dataset. A labelled "
+        "source is split as a recipe on it would be and only its training texts are read. null: the recipe's own "
+        "training texts (task-adaptive pretraining).",
+    )
+    text_column: str = _f("text", "Column that holds the text (tables and hub datasets).")
+    objective: str = _f("auto", "mlm (masked language modelling: encoders), clm (next-token: decoders), or auto (by the checkpoint).")
+    whole_word_mask: bool = _f(False, "mlm: mask every token of a chosen word together (always with [MASK]).")
+    mask_probability: float = _f(0.15, "mlm: share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept).")
+    epochs: int = _f(1, "Passes over the texts.")
+    max_steps: Optional[int] = _f(None, "Stop after this many optimiser steps (instead of whole epochs); the schedule ends there.")
+    max_samples: Optional[int] = _f(None, "Use at most this many texts (a seeded random choice).")
+    lr: float = _f(5.0e-5, "Peak learning rate (linear warm-up over train.warmup_ratio, then linear decay).")
+    validation_fraction: float = _f(0.05, "Share of an unlabelled source held out to report the validation loss and perplexity.")
+
+    def __post_init__(self) -> None:
+        _choice("adapt", "objective", self.objective, ADAPT_OBJECTIVES)
+        _check(0.0 < self.mask_probability < 1.0, f"adapt.mask_probability={self.mask_probability} must be in (0, 1)")
+        _check(self.epochs >= 1, f"adapt.epochs={self.epochs} must be at least 1")
+        _check(self.max_steps is None or self.max_steps >= 1, f"adapt.max_steps={self.max_steps} must be at least 1 (or null)")
+        _check(self.max_samples is None or self.max_samples >= 2, f"adapt.max_samples={self.max_samples} must be at least 2")
+        _check(self.lr > 0, f"adapt.lr={self.lr} must be positive")
+        _check(0.0 < self.validation_fraction < 0.5, f"adapt.validation_fraction={self.validation_fraction} must be in (0, 0.5)")
+
+
 @dataclass
 class RecipeConfig:
     name: str = _f("recipe", "A short name for the run (used in logs and reports).")
@@ -440,6 +473,7 @@ class RecipeConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def __post_init__(self) -> None:
         if self.model.num_labels is not None and self.model.num_labels < 2:

@@ -90,6 +90,8 @@ def train_epoch(s, objective, hooks, epoch: int) -> float:
             st.step += 1
             for h in hooks:
                 h.on_step(s)
+            if st.stopped:  # a hook ended training mid-epoch (a step budget)
+                break
     seconds = s.running.elapsed()
     s.running.write_into(st)
     st.epoch, st.batches_done = epoch + 1, 0

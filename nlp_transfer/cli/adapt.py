@@ -1,0 +1,54 @@
+"""``scripts/adapt.py``: continued pretraining of a recipe's checkpoint on unlabelled text."""
+
+from __future__ import annotations
+
+import argparse
+
+from nlp_transfer.cli.common import setup_logging
+
+
+def adapt_main(argv: list[str]) -> None:
+    from nlp_transfer.config import RecipeConfig, describe_recipe
+
+    p = argparse.ArgumentParser(
+        prog="scripts/adapt.py",
+        description="Continued pretraining (ULMFiT's language-model stage; domain- and task-adaptive pretraining): "
+        "the recipe's checkpoint goes on learning its own objective on unlabelled text of the domain, masked "
+        "language modelling for encoders and next-token prediction for decoders, on the same loop as training "
+        "(progress, mixed precision, checkpoints, --resume). Writes a checkpoint directory into output.dir that any "
+        "recipe can name as model.name_or_path. Launch with `accelerate launch scripts/adapt.py --config RECIPE.yaml "
+        "[key=value ...]`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  accelerate launch scripts/adapt.py --config recipes/rotten_tomatoes/minilm-full.yaml "
+        "adapt.source=tweet_sentiment adapt.epochs=1 output.dir=runs/minilm-tweets\n  then: scripts/train.py --config "
+        "... model.name_or_path=runs/minilm-tweets\n\nThe model.* keys say which checkpoint and how long a text may be, "
+        "train.* the batch size, warm-up, weight decay, precision, seed and checkpoints; the adapt section:\n"
+        + "\n".join(line for line in describe_recipe().splitlines() if line.lstrip().startswith("adapt."))
+        + "\n--traceback shows the full Python traceback of an error.",
+    )
+    p.add_argument("--config", required=True, help="recipe YAML file (see recipes/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides (adapt.*, model.*, train.*, data.*, output.dir)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                   help="continue an interrupted run from its newest checkpoint (or the folder given); checkpoints are "
+                   "written with train.save_checkpoints=true or train.save_every_steps=N")
+    args = p.parse_intermixed_args(argv)
+    if args.resume and "=" in args.resume:
+        args.overrides.append(args.resume)
+        args.resume = "latest"
+    cfg = RecipeConfig.from_yaml(args.config, args.overrides + ([f"train.resume={args.resume}"] if args.resume else []))
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return
+    setup_logging()
+    from accelerate import PartialState
+
+    from nlp_transfer.training.adapt import adapt
+
+    result = adapt(cfg, progress=not args.no_progress)
+    if PartialState().is_main_process:
+        last = result.history[-1]["validation"] if result.history else {}
+        ppl = f", validation perplexity {last['perplexity']:.2f}" if last else ""
+        print(f"\n{cfg.name}: {result.objective} for {result.steps} steps{ppl} ({result.timing['total_seconds']:.0f}s) "
+              f"-> {result.output_dir}\nuse it: model.name_or_path={result.output_dir}")
