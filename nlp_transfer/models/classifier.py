@@ -200,7 +200,10 @@ class TextClassifier(nn.Module):
             features = self.encode(input_ids, attention_mask, token_type_ids)
         if features_only:
             return {"features": features}
-        logits = self.head(features.to(self.head[-1].weight.dtype))
+        # The head runs outside autocast: in-run evaluation (cached features, or a model accelerate wraps in
+        # autocast) and a reloaded model's predictions then compute the same logits from the same features.
+        with torch.autocast(features.device.type, enabled=False):
+            logits = self.head(features.to(self.head[-1].weight.dtype))
         loss = self.loss_fn(logits, labels, self.class_weights) if labels is not None else None
         return {"loss": loss, "logits": logits}
 
