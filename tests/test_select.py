@@ -290,13 +290,18 @@ def test_select_ranks_every_candidate_layer_and_pooling_and_its_recipe_trains(tm
     (["transfer.mode=full"], "takes data.*, model.* and train.* keys"),
     (["--reference-run", "nowhere"], "has no metrics.json"),
 ])
-def test_select_mistakes_are_one_line_and_write_nothing(tmp_path, toy_data, tiny_llama_dir, args, message):
+def test_select_mistakes_are_one_line_and_write_nothing(tmp_path, toy_data, tiny_llama_dir, args, message, capsys):
+    """In-process through run_cli, as scripts/select.py runs it (the subprocess path: the tests above and below)."""
+    from nlp_transfer.cli import run_cli, select_main
+
     out = tmp_path / "sel"
-    proc = _select(f"data.train_file={toy_data}", "data.source=null", "model.max_length=32", "--candidates", tiny_llama_dir,
-                   "--out", out, *args)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert message in proc.stderr and proc.stderr.count("\n") == proc.stderr.count("error:") + proc.stderr.count(" INFO ")
-    assert "Traceback" not in proc.stderr
+    argv = [f"data.train_file={toy_data}", "data.source=null", "model.max_length=32", "--candidates", str(tiny_llama_dir),
+            "--out", str(out), "--no-progress", *args]
+    assert run_cli(select_main, argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], err[-2000:]
+    assert "Traceback" not in err
     assert not out.exists()
 
 

@@ -25,6 +25,7 @@ from nlp_transfer.config.schema import (
     AdaptConfig,
     AdapterConfig,
     DataConfig,
+    DomainAdversarialConfig,
     ModelConfig,
     OutputConfig,
     RecipeConfig,
@@ -35,7 +36,7 @@ from nlp_transfer.config.schema import (
 )
 
 __all__ = [
-    "RecipeConfig", "ModelConfig", "DataConfig", "TransferConfig", "AdapterConfig", "AdaptConfig", "ADAPT_OBJECTIVES", "SetFitConfig", "TrainConfig", "OutputConfig",
+    "RecipeConfig", "ModelConfig", "DataConfig", "TransferConfig", "AdapterConfig", "AdaptConfig", "ADAPT_OBJECTIVES", "DomainAdversarialConfig", "SetFitConfig", "TrainConfig", "OutputConfig",
     "apply_overrides", "describe_fields", "describe_recipe",
     "TRANSFER_MODES", "ADAPTER_MODES", "POOLINGS", "HEADS", "ACTIVATIONS", "PRECISIONS", "BACKBONE_DTYPES", "TRUNCATIONS", "AGGREGATES",
     "SAMPLERS", "TASKS", "TASK_CHOICES", "LOSSES", "THRESHOLD_MODES",

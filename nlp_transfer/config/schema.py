@@ -281,6 +281,29 @@ class SetFitConfig:
 
 
 @dataclass
+class DomainAdversarialConfig:
+    """``transfer.domain_adversarial``: DANN (Ganin et al. 2016) against unlabelled target-domain text."""
+
+    target: Optional[str] = _f(
+        None,
+        "Unlabelled target-domain texts: a catalog name, a file or a hub dataset (a labelled one: only its training "
+        "texts). Set it to train domain-adversarially: a domain classifier on the pooled features learns to tell "
+        "source from target while a gradient reversal layer trains the encoder to make them alike. null: off.",
+    )
+    text_column: str = _f("text", "Column of the target texts (tables and hub datasets).")
+    weight: float = _f(1.0, "Largest gradient-reversal coefficient lambda (reached at the end of training).")
+    gamma: float = _f(10.0, "Schedule of lambda: weight * (2 / (1 + exp(-gamma * p)) - 1), p the share of steps done (Ganin et al.).")
+    hidden_size: Optional[int] = _f(None, "Hidden units of the domain classifier (default: the backbone's hidden size).")
+    max_samples: Optional[int] = _f(None, "Use at most this many target texts (a seeded random choice).")
+
+    def __post_init__(self) -> None:
+        _check(self.weight > 0, f"transfer.domain_adversarial.weight={self.weight} must be positive")
+        _check(self.gamma > 0, f"transfer.domain_adversarial.gamma={self.gamma} must be positive")
+        _check(self.hidden_size is None or self.hidden_size >= 1, "transfer.domain_adversarial.hidden_size must be at least 1")
+        _check(self.max_samples is None or self.max_samples >= 2, "transfer.domain_adversarial.max_samples must be at least 2")
+
+
+@dataclass
 class TransferConfig:
     mode: str = _f(
         "full",
@@ -306,9 +329,15 @@ class TransferConfig:
     )
     peft: AdapterConfig = field(default_factory=AdapterConfig)
     setfit: SetFitConfig = field(default_factory=SetFitConfig)
+    domain_adversarial: DomainAdversarialConfig = field(default_factory=DomainAdversarialConfig)
 
     def __post_init__(self) -> None:
         _choice("transfer", "mode", self.mode, TRANSFER_MODES)
+        if self.domain_adversarial.target is not None:
+            _check(self.mode not in ("feature_extraction", "setfit", "zero_shot"),
+                   f"transfer.domain_adversarial trains the encoder to make source and target features alike, but "
+                   f"transfer.mode={self.mode} does not train the encoder that way; use full, partial, gradual, bitfit "
+                   "or an adapter mode")
         _check(self.unfreeze_top >= 0, "transfer.unfreeze_top must be >= 0")
         _check(self.unfreeze_every >= 1, "transfer.unfreeze_every must be at least 1")
         _check(self.unfreeze_step >= 1, "transfer.unfreeze_step must be at least 1")

@@ -310,3 +310,34 @@ def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:
         raise ConfigError(f"data.samples_per_class draws examples per class and needs single-label data, but this is "
                           f"{name} data; use data.max_samples to train on fewer examples")
     return TextData(splits=_split(enc, "test" in raw, cfg, task.stratify, names), labels=names, task=name)
+
+
+def unlabelled_texts(data_cfg: DataConfig, source: str, text_column: str, validation_fraction: float, seed: int,
+                     what: str) -> tuple[list[str], list[str], str]:
+    """(training texts, held-out texts, a description) of ``source`` read as unlabelled text (``what`` names the
+    setting: adapt, transfer.domain_adversarial). A source with a label column is split as a recipe on it would
+    be (``data_cfg``'s fractions and seed) and only its training texts train, so its held-out texts stay
+    unseen; an unlabelled one (plain lines, a table without labels) is read whole, ``validation_fraction`` held out."""
+    import dataclasses
+
+    cfg = dataclasses.replace(data_cfg, source=source, train_file=None, validation_file=None, test_file=None,
+                              text_column=text_column, text_pair_column=None, label_columns=None, samples_per_class=None,
+                              max_samples=None)
+    if Path(source).is_file():  # any format the reader takes, plain lines (column text) included
+        df = read_table(source, text_columns=[text_column], where=f"{what}.source")
+        columns = [str(c) for c in df.columns]
+        rows = df[text_column].tolist() if text_column in df.columns else []
+    else:
+        raw = load_raw(cfg)["train"]
+        columns = raw.column_names
+        rows = raw[text_column] if text_column in columns else []
+    if text_column not in columns:
+        raise DataError(f"{what}: '{source}' has no column '{text_column}' (columns: {', '.join(columns)}); "
+                        f"set {what}.text_column")
+    if cfg.label_column in columns:  # labelled: only what a recipe on it would train on
+        data = load_data(cfg)
+        return list(data.splits["train"]["text"]), list(data.splits["validation"]["text"]), f"the training texts of '{source}'"
+    texts = [t for t in dict.fromkeys(rows) if isinstance(t, str) and t.strip()]
+    order = np.random.default_rng(seed).permutation(len(texts))
+    n_val = max(1, math.ceil(validation_fraction * len(texts)))
+    return [texts[i] for i in order[n_val:]], [texts[i] for i in order[:n_val]], f"'{source}'"

@@ -17,6 +17,7 @@ from torch import nn
 from nlp_transfer.errors import ModelError
 from nlp_transfer.manifest import RunManifest, read_manifest, write_manifest
 from nlp_transfer.models.adapters import base_of, is_adapted, load_adapter, prompt_length, save_adapter
+from nlp_transfer.models.domain import grad_reverse
 from nlp_transfer.models.layers import final_norm, find_layers, keep_layers
 from nlp_transfer.tasks import Task, get_task
 from nlp_transfer.utils.environment import library_versions
@@ -91,6 +92,7 @@ class TextClassifier(nn.Module):
         self.meta = dict(meta or {})
         # Class weights of the single-label loss (train.class_weights); not saved: they only shape training.
         self.register_buffer("class_weights", None, persistent=False)
+        self.domain_head: nn.Module | None = None  # domain-adversarial training only; never saved with the run
         t = get_task(task)
         self.set_task(t, t.build_loss(**(loss or {})), thresholds)
 
@@ -194,18 +196,34 @@ class TextClassifier(nn.Module):
         return pool(hidden, mask, self.pooling, pooler(hidden) if pooler is not None else None)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, features=None, labels=None,
-                features_only: bool = False):
-        """``{"loss", "logits"}``; ``features_only``: ``{"features"}``, the pooled vectors (contrastive training)."""
+                features_only: bool = False, n_source: int | None = None, domain_lambda: float | None = None):
+        """``{"loss", "logits"}``; ``features_only``: ``{"features"}``, the pooled vectors (contrastive training).
+
+        Domain-adversarial training (``domain_lambda`` set, a ``domain_head`` attached): the first ``n_source``
+        rows are labelled source texts, the rest unlabelled target texts, all encoded in one pass; the head
+        and the loss see the source rows, and ``domain_loss`` is the domain classifier's cross-entropy (target
+        = 1) on every row's features through a gradient reversal of strength ``domain_lambda``."""
         if features is None:
             features = self.encode(input_ids, attention_mask, token_type_ids)
         if features_only:
             return {"features": features}
+        if domain_lambda is not None:
+            return self._domain_forward(features, labels, n_source, domain_lambda)
         # The head runs outside autocast: in-run evaluation (cached features, or a model accelerate wraps in
         # autocast) and a reloaded model's predictions then compute the same logits from the same features.
         with torch.autocast(features.device.type, enabled=False):
             logits = self.head(features.to(self.head[-1].weight.dtype))
         loss = self.loss_fn(logits, labels, self.class_weights) if labels is not None else None
         return {"loss": loss, "logits": logits}
+
+    def _domain_forward(self, features, labels, n_source: int, lam: float) -> dict:
+        out = self.forward(features=features[:n_source], labels=labels)
+        with torch.autocast(features.device.type, enabled=False):
+            d = self.domain_head(grad_reverse(features.float(), lam)).squeeze(-1)
+        is_target = torch.arange(len(d), device=d.device) >= n_source
+        out["domain_loss"] = nn.functional.binary_cross_entropy_with_logits(d, is_target.float())
+        out["domain_accuracy"] = ((d > 0) == is_target).float().mean().detach()
+        return out
 
     # ---- persistence -------------------------------------------------------------------
     def manifest(self, **run: object) -> RunManifest:

@@ -43,40 +43,15 @@ ADAPT_FILE = "adapt.json"
 # ---- the texts ----------------------------------------------------------------------------------------
 def adapt_texts(cfg: RecipeConfig) -> tuple[list[str], list[str], str]:
     """(training texts, validation texts, where they came from) for ``cfg.adapt``: the recipe's own training
-    and validation texts (no source), the training and validation texts of a labelled source split as a
-    recipe on it would be, or the rows of an unlabelled source with ``adapt.validation_fraction`` held out."""
-    from nlp_transfer.data.loading import load_data, load_raw
+    and validation texts (no source), else :func:`~nlp_transfer.data.loading.unlabelled_texts` of the source."""
+    from nlp_transfer.data.loading import load_data, unlabelled_texts
 
     a = cfg.adapt
     if a.source is None:
         data = load_data(cfg.data, cfg.model.num_labels)
         train, val, what = list(data.splits["train"]["text"]), list(data.splits["validation"]["text"]), "the recipe's training texts"
     else:
-        data_cfg = dataclasses.replace(cfg.data, source=a.source, train_file=None, validation_file=None, test_file=None,
-                                       text_column=a.text_column, text_pair_column=None, label_columns=None,
-                                       samples_per_class=None, max_samples=None)
-        if Path(a.source).is_file():  # any format the reader takes, plain lines (column text) included
-            from nlp_transfer.data.reader import read_table
-
-            df = read_table(a.source, text_columns=[a.text_column], where="adapt.source")
-            columns, rows = list(df.columns), (df[a.text_column].tolist() if a.text_column in df.columns else [])
-        else:
-            raw = load_raw(data_cfg)["train"]
-            columns = raw.column_names
-            rows = raw[a.text_column] if a.text_column in columns else []
-        if a.text_column not in columns:
-            raise DataError(f"adapt.source '{a.source}' has no column '{a.text_column}' (columns: "
-                            f"{', '.join(map(str, columns))}); set adapt.text_column")
-        if data_cfg.label_column in columns:  # labelled: only what a recipe on it would train on
-            data = load_data(data_cfg)
-            train, val = list(data.splits["train"]["text"]), list(data.splits["validation"]["text"])
-            what = f"the training texts of '{a.source}'"
-        else:
-            texts = [t for t in dict.fromkeys(rows) if isinstance(t, str) and t.strip()]
-            order = np.random.default_rng(cfg.train.seed).permutation(len(texts))
-            n_val = max(1, math.ceil(a.validation_fraction * len(texts)))
-            val, train = [texts[i] for i in order[:n_val]], [texts[i] for i in order[n_val:]]
-            what = f"'{a.source}'"
+        train, val, what = unlabelled_texts(cfg.data, a.source, a.text_column, a.validation_fraction, cfg.train.seed, "adapt")
     if a.max_samples is not None and len(train) > a.max_samples:
         keep = np.sort(np.random.default_rng(cfg.train.seed).choice(len(train), a.max_samples, replace=False))
         train = [train[i] for i in keep]

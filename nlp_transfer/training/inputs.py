@@ -63,7 +63,9 @@ def build_inputs(cfg, model, tokenizer, tokens, accelerator, log=None, progress:
     if t.mode == "setfit":
         return _pair_inputs(cfg, tokenizer, tokens, accelerator)
     first = first_trained_layer(model)
-    if t.mode in PREFIX_MODES and t.cache_prefix and first >= 1 and not trains_below(model, first):
+    # domain-adversarial training encodes target texts too, which the prefix cache has not seen
+    if (t.mode in PREFIX_MODES and t.cache_prefix and first >= 1 and not trains_below(model, first)
+            and t.domain_adversarial.target is None):
         return _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first, progress)
     collate, train_cfg = PadCollator(tokenizer), cfg.train
     train, sampler = loader(tokens["train"], train_cfg.batch_size, collate, shuffle=True, seed=train_cfg.seed,

@@ -76,3 +76,74 @@ class ContrastivePairs:
         metrics = evaluate(s.model, val, s.accelerator, self.labels)
         metrics["logreg_C"] = fit["C"]
         return metrics
+
+
+def ganin_lambda(progress: float, weight: float = 1.0, gamma: float = 10.0) -> float:
+    """DANN's gradient-reversal schedule: 0 at the start, rising to ``weight`` (Ganin et al. 2016, eq. 14)."""
+    import math
+
+    return weight * (2.0 / (1.0 + math.exp(-gamma * min(max(progress, 0.0), 1.0))) - 1.0)
+
+
+def concat_padded(a: dict, b: dict, pad_id: int, side: str = "right") -> dict:
+    """Two token batches as one, padded on ``side`` to the longer one's length (``labels`` are left out)."""
+    length = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+    out = {}
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key not in a:
+            continue
+        fill = pad_id if key == "input_ids" else 0
+        parts = []
+        for t in (a[key], b[key]):
+            pad = t.new_full((t.shape[0], length - t.shape[1]), fill)
+            parts.append(torch.cat([pad, t] if side == "left" else [t, pad], dim=1))
+        out[key] = torch.cat(parts)
+    return out
+
+
+class DomainAdversarial(Classification):
+    """DANN: the classification loss on a source batch plus a domain classifier's loss on that batch and a batch of
+    unlabelled target texts, read through a gradient reversal layer whose strength follows :func:`ganin_lambda`
+    over the run's optimiser steps. Validation is the source validation split's, with the epoch's mean domain
+    loss and accuracy (0.5: the classifier can no longer tell the domains apart)."""
+
+    def __init__(self, session, metric: str, labels: list[str], aggregate: str = "mean", tune=None, regulariser=None):
+        super().__init__(metric, labels, aggregate, tune, regulariser)
+        self.s, cfg = session, session.cfg.transfer.domain_adversarial
+        self.weight, self.gamma = cfg.weight, cfg.gamma
+        self.pad_id = session.tokenizer.pad_token_id
+        self.side = getattr(session.tokenizer, "padding_side", "right")
+        self._iter, self._epoch = None, 0
+        self._sums = torch.zeros(3)
+
+    def _target(self) -> dict:
+        while True:
+            if self._iter is None:
+                self.s.target_loader.set_epoch(self._epoch)
+                self._iter = iter(self.s.target_loader)
+            try:
+                return next(self._iter)
+            except StopIteration:
+                self._iter, self._epoch = None, self._epoch + 1
+
+    def loss(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        batch.pop("doc_id", None)
+        labels = batch.pop("labels")
+        combined = concat_padded(batch, self._target(), self.pad_id, self.side)
+        lam = ganin_lambda(self.s.state.step / max(self.s.schedule["optimizer_steps"], 1), self.weight, self.gamma)
+        out = model(**combined, labels=labels, n_source=len(labels), domain_lambda=lam)
+        d = out["domain_loss"].detach().float()
+        if self._sums.device != d.device:  # kept on the device: no host sync per batch
+            self._sums = self._sums.to(d.device)
+        self._sums += torch.stack([d, out["domain_accuracy"].float(), torch.ones_like(d)])
+        loss = out["loss"] if self.regulariser is None else out["loss"] + self.regulariser()
+        return loss + out["domain_loss"], out["loss"]
+
+    def validate(self, session) -> dict:
+        metrics = super().validate(session)
+        sums = session.accelerator.reduce(self._sums.clone(), "sum").tolist()  # once per epoch
+        n = max(sums[2], 1.0)
+        metrics["domain_loss"], metrics["domain_accuracy"] = sums[0] / n, sums[1] / n
+        metrics["domain_lambda"] = ganin_lambda(session.state.step / max(session.schedule["optimizer_steps"], 1), self.weight, self.gamma)
+        self._sums.zero_()
+        return metrics

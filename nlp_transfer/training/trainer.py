@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
@@ -33,15 +34,16 @@ from nlp_transfer.data.chunking import LongTextSpec
 from nlp_transfer.data.loading import TextData, load_data
 from nlp_transfer.data.sampling import check_class_weights, class_weights
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.models.domain import build_domain_head
 from nlp_transfer.models.fast import speedups
 from nlp_transfer.models.hub import resolve_checkpoint
 from nlp_transfer.recipes import build_classifier
 import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer.training.evaluation import evaluate
 from nlp_transfer.training.hooks import default_hooks
-from nlp_transfer.training.inputs import Inputs, build_inputs
+from nlp_transfer.training.inputs import Inputs, build_inputs, loader
 from nlp_transfer.training.loop import fit
-from nlp_transfer.training.objectives import Classification, ContrastivePairs
+from nlp_transfer.training.objectives import Classification, ContrastivePairs, DomainAdversarial
 from nlp_transfer.training.precision import allow_precision_change, check_precision, resolve_precision, set_threads
 from nlp_transfer.training.rundir import write_run_dir
 from nlp_transfer.training.state import LoopState
@@ -135,7 +137,7 @@ class Session:
     class_weights: list[float] | None = None
     best_state: dict | None = None  # the best epoch's trained weights (CPU copies)
     # Built for the loop only (the logreg probe has none of them):
-    optimizer = scheduler = train_loader = val_loader = schedule = None
+    optimizer = scheduler = train_loader = val_loader = schedule = target_loader = None  # target: domain-adversarial texts
     objective = running = bar = None  # set by the loop while it runs
 
     def info(self, msg: str) -> None:
@@ -222,6 +224,9 @@ class Trainer:
         if cfg.data.label_columns:
             model.meta["label_columns"] = list(cfg.data.label_columns)
         s.params = apply_transfer(model, cfg.transfer)
+        if cfg.transfer.domain_adversarial.target is not None:  # DANN's domain classifier: trains with the model
+            model.domain_head = build_domain_head(model.backbone.config.hidden_size, cfg.transfer.domain_adversarial.hidden_size)
+            s.params["trainable"] += sum(p.numel() for p in model.domain_head.parameters())
         if cfg.transfer.mode == "zero_shot":  # the head is the language model's output embeddings of the label words
             self.zero_shot = init_zero_shot_head(model, s.tokenizer, s.data.labels, cfg.model,
                                                  resolve_checkpoint(cfg.model.name_or_path, cfg.model.gguf_file))
@@ -265,6 +270,8 @@ class Trainer:
         if s.inputs.prefix is not None:
             s.inputs.prefix.install()
         s.model, s.optimizer, s.train_loader, s.val_loader = acc.prepare(s.raw_model, optimizer, s.inputs.train, s.inputs.validation)
+        if cfg.transfer.domain_adversarial.target is not None:
+            s.target_loader = acc.prepare_data_loader(self._target_loader())
         s.schedule = schedule_info(cfg, len(s.train_loader), acc.num_processes)
         from transformers import get_linear_schedule_with_warmup
 
@@ -274,6 +281,22 @@ class Trainer:
         s.raw_model = acc.unwrap_model(s.model)
         if cfg.train.report_to != "none":
             acc.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
+
+    def _target_loader(self):
+        """Batches of the unlabelled target texts of transfer.domain_adversarial, as many per batch as the source's."""
+        from nlp_transfer.data.batching import PadCollator
+        from nlp_transfer.data.loading import unlabelled_texts
+        from nlp_transfer.training.adapt import tokenize_texts
+
+        cfg, s = self.cfg, self.s
+        d = cfg.transfer.domain_adversarial
+        texts, _, what = unlabelled_texts(cfg.data, d.target, d.text_column, 0.05, cfg.train.seed, "transfer.domain_adversarial")
+        if d.max_samples is not None and len(texts) > d.max_samples:
+            texts = [texts[i] for i in sorted(np.random.default_rng(cfg.train.seed).choice(len(texts), d.max_samples, replace=False))]
+        s.info(f"domain-adversarial training against {what}: {len(texts):,} target texts")
+        ds = tokenize_texts(texts, s.tokenizer, cfg.model.max_length, False)
+        return loader(ds, cfg.train.batch_size, PadCollator(s.tokenizer), shuffle=True, seed=cfg.train.seed + 1,
+                      group=cfg.train.group_by_length, processes=s.accelerator.num_processes)[0]
 
     def _resume(self) -> None:
         """Model, optimiser, scheduler, scaler, RNG and loop state from the checkpoint ``train.resume`` names."""
@@ -300,7 +323,8 @@ class Trainer:
             objective = ContrastivePairs(s.setup.metric, s.data.labels, cfg.model.logreg_c, cfg.train.seed, s.class_weights)
         if objective is None:
             regulariser = L2SP(s.raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
-            objective = Classification(s.setup.metric, s.data.labels, cfg.model.chunk_aggregate, s.setup.tune, regulariser)
+            args = (s.setup.metric, s.data.labels, cfg.model.chunk_aggregate, s.setup.tune, regulariser)
+            objective = DomainAdversarial(s, *args) if cfg.transfer.domain_adversarial.target else Classification(*args)
         fit(s, objective, default_hooks(cfg) if hooks is None else hooks)
 
     # ---- finish ------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def parameter_depths(model: nn.Module) -> dict[str, int]:
     pattern = re.compile(rf"^backbone\.{re.escape(layers_name)}\.(\d+)\.")
     depths, seen_layer = {}, False
     for name, _ in model.named_parameters():
-        if name.startswith("head."):
+        if name.startswith(("head.", "domain_head.")):  # the heads (domain_head: domain-adversarial training)
             depths[name] = n + 1
             continue
         if ".prompt_encoder." in name:  # prompt tuning's virtual tokens enter where the embeddings do
