@@ -33,7 +33,7 @@ def _cfg(tmp_path, model_dir, data, *dotted):
 
 # ---- masking ------------------------------------------------------------------------------------------
 def _batch(tokenizer, texts, whole=False):
-    from nlp_transfer.training.adapt import tokenize_texts
+    from nlp_transfer.data.batching import tokenize_texts
 
     ds = tokenize_texts(texts, tokenizer, 32, whole)
     return [ds[i] for i in range(len(ds))]

@@ -40,6 +40,19 @@ def tokenize(data: datasets.DatasetDict, tokenizer, max_length: int, spec=None) 
     return data.map(fn, batched=True, with_indices=True, remove_columns=cols, desc="tokenizing")
 
 
+def tokenize_texts(texts: list[str], tokenizer, max_length: int, offsets: bool = False) -> datasets.Dataset:
+    """Token ids (and ``length``) of unlabelled ``texts``, truncated to ``max_length``; ``offsets``: each token's
+    character span too (whole-word masking finds words from them)."""
+
+    def enc(b):
+        out = tokenizer(b["text"], truncation=True, max_length=max_length, return_offsets_mapping=offsets)
+        out["length"] = [len(x) for x in out["input_ids"]]
+        return out
+
+    ds = datasets.Dataset.from_dict({"text": list(texts)})
+    return ds.map(enc, batched=True, remove_columns=["text"], desc="tokenizing")
+
+
 class PadCollator:
     """Pads a list of tokenized examples to the longest (rounded up to a multiple of 8)."""
 

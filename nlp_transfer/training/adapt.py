@@ -170,18 +170,6 @@ class CausalCollator:
         return batch
 
 
-def tokenize_texts(texts: list[str], tokenizer, max_length: int, whole_word: bool):
-    import datasets
-
-    def enc(b):
-        out = tokenizer(b["text"], truncation=True, max_length=max_length, return_offsets_mapping=whole_word)
-        out["length"] = [len(x) for x in out["input_ids"]]
-        return out
-
-    ds = datasets.Dataset.from_dict({"text": texts})
-    return ds.map(enc, batched=True, remove_columns=["text"], desc="tokenizing")
-
-
 # ---- the objective ----------------------------------------------------------------------------------------
 class LanguageModelling:
     """The model's own language-modelling loss; validation: the loss over every predicted token and its perplexity."""
@@ -320,6 +308,7 @@ def adapt(cfg: RecipeConfig, progress: bool = True) -> AdaptResult:
 
 
 def _loaders(cfg: RecipeConfig, objective: str, tokenizer, train_texts, val_texts, processes: int):
+    from nlp_transfer.data.batching import tokenize_texts
     from nlp_transfer.training.inputs import loader
 
     a = cfg.adapt

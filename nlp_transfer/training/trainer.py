@@ -284,9 +284,8 @@ class Trainer:
 
     def _target_loader(self):
         """Batches of the unlabelled target texts of transfer.domain_adversarial, as many per batch as the source's."""
-        from nlp_transfer.data.batching import PadCollator
+        from nlp_transfer.data.batching import PadCollator, tokenize_texts
         from nlp_transfer.data.loading import unlabelled_texts
-        from nlp_transfer.training.adapt import tokenize_texts
 
         cfg, s = self.cfg, self.s
         d = cfg.transfer.domain_adversarial
