@@ -213,3 +213,25 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 def no_eos_gpt2_dir(tmp_path_factory) -> Path:
     """A tokenizer with neither pad nor end-of-sequence token: a pad token must be added."""
     return save_gpt2(tmp_path_factory.mktemp("tiny-gpt2-no-eos"), eos=False)
+
+
+def kill_at_first_checkpoint(cmd: list[str], root: Path, env: dict) -> None:
+    """Run ``cmd`` (a training or adapting script) and kill -9 it as soon as a complete checkpoint is under ``root``."""
+    import signal
+    import subprocess
+    import time
+
+    import nlp_transfer.training.checkpoints as ckpt
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ckpt.list_checkpoints(root) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before a checkpoint appeared: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL

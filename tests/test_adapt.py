@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import nlp_transfer.training.checkpoints as ckpt
-from conftest import REPO, build_cfg, toy_rows, write_csv
+from conftest import REPO, build_cfg, kill_at_first_checkpoint, toy_rows, write_csv
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.utils.paths import package_dir
 
@@ -220,18 +218,8 @@ def test_adapt_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, tiny_be
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "scripts/adapt.py", "--config", str(recipe), "--no-progress"]
     root = ckpt.checkpoint_root(cfg)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not ckpt.list_checkpoints(root) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, f"the run ended before a checkpoint appeared: {proc.stderr.read()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL and not Path(cfg.output.dir).exists()
+    kill_at_first_checkpoint(cmd, root, env)
+    assert not Path(cfg.output.dir).exists()
     done = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((Path(cfg.output.dir) / "adapt.json").read_text())

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from conftest import kill_at_first_checkpoint
 
 from nlp_transfer import ConfigError, train
 import nlp_transfer.training.checkpoints as ckpt
@@ -214,18 +214,7 @@ def test_a_run_killed_with_sigkill_mid_epoch_resumes_to_the_same_metrics(make_cf
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "scripts/train.py", "--config", str(recipe), "--no-progress"]
     root = ckpt.checkpoint_root(cfg)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not ckpt.list_checkpoints(root) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, f"the run ended before a checkpoint appeared: {proc.stderr.read()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_first_checkpoint(cmd, root, env)
     assert not Path(cfg.output.dir).exists()
     done = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from nlp_transfer.cli.common import setup_logging
+from nlp_transfer.cli.common import add_recipe_arguments, recipe_from_arguments, setup_logging
 
 
 def adapt_main(argv: list[str]) -> None:
-    from nlp_transfer.config import RecipeConfig, describe_recipe
+    from nlp_transfer.config import describe_recipe
 
     p = argparse.ArgumentParser(
         prog="scripts/adapt.py",
@@ -26,20 +26,10 @@ def adapt_main(argv: list[str]) -> None:
         + "\n".join(line for line in describe_recipe().splitlines() if line.lstrip().startswith("adapt."))
         + "\n--traceback shows the full Python traceback of an error.",
     )
-    p.add_argument("--config", required=True, help="recipe YAML file (see recipes/)")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides (adapt.*, model.*, train.*, data.*, output.dir)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                   help="continue an interrupted run from its newest checkpoint (or the folder given); checkpoints are "
-                   "written with train.save_checkpoints=true or train.save_every_steps=N")
+    add_recipe_arguments(p)
     args = p.parse_intermixed_args(argv)
-    if args.resume and "=" in args.resume:
-        args.overrides.append(args.resume)
-        args.resume = "latest"
-    cfg = RecipeConfig.from_yaml(args.config, args.overrides + ([f"train.resume={args.resume}"] if args.resume else []))
-    if args.print_config:
-        print(cfg.to_yaml(), end="")
+    cfg = recipe_from_arguments(args)
+    if cfg is None:
         return
     setup_logging()
     from accelerate import PartialState

@@ -9,7 +9,8 @@ import sys
 from nlp_transfer.errors import NLPTransferError
 from nlp_transfer.utils.logs import setup_logging
 
-__all__ = ["run_cli", "setup_logging", "positive_int", "add_run_arguments", "add_output_arguments", "publish"]
+__all__ = ["run_cli", "setup_logging", "positive_int", "add_run_arguments", "add_output_arguments", "publish",
+           "add_recipe_arguments", "recipe_from_arguments"]
 
 
 def run_cli(main, argv=None) -> int:
@@ -51,6 +52,33 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """--config RECIPE, section.key=value overrides, --print-config, --no-progress and --resume (train.py, adapt.py)."""
+    p.add_argument("--config", required=True, help="recipe YAML file (see recipes/)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                   help="continue an interrupted run from its newest checkpoint (or the step-NNNNNNNN folder given), "
+                   "with the same recipe and overrides; same as train.resume=latest. Checkpoints are written with "
+                   "train.save_checkpoints=true or train.save_every_steps=N into output.checkpoint_dir "
+                   "(default: <output.dir>.checkpoints)")
+
+
+def recipe_from_arguments(args):
+    """The recipe :func:`add_recipe_arguments` describes; None after printing it (--print-config)."""
+    from nlp_transfer.config import RecipeConfig
+
+    if args.resume and "=" in args.resume:  # `--resume train.lr=...`: an override, not a checkpoint
+        args.overrides.append(args.resume)
+        args.resume = "latest"
+    cfg = RecipeConfig.from_yaml(args.config, args.overrides + ([f"train.resume={args.resume}"] if args.resume else []))
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return None
+    return cfg
 
 
 def add_output_arguments(p: argparse.ArgumentParser, section: str, out_help: str = "also write the Markdown table to this file") -> None:

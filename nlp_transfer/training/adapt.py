@@ -33,6 +33,7 @@ import torch
 
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError, DataError
+from nlp_transfer.training.hooks import Hook
 from nlp_transfer.utils.logs import quiet
 
 logger = logging.getLogger("nlp_transfer")
@@ -212,31 +213,19 @@ class AdaptResult:
     head_note: str
 
 
-class StopAfterSteps:
+class StopAfterSteps(Hook):
     """``adapt.max_steps``: stop the epoch in progress once that many optimiser steps are done."""
 
     def __init__(self, max_steps: int | None):
         self.max_steps = max_steps
 
-    def on_epoch_start(self, s, epoch: int) -> None:
-        pass
-
     def on_step(self, s) -> None:
         if self.max_steps is not None and s.state.step >= self.max_steps:
             s.state.stopped = True
 
-    def on_epoch_end(self, s, record: dict) -> None:
-        pass
 
-
-class AdaptLog:
+class AdaptLog(Hook):
     """One line per epoch: training loss, validation loss and perplexity."""
-
-    def on_epoch_start(self, s, epoch: int) -> None:
-        pass
-
-    def on_step(self, s) -> None:
-        pass
 
     def on_epoch_end(self, s, record: dict) -> None:
         val = record["validation"]
@@ -359,14 +348,12 @@ def _prepare(s, model, tokenizer, loaders, objective: str) -> None:
 def write_adapted(cfg: RecipeConfig, lm, tokenizer, result: AdaptResult) -> None:
     """The adapted backbone (what ``AutoModel`` loads; parts the objective never trained, such as BERT's pooler,
     as the checkpoint had them), its tokenizer and ``adapt.json``, into ``output.dir`` at once."""
-    import uuid
-
     from transformers import AutoModel
 
     from nlp_transfer.models.hub import resolve_checkpoint
+    from nlp_transfer.training.rundir import atomic_directory
 
     out = result.output_dir
-    out.parent.mkdir(parents=True, exist_ok=True)
     base = quiet(AutoModel.from_pretrained, resolve_checkpoint(cfg.model.name_or_path, cfg.model.gguf_file))
     trained = lm.base_model.state_dict()
     if base.get_input_embeddings().num_embeddings != lm.get_input_embeddings().num_embeddings:  # a <pad> token was added
@@ -377,19 +364,8 @@ def write_adapted(cfg: RecipeConfig, lm, tokenizer, result: AdaptResult) -> None
               "head": result.head_note, "untrained_kept": kept, "texts": result.texts, "steps": result.steps,
               "history": result.history, "timing": result.timing, "adapt": dataclasses.asdict(cfg.adapt),
               "unexpected_keys": unexpected[:10]}
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_directory(out) as tmp:
         quiet(base.save_pretrained, tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / ADAPT_FILE).write_text(json.dumps(record, indent=2, default=str))
         (tmp / "recipe.yaml").write_text(cfg.replace("train.resume=null").to_yaml())
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

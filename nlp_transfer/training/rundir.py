@@ -7,6 +7,7 @@ It holds the model and tokenizer (``save_pretrained`` layout) with the run manif
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import uuid
@@ -56,17 +57,16 @@ def run_metrics(cfg, result, data, metric: str, environment: dict) -> dict:
     }
 
 
-def write_run_dir(cfg, result, model, tokenizer, data, precision: str, accelerator, metric: str) -> None:
-    """Everything into a hidden sibling, then a rename: a run directory is complete or absent."""
-    out = result.output_dir
+@contextlib.contextmanager
+def atomic_directory(out: Path):
+    """Yield a hidden sibling of ``out`` to fill; on success it becomes ``out`` (replacing an old one), on any
+    failure it is removed: the directory is complete or absent."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        model.save_pretrained(tmp, tokenizer, precision=precision, eval_batch_size=cfg.train.eval_batch_size, name=cfg.name)
-        (tmp / "recipe.yaml").write_text(cfg.replace("train.resume=null").to_yaml())  # reruns start afresh
-        metrics = run_metrics(cfg, result, data, metric, environment_info(precision, accelerator, cfg.train.seed))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        write_summary(tmp, cfg, metrics)
+        tmp.mkdir()
+        yield tmp
         if out.exists():
             trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(trash)
@@ -77,3 +77,13 @@ def write_run_dir(cfg, result, model, tokenizer, data, precision: str, accelerat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_run_dir(cfg, result, model, tokenizer, data, precision: str, accelerator, metric: str) -> None:
+    """Everything into a hidden sibling, then a rename: a run directory is complete or absent."""
+    with atomic_directory(result.output_dir) as tmp:
+        model.save_pretrained(tmp, tokenizer, precision=precision, eval_batch_size=cfg.train.eval_batch_size, name=cfg.name)
+        (tmp / "recipe.yaml").write_text(cfg.replace("train.resume=null").to_yaml())  # reruns start afresh
+        metrics = run_metrics(cfg, result, data, metric, environment_info(precision, accelerator, cfg.train.seed))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_summary(tmp, cfg, metrics)
