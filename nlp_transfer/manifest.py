@@ -2,8 +2,8 @@
 
 ``nlp_transfer.json`` beside the weights says everything a reload needs: the labels and the
 task, pooling and head, the token budget and long-text handling, the multi-label thresholds,
-the inference precision and batch size the run was evaluated with, and the library versions
-that wrote it. :func:`write_manifest` is its one writer and :func:`read_manifest` its one
+the probability calibration fitted on validation, the inference precision and batch size the
+run was evaluated with, and the library versions that wrote it. :func:`write_manifest` is its one writer and :func:`read_manifest` its one
 reader; nothing else reads ``metrics.json`` or ``recipe.yaml`` to load a run.
 
 Format 1 (before this schema) is read by upgrading it: its precision came from
@@ -43,6 +43,9 @@ class RunManifest:
     max_length: int = 128
     long_text: dict = field(default_factory=lambda: dict(LONG_TEXT_DEFAULTS))
     thresholds: list[float] | None = None  # multi-label decision thresholds
+    # Fitted on validation after training (tasks/calibration.py): {"method": "temperature", "temperature": T} or
+    # {"method": "platt", "scale": [...], "bias": [...]}; None: raw probabilities (regression, runs from before it).
+    calibration: dict | None = None
     loss: dict | None = None  # the training loss's spec (so evaluation reports the same loss)
     precision: str = "no"  # autocast the run was evaluated with, and predicts with by default
     eval_batch_size: int = 64

@@ -38,7 +38,9 @@ def test_report_has_every_section_and_its_plots(run):
     text = (d / "summary.md").read_text()
     metrics = json.loads((d / "metrics.json").read_text())
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
-    assert headings == ["Test", "Epochs", "Data", "Loading this run", "Recipe"]
+    assert headings == ["Test", "Calibration", "Epochs", "Data", "Loading this run", "Recipe"]
+    assert_png(d / "reliability_diagram.png")
+    assert "![reliability diagram](reliability_diagram.png)" in text
     # The recipe, as resolved, reads back to the run's config.
     recipe = re.search(r"```yaml\n(.*?)```", text, flags=re.S).group(1)
     assert RecipeConfig.from_dict(yaml.safe_load(recipe)) == cfg

@@ -276,8 +276,12 @@ def test_multi_label_run_learns_and_restores_its_thresholds(multi_run, task_json
     preds = predictor.predict(test["text"])
     assert all(isinstance(p, list) and set(p) <= {"neg", "pos"} for p in preds)
     assert preds.probabilities.shape == (len(test), 2) and ((preds.probabilities >= 0) & (preds.probabilities <= 1)).all()
-    thr = np.array(best["thresholds"])
-    assert preds.ids.tolist() == (preds.probabilities >= thr).astype(int).tolist()
+    # Calibrated (Platt per label): the thresholds are mapped with the probabilities, so they still read the decisions.
+    assert meta["calibration"]["method"] == "platt" and preds.raw_thresholds == best["thresholds"]
+    assert preds.ids.tolist() == (preds.probabilities >= np.array(preds.thresholds)).astype(int).tolist()
+    raw = load_run(d, device="cpu", calibrated=False).predict(test["text"])
+    assert raw.thresholds == best["thresholds"] and raw.ids.tolist() == preds.ids.tolist()
+    assert raw.ids.tolist() == (raw.probabilities >= np.array(best["thresholds"])).astype(int).tolist()
     assert preds.to_records()[0].keys() == {"labels", "probabilities"}
     # The reloaded run scores the test split exactly as training did.
     truth = [[n for n, on in zip(data.labels, v) if on] for v in test["label"]]

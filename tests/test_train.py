@@ -163,10 +163,11 @@ def test_best_epoch_weights_are_saved_and_tested(make_cfg, tmp_path, monkeypatch
     monkeypatch.setattr(importlib.import_module("nlp_transfer.training.objectives"), "evaluate", scripted_evaluate)  # validation
     cfg = make_cfg(tmp_path, "train.epochs=3")
     result = train(cfg, progress=False)
-    assert len(snapshots) == 4 and result.best_epoch == 1
-    after_epoch1, after_epoch3, at_test = snapshots[0], snapshots[2], snapshots[3]
+    assert len(snapshots) == 5 and result.best_epoch == 1  # 3 validations, test, validation again for calibration
+    after_epoch1, after_epoch3, at_test, at_calibration = snapshots[0], snapshots[2], snapshots[3], snapshots[4]
     assert any(not torch.equal(after_epoch1[k], after_epoch3[k]) for k in after_epoch1)  # training went on
     assert all(torch.equal(at_test[k], after_epoch1[k]) for k in after_epoch1)
+    assert all(torch.equal(at_calibration[k], after_epoch1[k]) for k in after_epoch1)
     saved = {**{f"backbone.{k}": v for k, v in backbone_weights(result.output_dir).items()},
              **{f"head.{k}": v for k, v in load_file(str(result.output_dir / "head.safetensors")).items()}}
     assert set(saved) == set(after_epoch1)

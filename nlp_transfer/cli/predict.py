@@ -25,6 +25,9 @@ def predict_main(argv: list[str]) -> None:
     p.add_argument("-o", "--output", help="output file, .csv or .jsonl (default: standard output)")
     p.add_argument("--output-format", choices=("csv", "jsonl"), help="default: from --output's extension, else csv")
     p.add_argument("--id-column", help="copy this input column to the output (e.g. an id)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="raw probabilities: skip the temperature (per-label Platt scaling for multi-label runs) fitted on "
+                   "validation after training; the predicted labels are the same either way")
     args = p.parse_intermixed_args(argv)
     from nlp_transfer.data.reader import read_inputs
     from nlp_transfer.inference.predictor import check_run_dir, load_run
@@ -35,7 +38,7 @@ def predict_main(argv: list[str]) -> None:
     setup_logging()
 
     t0 = time.perf_counter()
-    predictor = load_run(args.run, device=args.device, precision=args.precision)
+    predictor = load_run(args.run, device=args.device, precision=args.precision, calibrated=not args.no_calibration)
     preds = predictor.predict(inputs.texts, text_pairs=inputs.text_pairs, batch_size=args.batch_size, progress=not args.no_progress)
     fmt = write_predictions(prediction_rows(inputs, preds), predictor.labels, args.output, args.output_format)
     where = args.output if args.output not in (None, "-") else "standard output"

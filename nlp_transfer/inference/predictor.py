@@ -44,7 +44,7 @@ class Predictor:
 
     def __init__(
         self, model: TextClassifier, tokenizer, max_length: int = 128, device: str | None = None, precision: str = "no",
-        batch_size: int = 64, spec: LongTextSpec | None = None,
+        batch_size: int = 64, spec: LongTextSpec | None = None, calibration: dict | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
@@ -53,6 +53,8 @@ class Predictor:
         self.batch_size = batch_size
         # Truncation or sliding windows, as in training (load_run reads them from the run).
         self.spec = spec or LongTextSpec(max_length)
+        # The run's calibration (temperature or per-label Platt scaling): changes probabilities, never labels.
+        self.calibration = calibration
 
     @property
     def max_length(self) -> int:
@@ -116,7 +118,7 @@ class Predictor:
 
         Keyword arguments: ``text_pairs``, ``batch_size`` (default: :attr:`batch_size`), ``progress`` (a bar).
         """
-        return self.model.task.predictions(self.logits(texts, **kw), self.model.labels, self.model.thresholds)
+        return self.model.task.predictions(self.logits(texts, **kw), self.model.labels, self.model.thresholds, self.calibration)
 
     def evaluate(self, texts: Sequence[str], labels: Sequence, **kw):
         """Metrics, confusion matrix and misclassified examples on labelled texts (see :mod:`nlp_transfer.evaluation`)."""
@@ -125,10 +127,12 @@ class Predictor:
         return evaluate_texts(self, texts, labels, **kw)
 
 
-def load_run(run_dir: str | Path, device: str | None = None, precision: str | None = None) -> Predictor:
+def load_run(run_dir: str | Path, device: str | None = None, precision: str | None = None, calibrated: bool = True) -> Predictor:
     """Reload a run directory written by :func:`nlp_transfer.train`.
 
-    ``precision`` defaults to the run's own (from its manifest), as does the batch size.
+    ``precision`` defaults to the run's own (from its manifest), as does the batch size. The
+    probabilities are calibrated as the run fitted them on validation (``calibrated=False``: raw;
+    runs without calibration predict raw probabilities either way).
     """
     from transformers import AutoTokenizer
 
@@ -140,7 +144,8 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
     except (OSError, ValueError) as e:
         raise ModelError(f"the tokenizer in '{d}' could not be loaded ({str(e).splitlines()[0][:200]}); copy the run again") from None
     spec = LongTextSpec(max_length=manifest.max_length, **manifest.long_text)
-    return Predictor(model, tokenizer, manifest.max_length, device, precision or manifest.precision, manifest.eval_batch_size, spec)
+    return Predictor(model, tokenizer, manifest.max_length, device, precision or manifest.precision, manifest.eval_batch_size, spec,
+                     manifest.calibration if calibrated else None)
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

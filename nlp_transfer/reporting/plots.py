@@ -62,6 +62,33 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], pa
     return _save(fig, path)
 
 
+def plot_reliability(reliability: dict, path: str | Path, title: str = "") -> Path | None:
+    """Reliability diagram, before and after calibration: accuracy against mean confidence per bin (bars),
+    the diagonal for perfect calibration, and how many examples each bin holds (below)."""
+    fig = _figure(figsize=(8.5, 4.6))
+    if fig is None:
+        return None
+    axes = fig.subplots(2, 2, sharex=True, height_ratios=(3, 1))
+    for col, (key, name) in enumerate((("before", "before calibration"), ("after", "after calibration"))):
+        b = reliability[key]
+        n = len(b["count"])
+        centres = (np.arange(n) + 0.5) / n
+        acc = np.array([np.nan if a is None else a for a in b["accuracy"]], dtype=float)
+        conf = np.array([np.nan if c is None else c for c in b["confidence"]], dtype=float)
+        ax, axn = axes[0, col], axes[1, col]
+        ax.bar(centres, np.nan_to_num(acc), width=1 / n, edgecolor="black", color="tab:blue", alpha=0.8, label="accuracy")
+        ax.bar(centres, np.nan_to_num(conf - acc), bottom=np.nan_to_num(acc), width=1 / n, color="tab:red", alpha=0.3,
+               hatch="//", label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+        ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy" if col == 0 else None, title=name)
+        axn.bar(centres, b["count"], width=1 / n, color="gray", edgecolor="black")
+        axn.set(xlabel="confidence", ylabel="examples" if col == 0 else None)
+        if col == 0:
+            ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"{title} ({reliability.get('split', 'test')})" if title else reliability.get("split", ""))
+    return _save(fig, path)
+
+
 def plot_learning_curves(epochs: list[dict], path: str | Path, best_epoch: int | None = None, title: str = "",
                          scores: Sequence[tuple[str, str]] = (("accuracy", "accuracy"), ("f1_macro", "macro F1"))) -> Path | None:
     """Train and validation loss (left) and validation ``scores`` ((metric, label) pairs: the task's

@@ -12,13 +12,15 @@ from pathlib import Path
 from nlp_transfer.config import ADAPTER_MODES
 from nlp_transfer.manifest import read_manifest
 from nlp_transfer.reporting.markdown import confusion_table, label_balance_table, loading_instructions, per_class_table
-from nlp_transfer.reporting.plots import plot_confusion_matrix, plot_learning_curves
+from nlp_transfer.reporting.plots import plot_confusion_matrix, plot_learning_curves, plot_reliability
 from nlp_transfer.reporting.tables import adapter_note, imbalance_notes, long_text_notes
 from nlp_transfer.tasks import get_task
 
 SUMMARY_FILE = "summary.md"
 CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "learning_curves.png"
+RELIABILITY_PNG = "reliability_diagram.png"
+CALIBRATION_MEASURES = (("ece", "ECE (15 bins)"), ("mce", "MCE"), ("brier", "Brier"), ("nll", "NLL"))
 
 
 def write_plots(run_dir: Path, cfg, metrics: dict) -> list[str]:
@@ -29,6 +31,9 @@ def write_plots(run_dir: Path, cfg, metrics: dict) -> list[str]:
     if "confusion_matrix" in t:  # classes only: multi-label and regression have none
         written.append(plot_confusion_matrix(t["confusion_matrix"], t["labels"], run_dir / CONFUSION_PNG,
                                              f"{cfg.name}: test (best epoch {metrics['best_epoch']})"))
+    reliability = (metrics.get("calibration") or {}).get("reliability")
+    if reliability:
+        written.append(plot_reliability(reliability, run_dir / RELIABILITY_PNG, f"{cfg.name}: reliability"))
     return [p.name for p in written if p is not None]
 
 
@@ -84,6 +89,27 @@ def _test_lines(metrics: dict, pngs: list[str]) -> list[str]:
     return lines
 
 
+def calibration_lines(cal: dict, png: str | None = None) -> list[str]:
+    """The ``## Calibration`` section: what was fitted and every measure before and after, per split."""
+    if not cal:
+        return []
+    if cal["method"] == "temperature":
+        fitted = f"temperature **{cal['temperature']:.3f}** (probabilities are softmax(logits / T); labels unchanged)"
+    else:
+        fitted = "Platt scaling per label (sigmoid(a * logit + b), a > 0; thresholds mapped the same way, decisions unchanged)"
+    lines = ["## Calibration", "", f"Fitted on validation: {fitted}. Lower is better for every measure; "
+             f"`load_run(...).predict` and `scripts/predict.py` apply it (`--no-calibration`: raw scores).", "",
+             "| split | " + " | ".join(f"{t} before | {t} after" for _, t in CALIBRATION_MEASURES) + " |",
+             "|---|" + "---:|---:|" * len(CALIBRATION_MEASURES)]
+    for split in ("validation", "test"):
+        if split in cal:
+            r = cal[split]
+            lines.append(f"| {split} | " + " | ".join(f"{r[k + '_before']:.4f} | {r[k + '_after']:.4f}" for k, _ in CALIBRATION_MEASURES) + " |")
+    if png:
+        lines += ["", f"![reliability diagram]({png})"]
+    return lines + [""]
+
+
 def _epoch_lines(metrics: dict, pngs: list[str]) -> list[str]:
     # The task's columns, where every epoch has them (another objective may validate with its loss alone).
     cols = [(k, t) for k, t in get_task(metrics.get("task", "single_label")).epoch_columns
@@ -120,7 +146,9 @@ def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
     """``summary.md`` (and its plots) of a run directory holding its model and manifest."""
     run_dir = Path(run_dir)
     pngs = write_plots(run_dir, cfg, metrics)
-    lines = _head_lines(cfg, metrics) + _test_lines(metrics, pngs) + _epoch_lines(metrics, pngs) + _data_lines(metrics)
+    lines = _head_lines(cfg, metrics) + _test_lines(metrics, pngs)
+    lines += calibration_lines(metrics.get("calibration") or {}, RELIABILITY_PNG if RELIABILITY_PNG in pngs else None)
+    lines += _epoch_lines(metrics, pngs) + _data_lines(metrics)
     lines += ["", "## Loading this run", "", loading_instructions(read_manifest(run_dir))]
     lines += ["", "## Recipe", "", "Resolved (`recipe.yaml`; `scripts/train.py --config recipe.yaml output.dir=NEW_DIR` trains it again):",
               "", "```yaml", cfg.to_yaml().rstrip(), "```"]

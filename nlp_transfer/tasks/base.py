@@ -45,6 +45,7 @@ class Task:
     problem_type: ClassVar[str | None] = None  # transformers' config.problem_type for this task
     balances_classes: ClassVar[bool] = False  # train.class_weights / train.sampler=weighted apply
     has_classes: ClassVar[bool] = True  # the outputs are labels (model.num_labels applies)
+    calibration_method: ClassVar[str | None] = None  # fitted after training (tasks/calibration.py): temperature, platt
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
@@ -121,8 +122,9 @@ class Task:
         """Decision thresholds tuned on (``logits``, ``targets``), or None where the task has none."""
         return None
 
-    def predictions(self, logits: np.ndarray, labels: Sequence[str], thresholds=None):
-        """The predictions container (a list of labels, label sets or numbers, with the scores behind them)."""
+    def predictions(self, logits: np.ndarray, labels: Sequence[str], thresholds=None, calibration: dict | None = None):
+        """The predictions container (a list of labels, label sets or numbers, with the scores behind them);
+        ``calibration`` (the run manifest's) changes the probabilities, never the decisions."""
         raise NotImplementedError
 
     def as_labels(self, targets, names: Sequence[str]) -> list:

@@ -19,6 +19,7 @@ from nlp_transfer.config import THRESHOLD_MODES
 from nlp_transfer.errors import ConfigError, DataError
 from nlp_transfer.metrics import MULTI_LABEL_METRICS, multilabel_metrics
 from nlp_transfer.tasks.base import Task, number_line
+from nlp_transfer.tasks.calibration import calibrated_logits, calibrated_thresholds
 from nlp_transfer.tasks.labels import UNSEEN, build_label_names, label_names, label_set, multi_hot
 
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -52,14 +53,19 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, mode: str = "per_lab
 class MultiLabelPredictions(list):
     """Predicted label sets (a ``list`` of lists of names): each label whose sigmoid probability
     reaches its threshold. ``probabilities`` [N, L] and ``logits`` [N, L] follow ``classes``;
-    ``ids`` is the 0/1 decision matrix."""
+    ``ids`` is the 0/1 decision matrix. With ``calibration`` (Platt scaling per label,
+    :mod:`nlp_transfer.tasks.calibration`) the probabilities are calibrated and ``thresholds`` are
+    the run's thresholds mapped the same way (``raw_thresholds``: as tuned), so the decisions are
+    the same and ``probabilities >= thresholds`` still reads them off."""
 
-    def __init__(self, logits: np.ndarray, classes: Sequence[str], thresholds: Sequence[float]):
+    def __init__(self, logits: np.ndarray, classes: Sequence[str], thresholds: Sequence[float], calibration: dict | None = None):
         self.classes = list(classes)
         self.logits = logits
-        self.thresholds = [float(t) for t in thresholds]
-        self.probabilities = MULTI_LABEL.probabilities(logits)
-        self.ids = MULTI_LABEL.decide(logits, self.thresholds)
+        self.calibration = calibration
+        self.raw_thresholds = [float(t) for t in thresholds]
+        self.thresholds = calibrated_thresholds(self.raw_thresholds, calibration)
+        self.probabilities = MULTI_LABEL.probabilities(calibrated_logits(logits, calibration))
+        self.ids = MULTI_LABEL.decide(logits, self.raw_thresholds)
         super().__init__(label_names(self.ids, self.classes))
 
     def to_records(self) -> list[dict]:
@@ -70,6 +76,7 @@ class MultiLabelPredictions(list):
 
 class MultiLabel(Task):
     name = "multi_label"
+    calibration_method = "platt"
     losses = ("bce",)
     metrics = MULTI_LABEL_METRICS
     # Micro F1: the pooled decision quality, not dominated by rare labels with a handful of validation examples.
@@ -134,8 +141,8 @@ class MultiLabel(Task):
     def tuned_thresholds(self, logits, targets, mode):
         return tune_thresholds(self.probabilities(logits), targets, mode) if mode else None
 
-    def predictions(self, logits, labels, thresholds=None) -> MultiLabelPredictions:
-        return MultiLabelPredictions(logits, labels, thresholds if thresholds is not None else [0.5] * len(labels))
+    def predictions(self, logits, labels, thresholds=None, calibration=None) -> MultiLabelPredictions:
+        return MultiLabelPredictions(logits, labels, thresholds if thresholds is not None else [0.5] * len(labels), calibration)
 
     def as_labels(self, targets, names):
         return label_names(targets, names)

@@ -56,7 +56,7 @@ class Regression(Task):
     def score(self, logits, targets, labels, thresholds=None) -> dict:
         return regression_metrics(targets, self.decide(logits))
 
-    def predictions(self, logits, labels, thresholds=None) -> RegressionPredictions:
+    def predictions(self, logits, labels, thresholds=None, calibration=None) -> RegressionPredictions:
         return RegressionPredictions(logits, labels)
 
     def as_labels(self, targets, names):

@@ -11,6 +11,7 @@ from torch import nn
 from nlp_transfer.errors import DataError
 from nlp_transfer.metrics import SINGLE_LABEL_METRICS, compute_metrics
 from nlp_transfer.tasks.base import Task, number_line
+from nlp_transfer.tasks.calibration import calibrated_logits
 from nlp_transfer.tasks.labels import UNSEEN, build_label_names, class_ids, is_missing
 
 
@@ -18,13 +19,16 @@ class Predictions(list):
     """Predicted labels (a plain ``list`` of names) that also carry the scores behind them.
 
     ``probabilities`` [N, C] and ``logits`` [N, C] are numpy arrays whose columns follow
-    ``classes``; ``scores`` is the probability of each predicted label.
+    ``classes``; ``scores`` is the probability of each predicted label. With ``calibration``
+    (a temperature, :mod:`nlp_transfer.tasks.calibration`) the probabilities are
+    ``softmax(logits / T)``; ``logits`` stay the model's own and the labels are the same.
     """
 
-    def __init__(self, logits: np.ndarray, classes: Sequence[str]):
+    def __init__(self, logits: np.ndarray, classes: Sequence[str], calibration: dict | None = None):
         self.classes = list(classes)
         self.logits = logits
-        self.probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
+        self.calibration = calibration
+        self.probabilities = torch.softmax(torch.from_numpy(calibrated_logits(logits, calibration)), -1).numpy()
         self.ids = logits.argmax(-1)
         super().__init__(self.classes[i] for i in self.ids)
 
@@ -51,6 +55,7 @@ class SingleLabel(Task):
     stratify = True
     balances_classes = True
     mistake_columns = ("score", "true_probability")
+    calibration_method = "temperature"
 
     def loss(self, fn: nn.Module, logits, labels, class_weights):
         if class_weights is not None:
@@ -77,8 +82,8 @@ class SingleLabel(Task):
     def score(self, logits, targets, labels, thresholds=None) -> dict:
         return compute_metrics(targets, self.decide(logits), label_names=labels)
 
-    def predictions(self, logits, labels, thresholds=None) -> Predictions:
-        return Predictions(logits, labels)
+    def predictions(self, logits, labels, thresholds=None, calibration=None) -> Predictions:
+        return Predictions(logits, labels, calibration)
 
     def as_labels(self, targets, names):
         return [names[int(i)] for i in targets]

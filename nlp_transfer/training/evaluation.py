@@ -8,7 +8,8 @@ from nlp_transfer.data.chunking import per_document
 
 
 @torch.inference_mode()
-def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "mean", tune: str | None = None) -> dict:
+def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "mean", tune: str | None = None,
+             outputs: dict | None = None) -> dict:
     """The task's metrics on a prepared loader.
 
     Batches with ``doc_id`` (chunking) hold windows: their logits are gathered with the
@@ -18,7 +19,8 @@ def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "me
 
     With ``tune`` (multi-label: ``per_label`` or ``global``) the decision thresholds are first
     tuned on these examples (validation only) and returned in ``metrics["thresholds"]``;
-    otherwise the model's own thresholds are used.
+    otherwise the model's own thresholds are used. ``outputs``, a dict, receives the gathered
+    (per-document) ``logits`` and ``targets`` as numpy arrays (calibration fits on them).
     """
     raw = accelerator.unwrap_model(model)
     model.eval()
@@ -35,6 +37,8 @@ def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "me
     n_windows = len(y)
     if docs:
         logits, y = per_document(logits, y, torch.cat(docs), aggregate)
+    if outputs is not None:
+        outputs.update(logits=logits.numpy(), targets=y.numpy())
     thresholds = raw.task.tuned_thresholds(logits.numpy(), y.numpy(), tune) if tune else None
     metrics = raw.task.score(logits.numpy(), y.numpy(), labels, thresholds if thresholds is not None else raw.thresholds)
     metrics["loss"] = raw.loss_fn(logits, y).item()

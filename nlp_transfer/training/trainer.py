@@ -38,6 +38,7 @@ from nlp_transfer.models.domain import build_domain_head
 from nlp_transfer.models.fast import speedups
 from nlp_transfer.models.hub import resolve_checkpoint
 from nlp_transfer.recipes import build_classifier
+from nlp_transfer.tasks.calibration import calibration_record, fit_calibration
 import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer.training.evaluation import evaluate
 from nlp_transfer.training.hooks import default_hooks
@@ -49,7 +50,7 @@ from nlp_transfer.training.rundir import write_run_dir
 from nlp_transfer.training.state import LoopState
 from nlp_transfer.transfer.adapters import describe_adapter
 from nlp_transfer.transfer.modes import apply_transfer, num_layers, param_groups
-from nlp_transfer.transfer.prefix import frozen_modules
+from nlp_transfer.transfer.prefix import PrefixDataset, frozen_modules
 from nlp_transfer.transfer.probe import fit_logreg_head
 from nlp_transfer.transfer.zero_shot import init_zero_shot_head
 from nlp_transfer.transfer.regularisers import L2SP
@@ -72,6 +73,7 @@ class RunResult:
     schedule: dict = field(default_factory=dict)  # optimiser steps, effective batch size, final LR
     resumes: list = field(default_factory=list)  # checkpoints the run was resumed from
     task: str = "single_label"
+    calibration: dict = field(default_factory=dict)  # fitted on validation, measured before/after (tasks/calibration.py)
 
 
 @dataclass
@@ -339,21 +341,47 @@ class Trainer:
         if st.best_thresholds is not None:
             s.raw_model.thresholds = list(st.best_thresholds)
         fit_seconds = time.perf_counter() - self.t_inputs
-        test = evaluate(s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate)
+        test_out: dict = {}
+        test = evaluate(s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate,
+                        outputs=test_out)
         s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(test)}")
+        calibration, calibration_record = self._calibrate(test_out)
         result = RunResult(Path(cfg.output.dir), st.history, st.best_epoch, st.history[st.best_epoch - 1]["validation"], test,
                            self._timing(fit_seconds), {"trainable": s.params.get("trainable"), "total": s.params.get("total")},
-                           self._setup_record(), self._schedule_record(), st.resumes, s.data.task)
+                           self._setup_record(), self._schedule_record(), st.resumes, s.data.task, calibration_record)
         self._undo.close()  # speed-ups undone: what is saved is the stock model
         if acc.is_main_process:
             # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
             raw = acc.unwrap_model(s.model, keep_fp32_wrapper=False)
-            write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric)
+            write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric, calibration)
             if ckpt.enabled(cfg) or cfg.train.resume:  # the run directory is complete: nothing left to resume
                 shutil.rmtree(ckpt.checkpoint_root(cfg), ignore_errors=True)
         acc.wait_for_everyone()
         acc.end_training()
         return result
+
+    def _calibrate(self, test_out: dict) -> tuple[dict | None, dict]:
+        """(parameters for the manifest, the ``metrics.json`` record): the task's calibration fitted on the best
+        model's gathered validation logits (main process), measured before and after on validation and test."""
+        s, cfg, acc = self.s, self.cfg, self.s.accelerator
+        method = s.task.calibration_method
+        if method is None:  # regression: no probabilities to calibrate
+            return None, {}
+        val_loader = s.inputs.validation
+        if isinstance(val_loader.dataset, PrefixDataset):  # the replay is gone: the whole model reads the tokens
+            val_loader = torch.utils.data.DataLoader(val_loader.dataset.tokens, batch_size=cfg.train.eval_batch_size,
+                                                     collate_fn=s.inputs.test.collate_fn)
+        val_out: dict = {}
+        evaluate(s.model, acc.prepare_data_loader(val_loader), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=val_out)
+        if not acc.is_main_process or not len(val_out["targets"]):
+            return None, {}
+        calibration = fit_calibration(method, val_out["logits"], val_out["targets"])
+        record = calibration_record(calibration, {"validation": (val_out["logits"], val_out["targets"]),
+                                                  "test": (test_out["logits"], test_out["targets"])})
+        fitted = f"temperature {record['temperature']:.3f}" if method == "temperature" else "Platt scaling per label"
+        s.info(f"calibration ({fitted}, on validation) | test ECE {record['test']['ece_before']:.4f} -> "
+               f"{record['test']['ece_after']:.4f}, NLL {record['test']['nll_before']:.4f} -> {record['test']['nll_after']:.4f}")
+        return calibration, record
 
     def _timing(self, fit_seconds: float) -> dict:
         s, st = self.s, self.s.state
