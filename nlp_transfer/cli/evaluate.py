@@ -24,7 +24,10 @@ def evaluate_main(argv: list[str]) -> None:
     p.add_argument("--label-column", default=None,
                    help="column with the true labels (default: label; multi-label runs trained on 0/1 columns read those columns)")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"), help="the run's own split when no file is given")
-    p.add_argument("--out", help="write metrics.json, report.md, misclassified.csv and confusion_matrix.png here")
+    p.add_argument("--out", help="write metrics.json, report.md, misclassified.csv, confusion_matrix.png and explanations.html here")
+    p.add_argument("--explain", type=int, default=10, metavar="N",
+                   help="with --out: explanations.html shows the N most confident mistakes and the N least confident "
+                   "examples with their words coloured by Integrated Gradients attribution (default: 10; 0: no page)")
     p.add_argument("--show", type=int, default=10, help="misclassified examples to print (most confident first; default: 10)")
     args = p.parse_intermixed_args(argv)
     from nlp_transfer.inference.predictor import check_run_dir, load_run
@@ -49,6 +52,11 @@ def evaluate_main(argv: list[str]) -> None:
     print(ev.report(title, source, show=args.show))
     if args.out:
         files = ev.save(args.out, title, source)
+        if args.explain > 0 and pairs is None:  # sentence pairs are not explained
+            from nlp_transfer.inference.explain import explain_evaluation
+
+            files["explanations"] = explain_evaluation(predictor, ev, Path(args.out) / "explanations.html", args.explain,
+                                                       title=f"Explanations: {Path(args.run).name}", progress=not args.no_progress)
         print(f"wrote {', '.join(str(f) for f in files.values())}", file=sys.stderr)
 
 

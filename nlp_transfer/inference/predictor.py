@@ -126,6 +126,12 @@ class Predictor:
 
         return evaluate_texts(self, texts, labels, **kw)
 
+    def explain(self, texts: Sequence[str], **kw):
+        """Word attributions (Integrated Gradients) towards each text's predicted label (see :mod:`nlp_transfer.inference.explain`)."""
+        from nlp_transfer.inference.explain import explain_texts  # captum is imported only here
+
+        return explain_texts(self, texts, **kw)
+
 
 def load_run(run_dir: str | Path, device: str | None = None, precision: str | None = None, calibrated: bool = True) -> Predictor:
     """Reload a run directory written by :func:`nlp_transfer.train`.

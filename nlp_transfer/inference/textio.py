@@ -37,7 +37,7 @@ def write_predictions(rows: list[dict], classes: list[str], output: str | None, 
 
     CSV has one ``prob_<class>`` column per class; JSONL one ``probabilities`` object. Numbers
     are written in full (``repr``), so they read back exactly. Multi-label ``labels`` are a JSON
-    list in JSONL and joined with ``|`` in CSV.
+    list in JSONL and joined with ``|`` in CSV; other lists (``--explain``'s attributions) are JSON in CSV.
     """
     fmt = fmt or ("jsonl" if output and Path(output).suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv")
     if fmt not in OUTPUT_FORMATS:
@@ -47,7 +47,8 @@ def write_predictions(rows: list[dict], classes: list[str], output: str | None, 
         for r in rows:
             buf.write(json.dumps(r, ensure_ascii=False) + "\n")
     else:
-        flat = [{**{k: ("|".join(v) if k == "labels" else v) for k, v in r.items() if k != "probabilities"},
+        flat = [{**{k: ("|".join(v) if k == "labels" else json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v)
+                    for k, v in r.items() if k != "probabilities"},
                  **{f"prob_{c}": p for c, p in r.get("probabilities", {}).items()}} for r in rows]
         fields = list(flat[0]) if flat else ["label", "score", *[f"prob_{c}" for c in classes]]
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
