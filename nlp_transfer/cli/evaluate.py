@@ -28,12 +28,23 @@ def evaluate_main(argv: list[str]) -> None:
     p.add_argument("--explain", type=int, default=10, metavar="N",
                    help="with --out: explanations.html shows the N most confident mistakes and the N least confident "
                    "examples with their words coloured by Integrated Gradients attribution (default: 10; 0: no page)")
+    p.add_argument("--label-issues", action="store_true",
+                   help="also rank the examples whose given label looks wrong (single-label): the run's pooled features, "
+                   "a logistic regression probe cross-validated over 5 folds, cleanlab's label quality; prints the most "
+                   "suspect and, with --out, writes label_issues.csv. For a recipe's training split before training: "
+                   "scripts/label_issues.py --config RECIPE")
     p.add_argument("--show", type=int, default=10, help="misclassified examples to print (most confident first; default: 10)")
     args = p.parse_intermixed_args(argv)
     from nlp_transfer.inference.predictor import check_run_dir, load_run
     from nlp_transfer.manifest import read_manifest
 
     run = check_run_dir(args.run)  # fail fast, before reading the input
+    if args.label_issues:
+        from nlp_transfer.errors import ConfigError
+        from nlp_transfer.tasks import get_task
+
+        if not get_task(read_manifest(run).task).ranks_label_issues:
+            raise ConfigError(f"--label-issues ranks single-label classes, but '{args.run}' is a {read_manifest(run).task} run; drop it")
     if args.data is not None:
         from nlp_transfer.data.reader import read_inputs
 
@@ -50,6 +61,7 @@ def evaluate_main(argv: list[str]) -> None:
     ev = predictor.evaluate(texts, labels, text_pairs=pairs, batch_size=args.batch_size, progress=not args.no_progress)
     title = f"Evaluation of {Path(args.run).name}"
     print(ev.report(title, source, show=args.show))
+    files = {}
     if args.out:
         files = ev.save(args.out, title, source)
         if args.explain > 0 and pairs is None:  # sentence pairs are not explained
@@ -57,7 +69,23 @@ def evaluate_main(argv: list[str]) -> None:
 
             files["explanations"] = explain_evaluation(predictor, ev, Path(args.out) / "explanations.html", args.explain,
                                                        title=f"Explanations: {Path(args.run).name}", progress=not args.no_progress)
+    if args.label_issues:
+        files.update(_label_issues(predictor, ev, pairs, args))
+    if args.out:
         print(f"wrote {', '.join(str(f) for f in files.values())}", file=sys.stderr)
+
+
+def _label_issues(predictor, ev, pairs, args) -> dict:
+    """Suspect labels of the evaluated texts: the run's features, cross-validated probes, cleanlab (inference/label_issues.py)."""
+    from pathlib import Path
+
+    from nlp_transfer.inference.label_issues import find_label_issues, issues_table, pooled_features, write_label_issues
+    from nlp_transfer.reporting.markdown import cell
+
+    features = pooled_features(predictor, ev.texts, pairs, args.batch_size, progress=not args.no_progress)
+    issues = find_label_issues(features, ev.y_true, predictor.labels, ev.texts)
+    print("\n## Suspect labels\n\n" + issues_table(issues, args.show, cell) + "\n")
+    return {"label_issues": write_label_issues(issues, Path(args.out) / "label_issues.csv")} if args.out else {}
 
 
 def _run_split(run: str, split: str):

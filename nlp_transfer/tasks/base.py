@@ -45,6 +45,7 @@ class Task:
     problem_type: ClassVar[str | None] = None  # transformers' config.problem_type for this task
     balances_classes: ClassVar[bool] = False  # train.class_weights / train.sampler=weighted apply
     has_classes: ClassVar[bool] = True  # the outputs are labels (model.num_labels applies)
+    ranks_label_issues: ClassVar[bool] = False  # suspect labels (inference/label_issues.py): single-label classes
     calibration_method: ClassVar[str | None] = None  # fitted after training (tasks/calibration.py): temperature, platt
 
     def __repr__(self) -> str:

@@ -56,6 +56,7 @@ class SingleLabel(Task):
     balances_classes = True
     mistake_columns = ("score", "true_probability")
     calibration_method = "temperature"
+    ranks_label_issues = True
 
     def loss(self, fn: nn.Module, logits, labels, class_weights):
         if class_weights is not None:
