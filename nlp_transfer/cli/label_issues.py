@@ -33,6 +33,9 @@ def label_issues_main(argv: list[str]) -> None:
     p.add_argument("--flip", type=float, metavar="FRACTION",
                    help="a check with known noise: change this fraction of the labels to another label at random (seed "
                    "--seed) first; reports the precision of the top of the ranking at the number flipped")
+    p.add_argument("--readme", help="also replace the <!-- results:SECTION --> block of this file with the summary table")
+    p.add_argument("--section", default="trust-label-issues", help="README block name (default: trust-label-issues)")
+    p.add_argument("--command", help="the command to print under the table (default: this invocation)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and of --flip (default: 0)")
     p.add_argument("--show", type=int, default=10, help="most suspect examples to print (default: 10)")
     p.add_argument("--batch-size", type=positive_int, help="texts per encoding batch (default: the recipe's train.eval_batch_size)")
@@ -89,8 +92,29 @@ def label_issues_main(argv: list[str]) -> None:
         names = data.labels
         extra = {int(i): {"flipped": True, "original_label": names[labels[i]]} for i in flipped}
         extra = {r["row"]: extra.get(r["row"], {"flipped": False, "original_label": r["given_label"]}) for r in issues.rows}
+    if args.readme:
+        import shlex
+
+        from nlp_transfer.reporting.tables import update_readme
+
+        command = args.command or "python scripts/label_issues.py " + " ".join(shlex.quote(a) for a in argv)
+        update_readme(args.readme, args.section, summary_table(summary) + f"\n\nProduced by: `{command}`\n")
     if args.out:
         out = Path(args.out)
         csv_path = write_label_issues(issues, out / "label_issues.csv", extra)
         (out / "label_issues.json").write_text(json.dumps(summary, indent=2))
         print(f"wrote {csv_path}, {out / 'label_issues.json'}", file=sys.stderr)
+
+
+def summary_table(summary: dict) -> str:
+    """One Markdown row: what was checked and, with --flip, how much of the top of the ranking is truly wrong."""
+    head = "| data | checkpoint (pooling) | examples | probe C | cleanlab flagged |"
+    row = (f"| {summary['recipe']} {' '.join(summary['overrides'])} ({summary['split']}) | {summary['checkpoint']} "
+           f"({summary['pooling']}) | {summary['examples']:,} | {summary['C']:g} | {summary['flagged']:,} |")
+    flip = summary.get("flip")
+    if flip:
+        head += " flipped | precision at flipped | flagged precision | flagged recall |"
+        row += (f" {flip['flipped']:,} ({flip['fraction']:.0%}) | **{flip['precision_at_k']:.3f}** | {flip['flagged_precision']:.3f} | "
+                f"{flip['flagged_recall']:.3f} |")
+    sep = "|" + "---|" * 2 + "---:|" * (head.count("|") - 3)
+    return "\n".join([head, sep, row, "", f"({summary['seconds']:.0f} s, features encoded once, {summary['folds']} folds)"])

@@ -21,6 +21,13 @@ def summarize_main(argv: list[str]) -> None:
                    help="an extra test-metric column (repeatable): recall_macro, precision_macro, f1_weighted, f1_micro")
     p.add_argument("--column", action="append", default=[], dest="columns", metavar="NAME",
                    help="an extra run column (repeatable): peak_memory (MB, from metrics.json), run_size (MB on disk)")
+    p.add_argument("--calibration", action="store_true",
+                   help="instead: the calibration table (temperature; ECE, MCE, Brier, NLL before -> after on validation and test)")
     args = p.parse_args(argv)
+    if args.calibration:
+        from nlp_transfer.reporting.tables import calibration_table
+
+        publish(calibration_table(args.runs), args, "summarize.py", argv)
+        return
     table = summarize_runs(args.runs, baseline=not args.no_baseline, metrics=tuple(args.metrics), columns=tuple(args.columns))
     publish(table, args, "summarize.py", argv)

@@ -88,7 +88,10 @@ class _Explainer:
     """Windows of a text as the run builds them, and Integrated Gradients over each."""
 
     def __init__(self, predictor, n_steps: int, internal_batch_size: int | None):
-        from captum.attr import LayerIntegratedGradients
+        try:
+            from captum.attr import LayerIntegratedGradients
+        except ImportError:
+            raise ModelError("explanations need captum: pip install 'nlp-transfer[trust]'") from None
 
         self.p, self.model, self.tok, self.spec = predictor, predictor.model, predictor.tokenizer, predictor.spec
         self.n_steps, self.internal_batch_size = n_steps, internal_batch_size

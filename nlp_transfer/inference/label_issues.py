@@ -104,8 +104,11 @@ def rank_label_issues(labels: np.ndarray, probs: np.ndarray, names: Sequence[str
     """cleanlab's label quality scores (self-confidence, with ``adjust_pred_probs``: probabilities adjusted for the
     class priors, so the larger class's examples are not all ranked as safe) and issue flags (prune by noise rate)
     for (``labels``, out-of-sample ``probs``)."""
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
+    try:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        raise DataError("label issues need cleanlab: pip install 'nlp-transfer[trust]'") from None
 
     labels = np.asarray(labels, dtype=np.int64)
     quality = get_label_quality_scores(labels, probs, method="self_confidence", adjust_pred_probs=True)

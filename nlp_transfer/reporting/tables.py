@@ -72,6 +72,25 @@ def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[st
     return "\n".join(lines)
 
 
+def calibration_table(run_dirs: list[str]) -> str:
+    """A Markdown table: per run and split, the fitted temperature and ECE, MCE, Brier and NLL before -> after."""
+    lines = ["| run | temperature | split | test accuracy | ECE (15 bins) | MCE | Brier | NLL |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for d in run_dirs:
+        m, cfg = _read_run(d)
+        cal = m.get("calibration")
+        if not cal:
+            raise ModelError(f"'{d}' has no calibration in its metrics.json (a regression run, or trained before calibration "
+                             "existed); train it again")
+        name = _row(m, cfg)[0]
+        t = f"{cal['temperature']:.3f}" if "temperature" in cal else "Platt per label"
+        for split in ("validation", "test"):
+            r = cal[split]
+            figs = " | ".join(f"{r[k + '_before']:.4f} -> {r[k + '_after']:.4f}" for k in ("ece", "mce", "brier", "nll"))
+            acc = f"{m['test']['accuracy']:.4f}" if split == "test" else ""
+            lines.append(f"| {name} | {t} | {split} ({r['num_examples']:,}) | {acc} | {figs} |")
+    return "\n".join(lines)
+
+
 def _run_column(column: str, d: Path, m: dict) -> str:
     if column == "run_size":  # what a run directory costs to keep: weights (or the adapter), tokenizer, reports
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
