@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc select select-rt select-bbc select-tweet longdocs imbalance bench-cache bench-adapters bench-speed clean
+.PHONY: setup constraints demo trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc select select-rt select-bbc select-tweet longdocs imbalance bench-cache bench-adapters bench-speed clean
 
 setup: $(STAMP)
 
@@ -120,6 +120,19 @@ longdocs: $(STAMP)
 IMBALANCE := feature_extraction feature_extraction-balanced feature_extraction-sampler logreg logreg-balanced partial partial-balanced
 imbalance: $(STAMP)
 	$(call runs_table,tweet_sentiment,tweet,$(IMBALANCE),imbalance-tweet_sentiment,imbalance,--metric recall_macro)
+
+# Can I trust it: calibration of three Rotten Tomatoes runs (before/after table), explanations of MiniLM's test mistakes
+# (explanations.html), and suspect labels in the training split with 5% of its labels flipped (precision at the number flipped).
+TRUST_RUNS := minilm-full minilm-feature_extraction smollm2-feature_extraction
+trust: $(STAMP)
+	for r in $(TRUST_RUNS); do $(LAUNCH) --config recipes/rotten_tomatoes/$$r.yaml output.overwrite=true || exit 1; done
+	$(PY) scripts/summarize.py $(patsubst %,runs/rt-%,$(TRUST_RUNS)) --calibration --out results/trust-calibration.md \
+		--readme README.md --section trust-calibration --command "make trust"
+	$(PY) scripts/evaluate.py runs/rt-minilm-full --out runs/rt-minilm-full/eval-test --explain 10 --show 0 --no-progress > /dev/null
+	mkdir -p results/trust
+	cp runs/rt-minilm-full/eval-test/explanations.html runs/rt-minilm-full/reliability_diagram.png results/trust/
+	$(PY) scripts/label_issues.py --config recipes/rotten_tomatoes/minilm-logreg.yaml --flip 0.05 --out runs/rt-label-issues-flip5 \
+		--readme README.md --command "make trust" --no-progress
 
 # Frozen work done once: feature cache and frozen-prefix cache against the uncached paths.
 bench-cache: $(STAMP)

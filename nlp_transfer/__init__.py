@@ -31,6 +31,7 @@ _EXPORTS = {
     "Trainer": "nlp_transfer.training",
     "Predictor": "nlp_transfer.inference.predictor", "Predictions": "nlp_transfer.tasks", "load_run": "nlp_transfer.inference.predictor",
     "merge_run": "nlp_transfer.inference.export",
+    "Explanation": "nlp_transfer.inference.explain", "find_label_issues": "nlp_transfer.inference.label_issues",
     "rank_checkpoints": "nlp_transfer.experiments.selection", "transferability": "nlp_transfer.transfer.estimators",
 }
 # subpackages reachable as attributes (``nlp_transfer.catalog`` ...)
@@ -59,6 +60,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from nlp_transfer.data.loading import TextData, load_data
     from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError, TrainingError
     from nlp_transfer.experiments.selection import rank_checkpoints
+    from nlp_transfer.inference.explain import Explanation
+    from nlp_transfer.inference.label_issues import find_label_issues
     from nlp_transfer.inference.predictor import Predictor, load_run
     from nlp_transfer.manifest import RunManifest, read_manifest
     from nlp_transfer.metrics import compute_metrics
