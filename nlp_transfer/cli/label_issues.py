@@ -109,7 +109,8 @@ def label_issues_main(argv: list[str]) -> None:
 def summary_table(summary: dict) -> str:
     """One Markdown row: what was checked and, with --flip, how much of the top of the ranking is truly wrong."""
     head = "| data | checkpoint (pooling) | examples | probe C | cleanlab flagged |"
-    row = (f"| {summary['recipe']} {' '.join(summary['overrides'])} ({summary['split']}) | {summary['checkpoint']} "
+    data = " ".join([summary["recipe"], *summary["overrides"]])
+    row = (f"| {data} ({summary['split']}) | {summary['checkpoint']} "
            f"({summary['pooling']}) | {summary['examples']:,} | {summary['C']:g} | {summary['flagged']:,} |")
     flip = summary.get("flip")
     if flip:

@@ -161,7 +161,8 @@ class _Explainer:
             # Special tokens and a prompt's words are the same in the baseline: their attributions are exactly 0.
             tokens.append([(self.tok.convert_ids_to_tokens(ids[i]), float(a)) for i, a in zip(positions, content)])
         full = self.lead + text
-        words = [(full[a:b], float(word_attr[i]) if seen[i] else None) for i, (a, b) in enumerate(spans)]
+        # Byte-level BPE offsets may include the space before a word: words are shown without it.
+        words = [(full[a:b].strip(), float(word_attr[i]) if seen[i] else None) for i, (a, b) in enumerate(spans)]
         return {"target": target, "logit": float(doc[target]), "baseline_logit": baseline, "delta": delta, "words": words,
                 "windows": len(wins), "tokens": tokens}
 
