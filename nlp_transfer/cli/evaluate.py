@@ -39,6 +39,10 @@ def evaluate_main(argv: list[str]) -> None:
     from nlp_transfer.manifest import read_manifest
 
     run = check_run_dir(args.run)  # fail fast, before reading the input
+    if args.explain < 0:
+        from nlp_transfer.errors import ConfigError
+
+        raise ConfigError(f"--explain {args.explain}: give how many examples per section to explain (0: none)")
     if args.label_issues:
         from nlp_transfer.errors import ConfigError
         from nlp_transfer.tasks import get_task

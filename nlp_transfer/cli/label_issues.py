@@ -20,7 +20,7 @@ def label_issues_main(argv: list[str]) -> None:
         "scripts/evaluate.py RUN [DATA] --label-issues --out DIR.",
         epilog="examples:\n  python scripts/label_issues.py --config recipes/rotten_tomatoes/minilm-logreg.yaml --out runs/rt-label-issues\n"
         "  python scripts/label_issues.py --config recipes/rotten_tomatoes/minilm-logreg.yaml --flip 0.05 --out runs/rt-flip5\n"
-        "    (flips 5%% of the labels at random first and reports how many of them the top of the ranking finds)",
+        "    (flips 5% of the labels at random first and reports how many of them the top of the ranking finds)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, help="recipe YAML file (its data and model sections are used)")
