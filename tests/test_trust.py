@@ -289,3 +289,14 @@ def test_flipped_rotten_tomatoes_labels_top_the_ranking(tmp_path):
     assert precision == pytest.approx(summary["flip"]["precision_at_k"])
     print(f"precision at {k}: {precision:.3f} (C={summary['C']})")
     assert precision >= 0.25  # five times the 5% a random ranking gets (0.36 measured at C chosen by log loss)
+
+
+def test_summarize_calibration_table(run_dir, tmp_path, capsys):
+    from nlp_transfer.cli import summarize_main
+
+    out = tmp_path / "cal.md"
+    summarize_main([str(run_dir), "--calibration", "--out", str(out)])
+    cal = json.loads((run_dir / "metrics.json").read_text())["calibration"]
+    text = out.read_text()
+    assert f"| {cal['temperature']:.3f} | test (" in text
+    assert f"{cal['test']['ece_before']:.4f} -> {cal['test']['ece_after']:.4f}" in text
