@@ -1,8 +1,9 @@
 """Why did the run predict that? Integrated Gradients on the token embeddings, merged to words.
 
-    ex = load_run("runs/rt-minilm-full").explain(["a gorgeous, moving film"])[0]
-    ex.label, ex.score, ex.words     # 'fresh', 0.97, [('a', 0.01), ('gorgeous,', 0.85), ('moving', 0.42), ('film', 0.02)]
-    ex.delta                         # captum's convergence delta: sum of attributions - (F(text) - F(baseline))
+    ex = load_run("runs/rt-minilm-feature_extraction").explain(["a gorgeous, moving film that never quite earns its ending"])[0]
+    ex.label, ex.score               # 'fresh', 0.685 (calibrated)
+    ex.words                         # [('a', 0.30), ('gorgeous', 1.38), (',', 0.06), ('moving', 0.12), ..., ('ending', -1.05)]
+    ex.delta                         # 2e-06: captum's convergence delta, sum of attributions - (F(text) - F(baseline))
 
 Integrated Gradients (Sundararajan et al. 2017) with captum's ``LayerIntegratedGradients`` on the
 backbone's input embeddings: the baseline is the same input with every text token replaced by the
