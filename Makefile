@@ -121,16 +121,19 @@ IMBALANCE := feature_extraction feature_extraction-balanced feature_extraction-s
 imbalance: $(STAMP)
 	$(call runs_table,tweet_sentiment,tweet,$(IMBALANCE),imbalance-tweet_sentiment,imbalance,--metric recall_macro)
 
-# Can I trust it: calibration of three Rotten Tomatoes runs (before/after table), explanations of MiniLM's test mistakes
+# Can I trust it: calibration of three Rotten Tomatoes runs (before/after table), explanations of frozen MiniLM's test mistakes
 # (explanations.html), and suspect labels in the training split with 5% of its labels flipped (precision at the number flipped).
 TRUST_RUNS := minilm-full minilm-feature_extraction smollm2-feature_extraction
 trust: $(STAMP)
 	for r in $(TRUST_RUNS); do $(LAUNCH) --config recipes/rotten_tomatoes/$$r.yaml output.overwrite=true || exit 1; done
 	$(PY) scripts/summarize.py $(patsubst %,runs/rt-%,$(TRUST_RUNS)) --calibration --out results/trust-calibration.md \
 		--readme README.md --section trust-calibration --command "make trust"
-	$(PY) scripts/evaluate.py runs/rt-minilm-full --out runs/rt-minilm-full/eval-test --explain 10 --show 0 --no-progress > /dev/null
+	$(PY) scripts/evaluate.py runs/rt-minilm-feature_extraction --out runs/rt-minilm-feature_extraction/eval-test --explain 10 \
+		--show 0 --no-progress > /dev/null
 	mkdir -p results/trust
-	cp runs/rt-minilm-full/eval-test/explanations.html runs/rt-minilm-full/reliability_diagram.png results/trust/
+	cp runs/rt-minilm-feature_extraction/eval-test/explanations.html results/trust/
+	cp runs/rt-minilm-full/reliability_diagram.png results/trust/reliability_diagram-minilm-full.png
+	cp runs/rt-minilm-feature_extraction/reliability_diagram.png results/trust/reliability_diagram-minilm-feature_extraction.png
 	$(PY) scripts/label_issues.py --config recipes/rotten_tomatoes/minilm-logreg.yaml --flip 0.05 --out runs/rt-label-issues-flip5 \
 		--readme README.md --command "make trust" --no-progress
 
