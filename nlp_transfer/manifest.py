@@ -57,6 +57,8 @@ class RunManifest:
     transformers_class: str | None = None  # set where plain AutoModelForSequenceClassification loads the run
     transformers_note: str | None = None  # why not, otherwise
     name: str | None = None  # the recipe's name
+    backend: str = "torch"  # torch (safetensors weights) or onnx (scripts/export.py --onnx: model.onnx, run on onnxruntime)
+    onnx: dict | None = None  # ONNX exports: file, inputs, opset, quantize, exporter, max_logit_difference, source_run
     versions: dict = field(default_factory=dict)  # libraries that wrote the run
     format_version: int = FORMAT_VERSION
 
