@@ -13,26 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import toy_rows
-from nlp_transfer import RecipeConfig, load_run, read_manifest
+from conftest import save_run, toy_rows
+from nlp_transfer import load_run, read_manifest
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.inference.export import export_onnx
 from nlp_transfer.manifest import write_manifest
 
 TEXTS = [t for t, _ in toy_rows(30, seed=5)] + ["good " * 40 + "bad", "x"]
 PAIRS = [t for t, _ in toy_rows(32, seed=6)]
-
-
-def save_run(root: Path, model_dir: Path, labels=("neg", "pos", "meh"), **model: object) -> Path:
-    """A run directory of a random (untrained) classifier on ``model_dir`` with ``model`` settings."""
-    from nlp_transfer.recipes import build_classifier
-
-    cfg = RecipeConfig.from_dict({"model": {"name_or_path": str(model_dir), "head_dropout": 0.0, "max_length": 32, **model},
-                                  "data": {"source": None, "train_file": "unused.csv"}})
-    net, tok = build_classifier(cfg, list(labels))
-    d = root / "run"
-    net.save_pretrained(d, tok, precision="no", eval_batch_size=8, name="toy")
-    return d
 
 
 def assert_same(torch_run: Path, onnx_run: Path, pairs=None, atol=1e-4) -> None:
