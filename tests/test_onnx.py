@@ -31,20 +31,16 @@ def assert_same(torch_run: Path, onnx_run: Path, pairs=None, atol=1e-4) -> None:
     np.testing.assert_allclose(b.logits, a.logits, atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("model", [
-    {"pooling": "pooler", "head": "linear"},
-    {"pooling": "mean", "head": "mlp", "chunking": True, "chunk_stride": 4, "max_length": 16},
-])
-def test_encoder_export_matches_pytorch(tmp_path, tiny_bert_dir, model):
-    run = save_run(tmp_path, tiny_bert_dir, **model)
+def test_chunked_encoder_export_matches_pytorch(tmp_path, tiny_bert_dir):
+    run = save_run(tmp_path, tiny_bert_dir, pooling="mean", head="mlp", chunking=True, chunk_stride=4, max_length=16)
     result = export_onnx(run, tmp_path / "onnx")
     assert result.max_logit_difference <= 1e-4
     m = read_manifest(result.output_dir)
     assert m.backend == "onnx" and m.onnx["file"] == "model.onnx" and m.labels == ["neg", "pos", "meh"]
     assert (result.output_dir / "model.onnx").is_file() and not (result.output_dir / "model.safetensors").exists()
     predictor = load_run(result.output_dir)
-    assert predictor.runner is not None and predictor.spec.chunking == bool(model.get("chunking"))
-    assert_same(run, result.output_dir, pairs=PAIRS if model["pooling"] == "pooler" else None)
+    assert predictor.runner is not None and predictor.spec.chunking  # long texts: windows, aggregated as in PyTorch
+    assert_same(run, result.output_dir)
 
 
 def test_decoder_export_matches_pytorch_with_left_padding_multi_label(tmp_path, tiny_llama_dir):
@@ -92,15 +88,17 @@ def test_export_refusals(tmp_path, tiny_bert_dir):
     assert not (tmp_path / "o").exists() and not (tmp_path / "q").exists()
 
 
-def test_export_and_predict_command_lines(tmp_path, tiny_bert_dir, capsys, monkeypatch):
+def test_export_and_predict_command_lines_sentence_pairs(tmp_path, tiny_bert_dir, capsys, monkeypatch):
     import io
 
     from nlp_transfer.cli import export_main, predict_main, run_cli
 
-    run = save_run(tmp_path, tiny_bert_dir, pooling="cls")
+    run = save_run(tmp_path, tiny_bert_dir, pooling="pooler", head="linear")
     out = tmp_path / "onnx"
     assert run_cli(export_main, [str(run), str(out), "--onnx"]) == 0
     assert "largest logit difference" in capsys.readouterr().err
+    assert read_manifest(out).onnx["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert_same(run, out, pairs=PAIRS)
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(TEXTS[:5]) + "\n"))
     assert run_cli(predict_main, [str(out), "--output-format", "jsonl", "--no-progress"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

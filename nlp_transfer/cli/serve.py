@@ -39,12 +39,16 @@ def serve_main(argv: list[str]) -> None:
         raise ConfigError(f"--port {args.port} is not a TCP port; use 1-65535")
     if args.max_wait_ms < 0:
         raise ConfigError("--max-wait-ms must be 0 or more")
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise ConfigError("scripts/serve.py needs FastAPI and uvicorn: pip install 'nlp-transfer[serve]'") from None
     from nlp_transfer.inference.predictor import check_run_dir
     from nlp_transfer.inference.server import Limits, create_app
 
     check_run_dir(args.run)
     setup_logging()
-    import uvicorn
 
     limits = Limits(args.max_texts, args.max_chars, args.max_batch_size, args.max_wait_ms)
     app = create_app(args.run, limits, device=args.device, precision=args.precision)

@@ -114,8 +114,15 @@ def export_onnx(run_dir: str | Path, output_dir: str | Path, quantize: str | Non
     (onnxruntime's ``quantize_dynamic``). The fp32 graph's logits are checked against PyTorch's (fp32) on two
     probe batches of different shapes before anything is written; the directory appears whole or not at all.
     Adapter runs are refused: merge them first (``scripts/export.py RUN MERGED --merge``)."""
+    from nlp_transfer.inference.onnx import require_onnxruntime
     from nlp_transfer.training.rundir import atomic_directory
 
+    require_onnxruntime()
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ModelError("ONNX export needs onnx and onnxscript: pip install 'nlp-transfer[onnx]'") from None
     src, out = check_run_dir(run_dir), Path(output_dir)
     manifest = read_manifest(src)
     if manifest.backend == "onnx":

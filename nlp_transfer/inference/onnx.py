@@ -49,7 +49,7 @@ class OnnxRunner:
     """Logits [B, C] of one padded batch (a tokenizer's ``BatchEncoding`` of tensors) on onnxruntime."""
 
     def __init__(self, path: str | Path, device: str | None = None, threads: int | None = None):
-        import onnxruntime as ort
+        ort = require_onnxruntime()
 
         options = ort.SessionOptions()
         if threads:
@@ -86,3 +86,13 @@ def check_onnx_files(d: Path, manifest: RunManifest) -> list[str]:
 
 def onnx_path(d: Path, manifest: RunManifest) -> Path:
     return d / (manifest.onnx or {}).get("file", ONNX_FILE)
+
+
+def require_onnxruntime():
+    """onnxruntime, or a one-line error saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelError("ONNX runs need onnxruntime (and exports need onnx and onnxscript): "
+                         "pip install 'nlp-transfer[onnx]'") from None
+    return onnxruntime
