@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc select select-rt select-bbc select-tweet longdocs imbalance bench-cache bench-adapters bench-speed clean
+.PHONY: setup constraints demo test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc select select-rt select-bbc select-tweet longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
 
 setup: $(STAMP)
 
@@ -132,6 +132,11 @@ bench-adapters: $(STAMP)
 # Side by side with transformers' Trainer and pipeline: throughput, memory, MFU, accuracy (a few minutes).
 bench-speed: $(STAMP)
 	$(PY) scripts/bench.py speed --readme README.md
+
+# Shipping, side by side in one run: PyTorch / ONNX fp32 / ONNX int8 prediction of a MiniLM run (throughput,
+# agreement, accuracy), streamed prediction peak memory at 10k/100k/1M rows, scripts/serve.py under a bounded load test.
+bench-ship: $(STAMP)
+	$(PY) scripts/bench.py ship --readme README.md
 
 # The layer contract (pyproject.toml [tool.importlinter]) first: an upward import fails before any test runs.
 test: $(STAMP)
