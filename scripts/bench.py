@@ -261,7 +261,11 @@ def _peak_rss_mb() -> float:
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:  # this process's own high-water mark: ru_maxrss survives exec, so a child reports its parent's peak if larger
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child_peak(spec: dict) -> dict:
@@ -652,6 +656,8 @@ def _serve_bench(run: str, texts: list[str], spec: dict) -> dict:
     port = str(_free_port())
     print(f"  serve {Path(run).name}: {spec['requests']} requests, concurrency {spec['concurrency']} ...", file=sys.stderr, flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if spec.get("threads"):
+        env["OMP_NUM_THREADS"] = str(spec["threads"])
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "serve.py"), run, "--port", port, "--log-level", "warning",
                              "--max-texts", "1024"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -720,13 +726,14 @@ def bench_ship(args) -> dict:
         stream[f"minilm_stream_{n}"] = _child("stream", {**spec, "variant": "stream", "run": run, "input": str(path), "rows": n,
                                                          "chunk_size": args.chunk_size})
     texts, _ = _ship_texts(run)
-    load = {"requests": args.requests, "concurrency": args.concurrency, "per_request": args.texts_per_request}
+    load = {"requests": args.requests, "concurrency": args.concurrency, "per_request": args.texts_per_request, "threads": args.threads}
     serve = {"torch": _serve_bench(run, texts, load), "onnx_int8": _serve_bench(int8, texts, load)}
     peaks = [stream[f"stream_{n}"]["peak_mb"] for n in args.stream_rows]
     return {
         "benchmark": "ship",
         "command": "python scripts/bench.py ship " + " ".join(args.argv),
-        "settings": {"max_samples": args.max_samples, "chunk_size": args.chunk_size, "stream_rows": args.stream_rows, **load},
+        "settings": {"max_samples": args.max_samples, "chunk_size": args.chunk_size, "stream_rows": args.stream_rows,
+                     **{k: v for k, v in load.items() if k != "threads"}},
         "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),
                     "torch": torch.__version__},
         "rows": rows, "stream": stream, "serve": serve,

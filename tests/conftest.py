@@ -248,3 +248,15 @@ def save_run(root: Path, model_dir: Path, labels=("neg", "pos", "meh"), **model:
     d = root / "run"
     net.save_pretrained(d, tok, precision="no", eval_batch_size=8, name="toy")
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module's in-process predictions on tiny models (a second OpenMP thread only adds
+    synchronisation there, and on a busy machine it makes every batch many times slower); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

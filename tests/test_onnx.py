@@ -19,6 +19,8 @@ from nlp_transfer.errors import ConfigError
 from nlp_transfer.inference.export import export_onnx
 from nlp_transfer.manifest import write_manifest
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TEXTS = [t for t, _ in toy_rows(30, seed=5)] + ["good " * 40 + "bad", "x"]
 PAIRS = [t for t, _ in toy_rows(32, seed=6)]
 
@@ -41,6 +43,9 @@ def test_chunked_encoder_export_matches_pytorch(tmp_path, tiny_bert_dir):
     predictor = load_run(result.output_dir)
     assert predictor.runner is not None and predictor.spec.chunking  # long texts: windows, aggregated as in PyTorch
     assert_same(run, result.output_dir)
+    labels = ["neg", "pos", "meh"] * 10 + ["pos", "neg"]
+    ours, theirs = predictor.evaluate(TEXTS, labels).metrics, load_run(run).evaluate(TEXTS, labels).metrics
+    assert ours["accuracy"] == theirs["accuracy"] and abs(ours["loss"] - theirs["loss"]) < 1e-4  # evaluation runs on ONNX too
 
 
 def test_decoder_export_matches_pytorch_with_left_padding_multi_label(tmp_path, tiny_llama_dir):

@@ -17,6 +17,8 @@ import pytest
 from conftest import free_port, save_run, toy_rows
 from nlp_transfer import load_run
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TEXTS = [t for t, _ in toy_rows(40, seed=21)]
 
 

@@ -25,6 +25,8 @@ from nlp_transfer.cli import predict_main, run_cli
 from nlp_transfer.data.stream import iter_inputs
 from nlp_transfer.inference.streaming import complete_rows, part_path
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROWS = [(f"id{i}", t, t[::-1]) for i, (t, _) in enumerate(toy_rows(61, seed=3))]
 ROWS[5] = ("id5", 'a "quoted", multi\nline text, good', "x")  # a CSV record over two lines
 
@@ -103,10 +105,10 @@ def test_resume_truncates_a_cut_record_and_skips_written_rows(tmp_path, run, inp
 def test_resume_after_kill_9_gives_the_uninterrupted_file(tmp_path, run, tiny_bert_dir):
     rows = [(t,) for t, _ in toy_rows(1200, seed=9)]
     src = write_csv(tmp_path / "big.csv", rows, header=("text",))
-    whole = predict(tmp_path / "whole.jsonl", str(run), str(src), "--chunk-size", "100", "--batch-size", "8")
+    whole = predict(tmp_path / "whole.jsonl", str(run), str(src), "--chunk-size", "100", "--batch-size", "32")
     out = tmp_path / "out.jsonl"
     cmd = [sys.executable, "scripts/predict.py", str(run), str(src), "-o", str(out), "--chunk-size", "100", "--no-progress",
-           "--batch-size", "8"]
+           "--batch-size", "32"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -124,7 +126,7 @@ def test_resume_after_kill_9_gives_the_uninterrupted_file(tmp_path, run, tiny_be
     assert proc.returncode == -signal.SIGKILL and not out.exists()
     done = complete_rows(part_path(out), "jsonl")
     assert 0 < done < len(rows) and done % 100 == 0
-    predict(out, str(run), str(src), "--chunk-size", "100", "--batch-size", "8", "--resume")
+    predict(out, str(run), str(src), "--chunk-size", "100", "--batch-size", "32", "--resume")
     assert out.read_bytes() == whole.read_bytes()
 
 

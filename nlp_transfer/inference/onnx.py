@@ -51,9 +51,11 @@ class OnnxRunner:
     def __init__(self, path: str | Path, device: str | None = None, threads: int | None = None):
         ort = require_onnxruntime()
 
+        import torch
+
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # As many threads as PyTorch would use (OMP_NUM_THREADS, torch.set_num_threads): onnxruntime reads neither.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
         providers = ["CPUExecutionProvider"]
         if device and device.startswith("cuda"):

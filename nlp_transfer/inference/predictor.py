@@ -7,6 +7,10 @@
 Multi-label runs return a list of label lists (``[["sport"], ["sport", "politics"]]``, with
 per-label ``probabilities`` and the ``thresholds`` that decided them); regression runs a list
 of numbers (:class:`MultiLabelPredictions`, :class:`RegressionPredictions`).
+
+An ONNX export (``scripts/export.py RUN OUT --onnx``) loads into the same :class:`Predictor`: only
+the logits of one padded batch come from onnxruntime (:mod:`nlp_transfer.inference.onnx`);
+tokenization, batching, long-text windows and their aggregation, and post-processing are shared.
 """
 
 from __future__ import annotations
