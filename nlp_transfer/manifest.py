@@ -3,7 +3,8 @@
 ``nlp_transfer.json`` beside the weights says everything a reload needs: the labels and the
 task, pooling and head, the token budget and long-text handling, the multi-label thresholds,
 the inference precision and batch size the run was evaluated with, and the library versions
-that wrote it. :func:`write_manifest` is its one writer and :func:`read_manifest` its one
+that wrote it, and the backend that runs it (``torch``, or ``onnx`` for an ONNX export, whose
+``onnx`` field names the file and how it was exported). :func:`write_manifest` is its one writer and :func:`read_manifest` its one
 reader; nothing else reads ``metrics.json`` or ``recipe.yaml`` to load a run.
 
 Format 1 (before this schema) is read by upgrading it: its precision came from

@@ -22,7 +22,8 @@ def predict_main(argv: list[str]) -> None:
         epilog="examples:\n  python scripts/predict.py runs/rt-minilm-full reviews.csv -o predictions.csv\n"
         "  echo 'a gorgeous, moving film' | python scripts/predict.py runs/rt-minilm-full --output-format jsonl\n"
         "  python scripts/predict.py runs/rt-minilm-full big.parquet -o big.csv --resume   # after an interruption\n"
-        "  accelerate launch --num_processes 4 scripts/predict.py runs/rt-minilm-full big.csv -o big.csv",
+        "  torchrun --nproc_per_node 4 scripts/predict.py runs/rt-minilm-full big.csv -o big.csv   # 4 processes\n"
+        "  accelerate launch --config_file recipes/accelerate/multi-gpu.yaml scripts/predict.py runs/rt-minilm-full big.csv -o big.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(p)
