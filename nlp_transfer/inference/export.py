@@ -15,6 +15,7 @@ directory appears whole (written beside it, then renamed) or not at all.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -209,11 +210,15 @@ def _quantize_int8(path: Path, model: TextClassifier, probes: list[dict], names:
     del graph.graph.value_info[:]  # the exporter's recorded shapes trip the quantizer's shape inference; it infers its own
     onnx.save(graph, str(fp32))
     path.unlink()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # the quantizer logs every MatMul it leaves alone to the root logger, at INFO
     try:
         quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
     except Exception as e:  # onnxruntime's own error types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise ModelError(f"onnxruntime could not quantize the model ({type(e).__name__}: {first}); export without --quantize") from None
     finally:
+        root.setLevel(level)
         fp32.unlink(missing_ok=True)
     return _check_onnx(model, path, probes, names)
