@@ -7,6 +7,7 @@ not what it learnt). Each export takes a few seconds (torch.export traces the mo
 from __future__ import annotations
 
 import json
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -67,8 +68,8 @@ def test_int8_quantization_agrees_roughly(tmp_path, tiny_gpt2_dir):
     assert m.onnx["quantize"] == "int8" and m.backend == "onnx"
     import onnx
 
-    ops = {node.op_type for node in onnx.load(str(int8.output_dir / "model.onnx")).graph.node}
-    assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}, ops  # really quantized
+    ops = Counter(node.op_type for node in onnx.load(str(int8.output_dir / "model.onnx")).graph.node)
+    assert ops["MatMulInteger"] > ops["MatMul"], ops  # the weight matmuls are quantized (the attention ones stay fp32)
     q = load_run(int8.output_dir).predict(TEXTS).probabilities
     p = load_run(run).predict(TEXTS).probabilities
     assert q.shape == p.shape and np.abs(q - p).max() < 0.1
