@@ -515,16 +515,16 @@ def speed_table(res: dict) -> str:
 
 # ---- ship: ONNX against PyTorch, streamed prediction memory, the HTTP server under load ----------------
 def _ship_run(work: Path, spec: dict) -> str:
-    """A MiniLM run to ship: the full fine-tuning recipe on a Rotten Tomatoes slice (a couple of minutes)."""
+    """A MiniLM run to ship: a Rotten Tomatoes recipe (default full fine-tuning) trained on a slice."""
     if spec.get("run"):
         return spec["run"]
     from nlp_transfer import RecipeConfig, train
 
-    out = work / "rt-minilm-full"
-    cfg = RecipeConfig.from_yaml(REPO / "recipes" / "rotten_tomatoes" / "minilm-full.yaml",
-                                 [f"data.max_samples={spec['max_samples']}", f"train.epochs={spec['epochs']}", f"output.dir={out}",
-                                  "output.overwrite=true"])
-    print("  training the MiniLM run to ship (full fine-tuning) ...", file=sys.stderr, flush=True)
+    out = work / f"rt-{spec['recipe']}"
+    epochs = [f"train.epochs={spec['epochs']}"] if spec["recipe"] != "minilm-logreg" else []  # logreg: fitted once
+    cfg = RecipeConfig.from_yaml(REPO / "recipes" / "rotten_tomatoes" / f"{spec['recipe']}.yaml",
+                                 [f"data.max_samples={spec['max_samples']}", *epochs, f"output.dir={out}", "output.overwrite=true"])
+    print(f"  training the MiniLM run to ship ({spec['recipe']}) ...", file=sys.stderr, flush=True)
     train(cfg, progress=False)
     return str(out)
 
@@ -695,7 +695,7 @@ def bench_ship(args) -> dict:
     from nlp_transfer.inference.export import export_onnx
 
     work = Path(tempfile.mkdtemp(prefix="nlp-transfer-ship-"))
-    spec = {"max_samples": args.max_samples, "epochs": args.epochs, "threads": args.threads, "run": args.run}
+    spec = {"max_samples": args.max_samples, "epochs": args.epochs, "threads": args.threads, "run": args.run, "recipe": args.recipe}
     run = _ship_run(work, spec)
     print("  exporting to ONNX (fp32, int8) ...", file=sys.stderr, flush=True)
     fp32 = str(export_onnx(run, work / "onnx-fp32").output_dir)
@@ -733,7 +733,7 @@ def bench_ship(args) -> dict:
     return {
         "benchmark": "ship",
         "command": "python scripts/bench.py ship " + " ".join(args.argv),
-        "settings": {"max_samples": args.max_samples, "epochs": args.epochs, "chunk_size": args.chunk_size, "stream_rows": args.stream_rows,
+        "settings": {"max_samples": args.max_samples, "epochs": args.epochs, "recipe": args.recipe, "chunk_size": args.chunk_size, "stream_rows": args.stream_rows,
                      **{k: v for k, v in load.items() if k != "threads"}},
         "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),
                     "torch": torch.__version__},
@@ -757,11 +757,12 @@ def _cpu_name() -> str:
 def ship_table(res: dict) -> str:
     r, st, sv, q, m, s = res["rows"], res["stream"], res["serve"], res["ratios"], res["machine"], res["settings"]
     n_test = r["torch_fp32"]["samples"]
+    trained = "" if s.get("recipe") == "minilm-logreg" else f", {s.get('epochs', 2)} epochs"
     lines = [
         f"{m['cpu']}, {m['cpu_count']} cores, {m['threads']} threads, torch {m['torch']}; measured {res['date']} with "
-        f"`{res['command'].strip()}`, each prediction row in a fresh process. MiniLM-L6 run: full fine-tuning "
-        f"(recipes/rotten_tomatoes/minilm-full.yaml, data.max_samples={s['max_samples']}, {s.get('epochs', 2)} epochs), "
-        f"predicting its {n_test:,} test texts.",
+        f"`{res['command'].strip()}`, each prediction row in a fresh process. MiniLM-L6 run: "
+        f"recipes/rotten_tomatoes/{s.get('recipe', 'minilm-full')}.yaml on data.max_samples={s['max_samples']}"
+        f"{trained}, predicting its {n_test:,} test texts.",
         "",
         "| backend | texts/s | ratio | agreement with PyTorch fp32 labels | test accuracy | model file (MB) | peak memory (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -845,6 +846,8 @@ def main(argv: list[str]) -> None:
     h.add_argument("--run", help="MiniLM run to ship (default: train recipes/rotten_tomatoes/minilm-full.yaml on a slice)")
     h.add_argument("--max-samples", type=int, default=3000, help="data.max_samples of that training (default 3000)")
     h.add_argument("--epochs", type=int, default=2, help="train.epochs of that training (default 2)")
+    h.add_argument("--recipe", default="minilm-full", help="recipes/rotten_tomatoes/RECIPE.yaml to train (default minilm-full; "
+                   "minilm-logreg: frozen features + logistic regression, much quicker on a busy CPU)")
     h.add_argument("--stream-rows", type=_int_list, default=[10_000, 100_000, 1_000_000], metavar="N[,N...]",
                    help="rows of the streamed-prediction memory runs (default 10000,100000,1000000)")
     h.add_argument("--in-memory-max", type=int, default=100_000, help="largest input also predicted all in memory (default 100000)")

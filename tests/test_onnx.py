@@ -112,7 +112,7 @@ def test_export_and_predict_command_lines_sentence_pairs(tmp_path, tiny_bert_dir
     assert [r["label"] for r in rows] == list(expected)
     np.testing.assert_allclose([r["score"] for r in rows], expected.scores, atol=1e-5)
     for argv, message in [([str(out), "--precision", "bf16"], "ONNX export"), ([str(run), str(tmp_path / "x"), "--quantize", "int8"], "--onnx"),
-                          ([str(run), str(tmp_path / "x"), "--onnx", "--merge"], "one thing")]:
+                          ([str(run), str(tmp_path / "x"), "--onnx", "--merge"], "choose one of --merge and --onnx")]:
         main = predict_main if "--precision" in argv else export_main
         monkeypatch.setattr(sys, "stdin", io.StringIO("a\n"))
         assert run_cli(main, argv) == 2

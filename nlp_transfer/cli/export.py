@@ -32,9 +32,12 @@ def export_main(argv: list[str]) -> None:
     p.add_argument("--quantize", choices=("int8",), help="with --onnx: dynamic int8 quantization of the weights (smaller, faster on CPU)")
     p.add_argument("--overwrite", action="store_true", help="replace the output directory if it exists")
     args = p.parse_args(argv)
-    if args.merge == args.onnx:
-        raise ConfigError("choose one thing to export: --merge (fold an adapter run's adapter into the weights) or --onnx "
-                          "(an ONNX model for onnxruntime); to get ONNX from an adapter run, --merge first, then --onnx")
+    if not (args.merge or args.onnx):
+        raise ConfigError("choose what to export: --merge (fold an adapter run's adapter into the weights) or --onnx "
+                          "(an ONNX model for onnxruntime)")
+    if args.merge and args.onnx:
+        raise ConfigError("choose one of --merge and --onnx; for ONNX from an adapter run, --merge into a new run first, "
+                          "then --onnx on that run")
     if args.quantize and not args.onnx:
         raise ConfigError("--quantize applies to --onnx exports; add --onnx")
     setup_logging()
