@@ -174,6 +174,9 @@ def _torch_to_onnx(wrapper: torch.nn.Module, probe: dict, names: list[str], path
     big = sum(p.numel() * 4 for p in wrapper.parameters()) > 1.8e9
     # optimize: constant folding leaves each Linear a MatMul on a constant weight, which onnxruntime runs faster
     # and its int8 quantizer can quantize (unfolded, the weights pass through a Transpose and stay fp32).
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" and the like
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
@@ -184,6 +187,8 @@ def _torch_to_onnx(wrapper: torch.nn.Module, probe: dict, names: list[str], path
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise ModelError(f"torch.onnx could not export this model ({type(e).__name__}: {first}); "
                              "predict with the PyTorch run instead") from None
+        finally:
+            exporter_log.setLevel(level)
 
 
 def _onnx_logits(path: Path, probes: list[dict], names: list[str]) -> list:
@@ -214,7 +219,7 @@ def _quantize_int8(path: Path, model: TextClassifier, probes: list[dict], names:
     path.unlink()
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.WARNING)  # the quantizer logs every MatMul it leaves alone to the root logger, at INFO
+    root.setLevel(logging.ERROR)  # the quantizer logs every MatMul it leaves alone (INFO) and generic advice (WARNING) to the root logger
     try:
         quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)  # per output channel: closer to fp32
     except Exception as e:  # onnxruntime's own error types
