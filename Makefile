@@ -115,13 +115,16 @@ select-tweet: $(STAMP)
 # adaptation on the unlabelled training tweets, after task-adaptive pretraining, domain-adversarial; the in-domain
 # reference trained on the tweets' own labels (about an hour on 2 cores).
 ADAPT := $(VENV)/bin/accelerate launch -q --config_file $(ACCELERATE_CONFIG) scripts/adapt.py
+# DOMAIN: the Rotten Tomatoes recipes (minilm-<name>.yaml), source-only first; DOMAIN_ARGS: overrides for every step
+# (e.g. train.num_threads=1 on a machine shared with other jobs).
 DOMAIN := full full-tweets-adapted full-tapt dann-tweets
+DOMAIN_ARGS ?=
 domain: $(STAMP)
-	$(ADAPT) --config recipes/rotten_tomatoes/minilm-adapt-tweets.yaml output.overwrite=true
-	$(ADAPT) --config recipes/rotten_tomatoes/minilm-adapt-tapt.yaml output.overwrite=true
-	$(PY) scripts/compare.py $(patsubst %,-r recipes/rotten_tomatoes/minilm-%.yaml,$(DOMAIN)) \
+	$(ADAPT) --config recipes/rotten_tomatoes/minilm-adapt-tweets.yaml output.overwrite=true $(DOMAIN_ARGS)
+	$(if $(filter full-tapt,$(DOMAIN)),$(ADAPT) --config recipes/rotten_tomatoes/minilm-adapt-tapt.yaml output.overwrite=true $(DOMAIN_ARGS))
+	$(PY) scripts/compare.py $(patsubst %,-r recipes/rotten_tomatoes/minilm-%.yaml,$(DOMAIN)) $(DOMAIN_ARGS) \
 		--target recipes/tweet_sentiment/minilm-full-posneg.yaml --runs runs/domain --overwrite --no-progress \
-		--out results/domain-rt-tweets.md --readme README.md --section domain-rt-tweets --command "make domain"
+		--out results/domain-rt-tweets.md --readme README.md --section domain-rt-tweets --command "make domain $(DOMAIN_ARGS)"
 
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
 LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max
