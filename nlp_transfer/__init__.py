@@ -30,7 +30,9 @@ _EXPORTS = {
     "train": "nlp_transfer.training", "evaluate": "nlp_transfer.training", "RunResult": "nlp_transfer.training",
     "Trainer": "nlp_transfer.training",
     "Predictor": "nlp_transfer.inference.predictor", "Predictions": "nlp_transfer.tasks", "load_run": "nlp_transfer.inference.predictor",
-    "merge_run": "nlp_transfer.inference.export",
+    "merge_run": "nlp_transfer.inference.export", "export_onnx": "nlp_transfer.inference.export",
+    "predict_stream": "nlp_transfer.inference.streaming", "iter_inputs": "nlp_transfer.data.stream",
+    "create_app": "nlp_transfer.inference.server",
     "Explanation": "nlp_transfer.inference.explain", "find_label_issues": "nlp_transfer.inference.label_issues",
     "rank_checkpoints": "nlp_transfer.experiments.selection", "transferability": "nlp_transfer.transfer.estimators",
 }
@@ -59,9 +61,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from nlp_transfer.config import DataConfig, ModelConfig, OutputConfig, RecipeConfig, TrainConfig, TransferConfig
     from nlp_transfer.data.loading import TextData, load_data
     from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError, TrainingError
+    from nlp_transfer.data.stream import iter_inputs
     from nlp_transfer.experiments.selection import rank_checkpoints
     from nlp_transfer.inference.explain import Explanation
+    from nlp_transfer.inference.export import export_onnx, merge_run
     from nlp_transfer.inference.label_issues import find_label_issues
+    from nlp_transfer.inference.server import create_app
+    from nlp_transfer.inference.streaming import predict_stream
     from nlp_transfer.inference.predictor import Predictor, load_run
     from nlp_transfer.manifest import RunManifest, read_manifest
     from nlp_transfer.metrics import compute_metrics

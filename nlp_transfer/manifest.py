@@ -3,7 +3,9 @@
 ``nlp_transfer.json`` beside the weights says everything a reload needs: the labels and the
 task, pooling and head, the token budget and long-text handling, the multi-label thresholds,
 the probability calibration fitted on validation, the inference precision and batch size the
-run was evaluated with, and the library versions that wrote it. :func:`write_manifest` is its one writer and :func:`read_manifest` its one
+run was evaluated with, the library versions that wrote it, and the backend that runs it (``torch``,
+or ``onnx`` for an ONNX export, whose ``onnx`` field names the file and how it was exported).
+:func:`write_manifest` is its one writer and :func:`read_manifest` its one
 reader; nothing else reads ``metrics.json`` or ``recipe.yaml`` to load a run.
 
 Format 1 (before this schema) is read by upgrading it: its precision came from
@@ -60,6 +62,8 @@ class RunManifest:
     transformers_class: str | None = None  # set where plain AutoModelForSequenceClassification loads the run
     transformers_note: str | None = None  # why not, otherwise
     name: str | None = None  # the recipe's name
+    backend: str = "torch"  # torch (safetensors weights) or onnx (scripts/export.py --onnx: model.onnx, run on onnxruntime)
+    onnx: dict | None = None  # ONNX exports: file, inputs, opset, quantize, exporter, max_logit_difference, source_run
     versions: dict = field(default_factory=dict)  # libraries that wrote the run
     format_version: int = FORMAT_VERSION
 

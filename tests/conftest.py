@@ -235,3 +235,28 @@ def kill_at_first_checkpoint(cmd: list[str], root: Path, env: dict) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
+
+
+def save_run(root: Path, model_dir: Path, labels=("neg", "pos", "meh"), **model: object) -> Path:
+    """``root/run``: a run directory of a random (untrained) classifier on ``model_dir`` with ``model`` settings
+    (pooling, head, chunking, ...), for tests about what a saved run does rather than what it learnt."""
+    from nlp_transfer.recipes import build_classifier
+
+    cfg = RecipeConfig.from_dict({"model": {"name_or_path": str(model_dir), "head_dropout": 0.0, "max_length": 32, **model},
+                                  "data": {"source": None, "train_file": "unused.csv"}})
+    net, tok = build_classifier(cfg, list(labels))
+    d = root / "run"
+    net.save_pretrained(d, tok, precision="no", eval_batch_size=8, name="toy")
+    return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module's in-process predictions on tiny models (a second OpenMP thread only adds
+    synchronisation there, and on a busy machine it makes every batch many times slower); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

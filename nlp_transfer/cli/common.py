@@ -42,7 +42,7 @@ def positive_int(text: str) -> int:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory written by scripts/train.py (its output.dir)")
-    p.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "lines"),
+    p.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "parquet", "lines"),
                    help="input format (default: from the extension; plain lines for .txt, other extensions and standard input)")
     p.add_argument("--text-column", default="text", help="column with the texts (CSV/JSONL input; default: text)")
     p.add_argument("--text-pair-column", help="column with the second texts of sentence pairs")

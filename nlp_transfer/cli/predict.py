@@ -1,23 +1,29 @@
-"""``scripts/predict.py``: predictions of a saved run for texts in a file or on standard input."""
+"""``scripts/predict.py``: predictions of a saved run for texts in a file or on standard input, streamed in chunks."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from nlp_transfer.cli.common import add_run_arguments, setup_logging
+from nlp_transfer.cli.common import add_run_arguments, positive_int, setup_logging
 
 
 def predict_main(argv: list[str]) -> None:
-    import time
-
     p = argparse.ArgumentParser(
         prog="scripts/predict.py",
-        description="Predict labels and class probabilities for texts with a saved run. Reads CSV, TSV, JSONL, "
-        "JSON or plain lines (one text each) from a file or standard input; writes CSV (one prob_<label> column "
-        "per class) or JSONL, in input order.",
+        description="Predict labels and class probabilities for texts with a saved run (PyTorch or ONNX export). Reads CSV, "
+        "TSV, JSONL, JSON, Parquet or plain lines (one text each) from a file or standard input; writes CSV (one "
+        "prob_<label> column per class) or JSONL, in input order. The input is read and predicted --chunk-size rows "
+        "at a time and the output written as it goes (to OUT.partial, renamed to OUT when complete), so memory does "
+        "not grow with the input; --resume continues an interrupted output. Under accelerate launch or torchrun "
+        "(several processes, one or many machines sharing the output's filesystem) the chunks are shared out and the "
+        "main process merges one ordered output.",
         epilog="examples:\n  python scripts/predict.py runs/rt-minilm-full reviews.csv -o predictions.csv\n"
-        "  echo 'a gorgeous, moving film' | python scripts/predict.py runs/rt-minilm-full --output-format jsonl",
+        "  echo 'a gorgeous, moving film' | python scripts/predict.py runs/rt-minilm-full --output-format jsonl\n"
+        "  python scripts/predict.py runs/rt-minilm-full big.parquet -o big.csv --resume   # after an interruption\n"
+        "  torchrun --nproc_per_node 4 scripts/predict.py runs/rt-minilm-full big.csv -o big.csv   # 4 processes\n"
+        "  accelerate launch --config_file recipes/accelerate/multi-gpu.yaml scripts/predict.py runs/rt-minilm-full big.csv -o big.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(p)
@@ -32,28 +38,52 @@ def predict_main(argv: list[str]) -> None:
     p.add_argument("--no-calibration", action="store_true",
                    help="raw probabilities: skip the temperature (per-label Platt scaling for multi-label runs) fitted on "
                    "validation after training; the predicted labels are the same either way")
+    p.add_argument("--chunk-size", type=positive_int, default=10_000,
+                   help="rows read, predicted and written at a time (default: 10000); memory grows with it, not with the input")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted prediction into -o: rows already in OUT.partial are kept and skipped in "
+                   "the input (same processes and, with several, the same --chunk-size)")
     args = p.parse_intermixed_args(argv)
-    from nlp_transfer.data.reader import read_inputs
+    from nlp_transfer.data.stream import iter_inputs
     from nlp_transfer.inference.predictor import check_run_dir, load_run
-    from nlp_transfer.inference.textio import prediction_rows, write_predictions
+    from nlp_transfer.inference.streaming import predict_stream
+    from nlp_transfer.inference.textio import output_format
 
     check_run_dir(args.run)  # fail fast, before reading the input
     if args.explain and args.text_pair_column:
         from nlp_transfer.errors import ConfigError
 
         raise ConfigError("--explain explains single texts; sentence pairs (--text-pair-column) are not explained: drop one of them")
-    inputs = read_inputs(args.input, args.format, args.text_column, args.text_pair_column, id_column=args.id_column)
+    fmt = output_format(args.output, args.output_format)
+    rank, world, barrier, device = _processes(args.device)
+    chunks = iter_inputs(args.input, args.format, args.text_column, args.text_pair_column, id_column=args.id_column,
+                         chunk_rows=args.chunk_size)
+    first = next(chunks)  # the input's problems (missing, empty, no such column) before the model loads
     setup_logging()
+    predictor = load_run(args.run, device=device, precision=args.precision, calibrated=not args.no_calibration)
+    result = predict_stream(predictor, _prepend(first, chunks), args.output, fmt, resume=args.resume, rank=rank, world=world,
+                            chunk_rows=args.chunk_size, batch_size=args.batch_size, progress=not args.no_progress, barrier=barrier,
+                            explain=args.explain)
+    if rank == 0:
+        resumed = f" (resumed: {result.skipped:,} rows were already there)" if result.skipped else ""
+        done = "already complete, nothing to do" if args.resume and result.predicted == 0 and result.rows is None else (
+            f"{result.rows:,} predictions ({fmt}){resumed}")
+        procs = f" on {world} processes" if world > 1 else ""
+        print(f"{done} -> {result.output}{procs} in {result.seconds:.1f}s", file=sys.stderr)
 
-    t0 = time.perf_counter()
-    predictor = load_run(args.run, device=args.device, precision=args.precision, calibrated=not args.no_calibration)
-    preds = predictor.predict(inputs.texts, text_pairs=inputs.text_pairs, batch_size=args.batch_size, progress=not args.no_progress)
-    rows = prediction_rows(inputs, preds)
-    if args.explain:
-        explanations = predictor.explain(inputs.texts, progress=not args.no_progress)
-        rows = [{**row, **ex.to_record()} for row, ex in zip(rows, explanations)]
-    fmt = write_predictions(rows, predictor.labels, args.output, args.output_format)
-    where = args.output if args.output not in (None, "-") else "standard output"
-    print(f"{len(preds):,} predictions ({fmt}) -> {where} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
+def _prepend(first, rest):
+    yield first
+    yield from rest
 
 
+def _processes(device: str | None):
+    """(rank, world size, barrier, device) of a distributed launch (accelerate launch, torchrun); one process otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, None, device
+    import torch
+    from accelerate import PartialState
+
+    # Without a GPU (or asked for the CPU), gloo processes; torchrun does not tell accelerate so itself.
+    state = PartialState(cpu=(device or "").startswith("cpu") or not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state.wait_for_everyone, device or str(state.device)

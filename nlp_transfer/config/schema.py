@@ -182,6 +182,12 @@ class DataConfig:
     label_separator: Optional[str] = _f(
         None, "Multi-label data as strings of labels joined by this separator, e.g. '|' for 'sport|politics'."
     )
+    label_map: Optional[dict[str, Optional[str]]] = _f(
+        None,
+        "Rename labels before splitting, e.g. {positive: fresh, negative: rotten, neutral: null}: a label mapped to "
+        "null drops its rows, labels not named stay as they are (single-label data). Makes another dataset's labels "
+        "those of a run, for cross-domain evaluation (scripts/compare.py --target).",
+    )
     validation_fraction: float = _f(0.1, "Fraction of the data held out for validation when the source has no such split.")
     test_fraction: float = _f(0.1, "Fraction held out for test when the source has no such split.")
     split_seed: int = _f(42, "Seed of the stratified splits (recorded with the run).")
@@ -216,6 +222,10 @@ class DataConfig:
             _check(len(set(self.label_columns)) == len(self.label_columns), f"data.label_columns={self.label_columns} names a column twice")
         _check(self.label_separator is None or self.label_separator != "", "data.label_separator must not be empty (or null)")
         multi = self.label_columns is not None or self.label_separator is not None
+        _check(not (multi and self.label_map), "data.label_map renames single labels, but data.label_columns or "
+               "data.label_separator describe multi-label data; remove data.label_map")
+        _check(self.label_map is None or any(v is not None for v in self.label_map.values()),
+               "data.label_map maps every label it names to null, which would drop all of them; keep at least one")
         _check(not multi or self.task in ("auto", "multi_label"),
                f"data.label_columns and data.label_separator describe multi-label data, but data.task={self.task}; "
                "set data.task to multi_label or auto")
@@ -286,8 +296,8 @@ class DomainAdversarialConfig:
 
     target: Optional[str] = _f(
         None,
-        "Unlabelled target-domain texts: a catalog name, a file or a hub dataset (a labelled one: only its training "
-        "texts). Set it to train domain-adversarially: a domain classifier on the pooled features learns to tell "
+        "Unlabelled target-domain texts: a catalog name, a file, a hub dataset (a labelled one: only its training "
+        "texts) or a recipe YAML (the training texts of its data section). Set it to train domain-adversarially: a domain classifier on the pooled features learns to tell "
         "source from target while a gradient reversal layer trains the encoder to make them alike. null: off.",
     )
     text_column: str = _f("text", "Column of the target texts (tables and hub datasets).")
@@ -470,8 +480,9 @@ class AdaptConfig:
 
     source: Optional[str] = _f(
         None,
-        "Unlabelled text to adapt on: a catalog name, a file (CSV, JSONL, plain lines, ...) or a hub dataset. A labelled "
-        "source is split as a recipe on it would be and only its training texts are read. null: the recipe's own "
+        "Unlabelled text to adapt on: a catalog name, a file (CSV, JSONL, plain lines, ...), a hub dataset, or a recipe "
+        "YAML (the training texts of its data section). A labelled source is split as a recipe on it would be and only "
+        "its training texts are read. null: the recipe's own "
         "training texts (task-adaptive pretraining).",
     )
     text_column: str = _f("text", "Column that holds the text (tables and hub datasets).")

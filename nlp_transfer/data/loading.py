@@ -198,6 +198,24 @@ def _require_columns(ds: datasets.Dataset, split: str, wanted: dict[str, str]) -
             )
 
 
+def map_labels(raw: dict[str, datasets.Dataset], label_map: dict[str, str | None]) -> dict[str, datasets.Dataset]:
+    """``data.label_map``: each split's labels renamed (compared as strings), rows of labels mapped to null dropped."""
+    present = {str(v) for ds in raw.values() for v in ds["label"] if not isinstance(v, (list, tuple))}
+    unknown = sorted(set(label_map) - present)
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], sorted(present), n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise DataError(f"data.label_map names '{unknown[0]}', which is not a label of the data{hint}; its labels are "
+                        f"{', '.join(sorted(present)[:20])}")
+    out = {}
+    for split, ds in raw.items():
+        renamed = [label_map.get(str(v), v) for v in ds["label"]]
+        keep = [i for i, v in enumerate(renamed) if v is not None]
+        ds = ds.remove_columns("label").add_column("label", [str(v) for v in renamed])
+        out[split] = ds.select(keep) if len(keep) < len(ds) else ds
+    return out
+
+
 def _clean_texts(ds: datasets.Dataset, split: str, column: str, cfg_key: str) -> datasets.Dataset:
     """Texts as strings: a column of numbers is its numbers' text; empty or missing texts are an error."""
     feature = ds.features[column]
@@ -289,6 +307,8 @@ def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:
         if len(ds) == 0:
             raise DataError(f"{split} split is empty; check data.source / data.{split}_file")
     raw = {s: _select_columns(ds, s, cfg) for s, ds in raw.items()}
+    if cfg.label_map:
+        raw = map_labels(raw, cfg.label_map)
     for s in raw:
         raw[s] = _clean_texts(raw[s], s, "text", f"data.text_column ('{cfg.text_column}')")
         if cfg.text_pair_column:
@@ -315,11 +335,20 @@ def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:
 def unlabelled_texts(data_cfg: DataConfig, source: str, text_column: str, validation_fraction: float, seed: int,
                      what: str) -> tuple[list[str], list[str], str]:
     """(training texts, held-out texts, a description) of ``source`` read as unlabelled text (``what`` names the
-    setting: adapt, transfer.domain_adversarial). A source with a label column is split as a recipe on it would
+    setting: adapt, transfer.domain_adversarial). A recipe YAML gives the training texts of its data section (its
+    label_map, fractions and seed: the texts a model trained by that recipe learns from). A source with a label column is split as a recipe on it would
     be (``data_cfg``'s fractions and seed) and only its training texts train, so its held-out texts stay
     unseen; an unlabelled one (plain lines, a table without labels) is read whole, ``validation_fraction`` held out."""
     import dataclasses
 
+    if Path(source).suffix.lower() in (".yaml", ".yml"):  # a recipe: the training texts of its data, as it splits them
+        from nlp_transfer.config import RecipeConfig
+
+        if not Path(source).is_file():
+            raise DataError(f"{what}: recipe '{source}' does not exist; name an existing recipe YAML, a file or a dataset")
+        data = load_data(RecipeConfig.from_yaml(source).data)
+        return (list(data.splits["train"]["text"]), list(data.splits["validation"]["text"]),
+                f"the training texts of recipe '{source}'")
     cfg = dataclasses.replace(data_cfg, source=source, train_file=None, validation_file=None, test_file=None,
                               text_column=text_column, text_pair_column=None, label_columns=None, samples_per_class=None,
                               max_samples=None)

@@ -306,13 +306,22 @@ def _read_parquet(raw: bytes, path: str, text_columns: Sequence[str]) -> pd.Data
     does, so the columns are typed like the other formats' (no Int64 or category dtypes; a saved
     index is an ordinary column)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if not raw:
         raise NoRowsError(_name(path), "it is empty")
     try:
-        table = _parquet_table(pq.ParquetFile(pa.BufferReader(raw)), path)
+        return parquet_frame(_parquet_table(pq.ParquetFile(pa.BufferReader(raw)), path), path, text_columns)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DataError(f"could not read {_name(path)} as parquet: {_first_line(e)}; check that it is a complete Parquet file") from None
+
+
+def parquet_frame(table, path: str, text_columns: Sequence[str]) -> pd.DataFrame:
+    """A pyarrow table (a whole file or one batch of it) typed by the module's rules."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
         for i, field in enumerate(table.schema):
             if pa.types.is_dictionary(field.type):  # categories -> plain values, as the other formats give
                 table = table.set_column(i, field.name, pc.cast(table.column(i), field.type.value_type))
@@ -454,6 +463,14 @@ def read_inputs(
         df = read_table(path, fmt, text_columns=as_text)
     except NoRowsError as e:
         raise DataError(f"{e.name} has no texts to read ({e.why})") from None
+    return inputs_from_frame(df, path, fmt, text_column, text_pair_column, label_column, id_column, label_columns)
+
+
+def inputs_from_frame(
+    df: pd.DataFrame, path: str, fmt: str, text_column: str = "text", text_pair_column: str | None = None,
+    label_column: str | None = None, id_column: str | None = None, label_columns: list[str] | None = None,
+) -> Inputs:
+    """:class:`Inputs` from a table :func:`read_table` typed (or one chunk of it, :mod:`nlp_transfer.data.stream`)."""
     if fmt == "lines":
         if label_column or text_pair_column or id_column or label_columns:
             raise DataError(f"{_name(path)} is read as plain lines (one text each), which have no other columns; use a CSV or JSONL file")

