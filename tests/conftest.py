@@ -217,18 +217,23 @@ def no_eos_gpt2_dir(tmp_path_factory) -> Path:
 
 def kill_at_first_checkpoint(cmd: list[str], root: Path, env: dict) -> None:
     """Run ``cmd`` (a training or adapting script) and kill -9 it as soon as a complete checkpoint is under ``root``."""
+    import nlp_transfer.training.checkpoints as ckpt
+
+    kill_when(cmd, lambda: bool(ckpt.list_checkpoints(root)), env, "a checkpoint appeared", timeout=240)
+
+
+def kill_when(cmd: list[str], ready, env: dict, what: str, timeout: float = 120) -> None:
+    """Run ``cmd`` and kill -9 it as soon as ``ready()`` is true (``what`` names that moment in the failure message)."""
     import signal
     import subprocess
     import time
 
-    import nlp_transfer.training.checkpoints as ckpt
-
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 240
-        while not ckpt.list_checkpoints(root) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, f"the run ended before a checkpoint appeared: {proc.stderr.read()[-2000:]}"
+        deadline = time.monotonic() + timeout
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, f"the process ended before {what}: {proc.stderr.read()[-2000:]}"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -10,16 +10,14 @@ import csv
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, free_port, save_run, toy_rows, write_csv
+from conftest import REPO, free_port, kill_when, save_run, toy_rows, write_csv
 from nlp_transfer import load_run
 from nlp_transfer.cli import predict_main, run_cli
 from nlp_transfer.data.stream import iter_inputs
@@ -110,20 +108,9 @@ def test_resume_after_kill_9_gives_the_uninterrupted_file(tmp_path, run, tiny_be
     cmd = [sys.executable, "scripts/predict.py", str(run), str(src), "-o", str(out), "--chunk-size", "100", "--no-progress",
            "--batch-size", "32"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if part_path(out).exists() and part_path(out).stat().st_size > 0:  # the first chunk is out
-                break
-            time.sleep(0.005)
-        assert proc.poll() is None, f"the prediction ended before it could be killed: {proc.stderr.read()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    # killed once the first chunk is out
+    kill_when(cmd, lambda: part_path(out).exists() and part_path(out).stat().st_size > 0, env, "it could be killed")
+    assert not out.exists()
     done = complete_rows(part_path(out), "jsonl")
     assert 0 < done < len(rows) and done % 100 == 0
     predict(out, str(run), str(src), "--chunk-size", "100", "--batch-size", "32", "--resume")
