@@ -296,6 +296,7 @@ def target_table(rows: list[dict], data, cfg: RecipeConfig, target: Target) -> s
         "| drop (points) | gap recovered (acc. / macro F1) | wall time (s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    source_only = _first_run(rows)
     for r in rows:
         ref = r.get("reference", False)
         name = r["method"] + (f" (`{r['recipe']}`)" if r["recipe"] and not ref else "")
@@ -305,7 +306,7 @@ def target_table(rows: list[dict], data, cfg: RecipeConfig, target: Target) -> s
             gap = " / ".join("-" if r[f"gap_recovered_{k}"] is None else f"{100 * r[f'gap_recovered_{k}']:.0f}%"
                              for k in ("accuracy", "f1_macro"))
         else:
-            gap = "100% (reference)" if ref else "0% (source-only)" if r["recipe"] and r is _first_run(rows) else "-"
+            gap = "100% (reference)" if ref else "0% (source-only)" if r is source_only else "-"
         lines.append(f"| {name} | {'target labels' if ref else 'source labels'} | {source} | {r['target_accuracy']:.4f} | "
                      f"{r['target_f1_macro']:.4f} | {drop} | {gap} | {r['seconds']:,.1f} |")
     return "\n".join(lines)
