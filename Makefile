@@ -171,6 +171,8 @@ bench-ship: $(STAMP)
 
 # The layer contract (pyproject.toml [tool.importlinter]) first: an upward import fails before any test runs.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 

@@ -18,23 +18,41 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "RecipeConfig": "nlp_transfer.config", "ModelConfig": "nlp_transfer.config", "DataConfig": "nlp_transfer.config",
-    "TransferConfig": "nlp_transfer.config", "TrainConfig": "nlp_transfer.config", "OutputConfig": "nlp_transfer.config",
-    "NLPTransferError": "nlp_transfer.errors", "ConfigError": "nlp_transfer.errors", "DataError": "nlp_transfer.errors",
-    "ModelError": "nlp_transfer.errors", "TrainingError": "nlp_transfer.errors",
+    "RecipeConfig": "nlp_transfer.config",
+    "ModelConfig": "nlp_transfer.config",
+    "DataConfig": "nlp_transfer.config",
+    "TransferConfig": "nlp_transfer.config",
+    "TrainConfig": "nlp_transfer.config",
+    "OutputConfig": "nlp_transfer.config",
+    "NLPTransferError": "nlp_transfer.errors",
+    "ConfigError": "nlp_transfer.errors",
+    "DataError": "nlp_transfer.errors",
+    "ModelError": "nlp_transfer.errors",
+    "TrainingError": "nlp_transfer.errors",
     "compute_metrics": "nlp_transfer.metrics",
     "get_task": "nlp_transfer.tasks",
-    "TextData": "nlp_transfer.data.loading", "load_data": "nlp_transfer.data.loading",
-    "TextClassifier": "nlp_transfer.models.classifier", "build_classifier": "nlp_transfer.recipes",
-    "RunManifest": "nlp_transfer.manifest", "read_manifest": "nlp_transfer.manifest",
-    "train": "nlp_transfer.training", "evaluate": "nlp_transfer.training", "RunResult": "nlp_transfer.training",
+    "TextData": "nlp_transfer.data.loading",
+    "load_data": "nlp_transfer.data.loading",
+    "TextClassifier": "nlp_transfer.models.classifier",
+    "build_classifier": "nlp_transfer.recipes",
+    "RunManifest": "nlp_transfer.manifest",
+    "read_manifest": "nlp_transfer.manifest",
+    "train": "nlp_transfer.training",
+    "evaluate": "nlp_transfer.training",
+    "RunResult": "nlp_transfer.training",
     "Trainer": "nlp_transfer.training",
-    "Predictor": "nlp_transfer.inference.predictor", "Predictions": "nlp_transfer.tasks", "load_run": "nlp_transfer.inference.predictor",
-    "merge_run": "nlp_transfer.inference.export", "export_onnx": "nlp_transfer.inference.export",
-    "predict_stream": "nlp_transfer.inference.streaming", "iter_inputs": "nlp_transfer.data.stream",
+    "Predictor": "nlp_transfer.inference.predictor",
+    "Predictions": "nlp_transfer.tasks",
+    "load_run": "nlp_transfer.inference.predictor",
+    "merge_run": "nlp_transfer.inference.export",
+    "export_onnx": "nlp_transfer.inference.export",
+    "predict_stream": "nlp_transfer.inference.streaming",
+    "iter_inputs": "nlp_transfer.data.stream",
     "create_app": "nlp_transfer.inference.server",
-    "Explanation": "nlp_transfer.inference.explain", "find_label_issues": "nlp_transfer.inference.label_issues",
-    "rank_checkpoints": "nlp_transfer.experiments.selection", "transferability": "nlp_transfer.transfer.estimators",
+    "Explanation": "nlp_transfer.inference.explain",
+    "find_label_issues": "nlp_transfer.inference.label_issues",
+    "rank_checkpoints": "nlp_transfer.experiments.selection",
+    "transferability": "nlp_transfer.transfer.estimators",
 }
 # subpackages reachable as attributes (``nlp_transfer.catalog`` ...)
 _MODULES = {"catalog": "nlp_transfer.data.catalog", "gguf": "nlp_transfer.models.gguf", "plots": "nlp_transfer.reporting.plots"}
@@ -60,15 +78,15 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from nlp_transfer.config import DataConfig, ModelConfig, OutputConfig, RecipeConfig, TrainConfig, TransferConfig
     from nlp_transfer.data.loading import TextData, load_data
-    from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError, TrainingError
     from nlp_transfer.data.stream import iter_inputs
+    from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError, TrainingError
     from nlp_transfer.experiments.selection import rank_checkpoints
     from nlp_transfer.inference.explain import Explanation
     from nlp_transfer.inference.export import export_onnx, merge_run
     from nlp_transfer.inference.label_issues import find_label_issues
+    from nlp_transfer.inference.predictor import Predictor, load_run
     from nlp_transfer.inference.server import create_app
     from nlp_transfer.inference.streaming import predict_stream
-    from nlp_transfer.inference.predictor import Predictor, load_run
     from nlp_transfer.manifest import RunManifest, read_manifest
     from nlp_transfer.metrics import compute_metrics
     from nlp_transfer.models.classifier import TextClassifier

@@ -26,8 +26,15 @@ from nlp_transfer.errors import ModelError
 MANIFEST_FILE = "nlp_transfer.json"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-LONG_TEXT_DEFAULTS = {"truncation": "head", "head_fraction": 0.25, "chunking": False, "chunk_stride": 64,
-                      "chunk_aggregate": "mean", "max_chunks": None, "prompt": None}
+LONG_TEXT_DEFAULTS = {
+    "truncation": "head",
+    "head_fraction": 0.25,
+    "chunking": False,
+    "chunk_stride": 64,
+    "chunk_aggregate": "mean",
+    "max_chunks": None,
+    "prompt": None,
+}
 
 
 @dataclass
@@ -71,7 +78,7 @@ class RunManifest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "RunManifest":
+    def from_dict(cls, raw: dict) -> RunManifest:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in names})
 

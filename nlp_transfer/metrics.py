@@ -9,7 +9,7 @@ can use ``add_batch`` / ``compute``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,14 +57,11 @@ def compute_metrics(
 
     out: dict = {"accuracy": float((y_true == y_pred).mean()), "num_examples": int(y_true.size)}
     for avg in AVERAGES:
-        p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=avg, zero_division=0
-        )
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
         out[f"precision_{avg}"], out[f"recall_{avg}"], out[f"f1_{avg}"] = float(p), float(r), float(f)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
     out["per_class"] = {
-        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-        for i, name in enumerate(names)
+        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])} for i, name in enumerate(names)
     }
     out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     out["labels"] = names
@@ -100,8 +97,13 @@ def multilabel_metrics(y_true, y_pred, label_names: Sequence[str] | None = None)
         out[f"precision_{avg}"], out[f"recall_{avg}"], out[f"f1_{avg}"] = float(p), float(r), float(f)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
     out["per_class"] = {
-        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
-               "predicted": int(y_pred[:, i].sum())}
+        name: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+            "predicted": int(y_pred[:, i].sum()),
+        }
         for i, name in enumerate(names)
     }
     out["labels"] = names
@@ -172,9 +174,7 @@ def _make_evaluate_metric():
                 description="Accuracy, precision, recall, F1 (macro/micro/weighted), per class, confusion matrix.",
                 citation="",
                 inputs_description="predictions and references: integer class ids",
-                features=datasets.Features(
-                    {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-                ),
+                features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
             )
 
         def _compute(self, predictions, references):

@@ -101,7 +101,9 @@ def bench_cache(args) -> dict:
         "fe_warm_vs_uncached_wall": ratio("fe_uncached", "fe_warm", "wall_seconds"),
     }
     for k in args.partial_top:
-        partial = RecipeConfig.from_yaml(recipes / "minilm-partial.yaml", common + [f"transfer.unfreeze_top={k}", f"train.epochs={args.partial_epochs}"])
+        partial = RecipeConfig.from_yaml(
+            recipes / "minilm-partial.yaml", common + [f"transfer.unfreeze_top={k}", f"train.epochs={args.partial_epochs}"]
+        )
         plain, cached = _partial_keys(k)
         rows[plain] = _run(partial.replace(out(f"p{k}-plain"), "transfer.cache_prefix=false"), data, f"partial top-{k}, no prefix cache")
         rows[cached] = _run(partial.replace(out(f"p{k}-cached")), data, f"partial top-{k}, frozen-prefix cache")
@@ -117,8 +119,12 @@ def bench_cache(args) -> dict:
         "fe_epochs": args.fe_epochs,
         "partial_epochs": args.partial_epochs,
         "partial_top": list(args.partial_top),
-        "machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "rows": rows,
         "ratios": ratios,
         "date": time.strftime("%Y-%m-%d"),
@@ -150,10 +156,13 @@ def cache_table(res: dict) -> str:
     for key in order:
         row = r[key]
         x = f"**{speed[key]:.2f}x**" if key in speed else "1.0x"
-        lines.append(f"| {row['run']} | {row['fit_seconds']:.1f} | {row['wall_seconds']:.1f} | {row['accuracy']:.4f} | {row['f1_macro']:.4f} | {x} |")
+        lines.append(
+            f"| {row['run']} | {row['fit_seconds']:.1f} | {row['wall_seconds']:.1f} | {row['accuracy']:.4f} | {row['f1_macro']:.4f} | {x} |"
+        )
     partial = "; ".join(
         f"top-{k} **{q[f'{_partial_keys(k)[1]}_vs_uncached_fit']:.2f}x** (fit; {q[f'{_partial_keys(k)[1]}_vs_uncached_wall']:.2f}x whole call)"
-        for k in tops)
+        for k in tops
+    )
     lines += [
         "",
         f"Feature extraction, {res['fe_epochs']} epochs: warm cache **{q['fe_warm_vs_uncached_fit']:.1f}x** faster than running the "
@@ -177,8 +186,10 @@ def bench_adapters(args) -> dict:
     top = f"transfer.peft.layers_to_transform=[{', '.join(str(-i) for i in range(args.top, 0, -1))}]"
     runs = {
         "all_layers": (lora.replace(f"output.dir={work / 'all'}"), "LoRA, every layer"),
-        "top_uncached": (lora.replace(f"output.dir={work / 'plain'}", top, "transfer.cache_prefix=false"),
-                         f"LoRA, top {args.top} layers, no prefix cache"),
+        "top_uncached": (
+            lora.replace(f"output.dir={work / 'plain'}", top, "transfer.cache_prefix=false"),
+            f"LoRA, top {args.top} layers, no prefix cache",
+        ),
         "top_cached": (lora.replace(f"output.dir={work / 'cached'}", top), f"LoRA, top {args.top} layers, frozen-prefix cache"),
     }
     rows = {}
@@ -188,20 +199,35 @@ def bench_adapters(args) -> dict:
 
         r = train(cfg, data=data, progress=False)
         epochs = [e["seconds"] for e in r.history]
-        rows[key] = {"run": label, "epoch_seconds": sum(epochs) / len(epochs), "encode_seconds": r.timing["encode_seconds"],
-                     "fit_seconds": r.timing["fit_seconds"], "wall_seconds": r.timing["total_seconds"],
-                     "trainable": r.parameters["trainable"], "accuracy": r.test["accuracy"], "f1_macro": r.test["f1_macro"]}
+        rows[key] = {
+            "run": label,
+            "epoch_seconds": sum(epochs) / len(epochs),
+            "encode_seconds": r.timing["encode_seconds"],
+            "fit_seconds": r.timing["fit_seconds"],
+            "wall_seconds": r.timing["total_seconds"],
+            "trainable": r.parameters["trainable"],
+            "accuracy": r.test["accuracy"],
+            "f1_macro": r.test["f1_macro"],
+        }
         print(f"    {rows[key]['epoch_seconds']:.1f}s an epoch, test accuracy {r.test['accuracy']:.4f}", file=sys.stderr)
     import torch
 
     plain, cached = rows["top_uncached"], rows["top_cached"]
     return {
-        "benchmark": "adapters", "command": "python scripts/bench.py adapters " + " ".join(args.argv), "dataset": args.dataset,
-        "sizes": data.sizes(), "epochs": args.epochs, "top": args.top, "cpu": cpu_model() or "unknown CPU",
+        "benchmark": "adapters",
+        "command": "python scripts/bench.py adapters " + " ".join(args.argv),
+        "dataset": args.dataset,
+        "sizes": data.sizes(),
+        "epochs": args.epochs,
+        "top": args.top,
+        "cpu": cpu_model() or "unknown CPU",
         "machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "rows": rows,
-        "ratios": {"epoch": plain["epoch_seconds"] / cached["epoch_seconds"], "fit": plain["fit_seconds"] / cached["fit_seconds"],
-                   "wall": plain["wall_seconds"] / cached["wall_seconds"]},
+        "ratios": {
+            "epoch": plain["epoch_seconds"] / cached["epoch_seconds"],
+            "fit": plain["fit_seconds"] / cached["fit_seconds"],
+            "wall": plain["wall_seconds"] / cached["wall_seconds"],
+        },
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -219,10 +245,15 @@ def adapters_table(res: dict) -> str:
     for key in ("all_layers", "top_uncached", "top_cached"):
         row = r[key]
         x = f"**{q['epoch']:.2f}x**" if key == "top_cached" else ("1.0x" if key == "top_uncached" else "")
-        lines.append(f"| {row['run']} | {row['trainable']:,} | {row['epoch_seconds']:.1f} | {row['encode_seconds']:.1f} | "
-                     f"{row['fit_seconds']:.1f} | {row['accuracy']:.4f} | {row['f1_macro']:.4f} | {x} |")
-    lines += ["", f"Top-{res['top']} LoRA with the frozen-prefix cache against without: **{q['epoch']:.2f}x** per epoch, "
-              f"{q['fit']:.2f}x on the fit (cache build included), {q['wall']:.2f}x on the whole call."]
+        lines.append(
+            f"| {row['run']} | {row['trainable']:,} | {row['epoch_seconds']:.1f} | {row['encode_seconds']:.1f} | "
+            f"{row['fit_seconds']:.1f} | {row['accuracy']:.4f} | {row['f1_macro']:.4f} | {x} |"
+        )
+    lines += [
+        "",
+        f"Top-{res['top']} LoRA with the frozen-prefix cache against without: **{q['epoch']:.2f}x** per epoch, "
+        f"{q['fit']:.2f}x on the fit (cache build included), {q['wall']:.2f}x on the whole call.",
+    ]
     return "\n".join(lines)
 
 
@@ -305,22 +336,33 @@ def _child_trainer(spec: dict) -> dict:
     tok = AutoTokenizer.from_pretrained(path)
     labels = data.labels
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)}
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)}
     )
     frozen = variant == "frozen"
     if frozen:
         for p in model.base_model.parameters():
             p.requires_grad_(False)
-    enc = lambda ds: ds.map(lambda b: tok(b["text"], truncation=True, max_length=spec["max_length"]), batched=True,  # noqa: E731
-                            remove_columns=["text"])
+    enc = lambda ds: ds.map(
+        lambda b: tok(b["text"], truncation=True, max_length=spec["max_length"]),
+        batched=True,  # noqa: E731
+        remove_columns=["text"],
+    )
     train_ds, test_ds = enc(data.splits["train"]), enc(data.splits["test"])
     epochs = spec["fe_epochs"] if frozen else spec["epochs"]
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="bench-trainer-"), per_device_train_batch_size=spec["batch_size"],
-        per_device_eval_batch_size=spec["batch_size"], num_train_epochs=epochs,
-        learning_rate=spec["fe_lr"] if frozen else spec["lr"], seed=spec["seed"], bf16=variant == "best",
+        output_dir=tempfile.mkdtemp(prefix="bench-trainer-"),
+        per_device_train_batch_size=spec["batch_size"],
+        per_device_eval_batch_size=spec["batch_size"],
+        num_train_epochs=epochs,
+        learning_rate=spec["fe_lr"] if frozen else spec["lr"],
+        seed=spec["seed"],
+        bf16=variant == "best",
         train_sampling_strategy="group_by_length" if variant == "best" else "random",
-        use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, processing_class=tok)
     m = trainer.train().metrics
@@ -328,9 +370,15 @@ def _child_trainer(spec: dict) -> dict:
     # label_ids, not test_ds order: with group_by_length Trainer also length-groups (reorders) prediction batches
     acc = float((pred.predictions.argmax(-1) == np.asarray(pred.label_ids)).mean())
     lengths = [len(x) for x in train_ds["input_ids"]]
-    return {"seconds": m["train_runtime"], "samples": len(lengths) * epochs, "tokens": sum(lengths) * epochs,
-            "accuracy": acc, "peak_mb": _peak_rss_mb(), "precision": "bf16" if variant == "best" else "fp32",
-            "flops": None if frozen else _model_flops(model.config, lengths, epochs, len(labels))}
+    return {
+        "seconds": m["train_runtime"],
+        "samples": len(lengths) * epochs,
+        "tokens": sum(lengths) * epochs,
+        "accuracy": acc,
+        "peak_mb": _peak_rss_mb(),
+        "precision": "bf16" if variant == "best" else "fp32",
+        "flops": None if frozen else _model_flops(model.config, lengths, epochs, len(labels)),
+    }
 
 
 def _child_ours(spec: dict) -> dict:
@@ -340,13 +388,27 @@ def _child_ours(spec: dict) -> dict:
     variant, data = spec["variant"], _speed_data(spec)
     fe = variant == "fe"
     recipe = REPO / "recipes" / "rotten_tomatoes" / ("minilm-feature_extraction.yaml" if fe else "minilm-full.yaml")
-    cfg = RecipeConfig.from_yaml(recipe, [
-        f"output.dir={spec['out']}", "output.overwrite=true", "model.pooling=auto", "model.head_dropout=0.1",
-        f"model.max_length={spec['max_length']}", f"train.batch_size={spec['batch_size']}", f"train.seed={spec['seed']}",
-        f"train.epochs={spec['fe_epochs'] if fe else spec['epochs']}", f"train.lr={spec['fe_lr'] if fe else spec['lr']}",
-        "train.head_lr=null", "train.warmup_ratio=0", "train.weight_decay=0", "train.max_grad_norm=1.0",
-        f"transfer.cache_dir={spec['out']}-cache", *(["train.num_threads=" + str(spec["threads"])] if spec["threads"] else []),
-    ] + spec["overrides"])
+    cfg = RecipeConfig.from_yaml(
+        recipe,
+        [
+            f"output.dir={spec['out']}",
+            "output.overwrite=true",
+            "model.pooling=auto",
+            "model.head_dropout=0.1",
+            f"model.max_length={spec['max_length']}",
+            f"train.batch_size={spec['batch_size']}",
+            f"train.seed={spec['seed']}",
+            f"train.epochs={spec['fe_epochs'] if fe else spec['epochs']}",
+            f"train.lr={spec['fe_lr'] if fe else spec['lr']}",
+            "train.head_lr=null",
+            "train.warmup_ratio=0",
+            "train.weight_decay=0",
+            "train.max_grad_norm=1.0",
+            f"transfer.cache_dir={spec['out']}-cache",
+            *(["train.num_threads=" + str(spec["threads"])] if spec["threads"] else []),
+        ]
+        + spec["overrides"],
+    )
     r = train(cfg, data=data, progress=False)
     epochs = cfg.train.epochs
     n = len(data.splits["train"]) * epochs
@@ -359,8 +421,13 @@ def _child_ours(spec: dict) -> dict:
 
     tokens = r.timing["train_tokens_per_second"] * r.timing["train_seconds"]
     lengths = _tokenized_lengths(cfg, data)
-    return {**row, "seconds": r.timing["train_seconds"], "samples": n, "tokens": tokens,
-            "flops": _model_flops(AutoConfig.from_pretrained(spec["out"]), lengths, epochs, len(data.labels))}
+    return {
+        **row,
+        "seconds": r.timing["train_seconds"],
+        "samples": n,
+        "tokens": tokens,
+        "flops": _model_flops(AutoConfig.from_pretrained(spec["out"]), lengths, epochs, len(data.labels)),
+    }
 
 
 def _tokenized_lengths(cfg, data) -> list[int]:
@@ -398,8 +465,15 @@ def _child_predict(spec: dict) -> dict:
         labels = list(pred.predict(texts, batch_size=bs))
     seconds = time.perf_counter() - t0
     truth = [data.labels[i] for i in data.splits["test"]["label"]]
-    return {"seconds": seconds, "samples": len(texts), "tokens": None, "flops": None, "peak_mb": _peak_rss_mb(),
-            "accuracy": float(np.mean(np.asarray(labels) == np.asarray(truth))), "labels": labels}
+    return {
+        "seconds": seconds,
+        "samples": len(texts),
+        "tokens": None,
+        "flops": None,
+        "peak_mb": _peak_rss_mb(),
+        "accuracy": float(np.mean(np.asarray(labels) == np.asarray(truth))),
+        "labels": labels,
+    }
 
 
 CHILDREN = {"peak": _child_peak, "trainer": _child_trainer, "ours": _child_ours, "predict": _child_predict}
@@ -418,7 +492,7 @@ def _child(kind: str, spec: dict) -> dict:
     if p.returncode or not lines:
         sys.stderr.write(p.stderr[-3000:])
         raise SystemExit(f"error: benchmark step '{kind} {spec.get('variant', '')}' failed (exit {p.returncode})")
-    row = json.loads(lines[-1][len("RESULT "):])
+    row = json.loads(lines[-1][len("RESULT ") :])
     if row.get("seconds"):
         row["samples_per_second"] = row["samples"] / row["seconds"]
         row["tokens_per_second"] = row["tokens"] / row["seconds"] if row.get("tokens") else None
@@ -431,9 +505,19 @@ def bench_speed(args) -> dict:
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="nlp-transfer-speed-"))
-    spec = {"train_samples": args.train_samples, "fe_train_samples": args.fe_train_samples, "epochs": args.epochs, "fe_epochs": args.fe_epochs, "batch_size": args.batch_size,
-            "max_length": args.max_length, "lr": args.lr, "fe_lr": args.fe_lr, "seed": 42, "threads": args.threads,
-            "overrides": args.override}
+    spec = {
+        "train_samples": args.train_samples,
+        "fe_train_samples": args.fe_train_samples,
+        "epochs": args.epochs,
+        "fe_epochs": args.fe_epochs,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "lr": args.lr,
+        "fe_lr": args.fe_lr,
+        "seed": 42,
+        "threads": args.threads,
+        "overrides": args.override,
+    }
     run = str(work / "ours-full")
     rows = {
         "peak": _child("peak", spec),
@@ -462,8 +546,12 @@ def bench_speed(args) -> dict:
         "benchmark": "speed",
         "command": "python scripts/bench.py speed " + " ".join(args.argv),
         "settings": {k: v for k, v in spec.items() if k != "overrides"} | {"overrides": args.override},
-        "machine": {"cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__,
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads or torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "rows": rows,
         "ratios": ratios,
         "date": time.strftime("%Y-%m-%d"),
@@ -488,10 +576,13 @@ def speed_table(res: dict) -> str:
     names = {
         "trainer_default": ("Trainer, defaults", None),
         "trainer_best": ("Trainer, bf16 + length grouping", None),
-        "ours_full": ("**nlp-transfer full fine-tune**", f"**{q['full_vs_trainer_default']:.2f}x** default, **{q['full_vs_trainer_best']:.2f}x** best"),
+        "ours_full": (
+            "**nlp-transfer full fine-tune**",
+            f"**{q['full_vs_trainer_default']:.2f}x** default, **{q['full_vs_trainer_best']:.2f}x** best",
+        ),
         "trainer_frozen": ("Trainer, backbone frozen", None),
         "ours_fe": ("**nlp-transfer feature extraction** (encode once)", f"**{q['fe_vs_trainer_frozen']:.1f}x**"),
-        "pipeline": ("pipeline(\"text-classification\")", None),
+        "pipeline": ('pipeline("text-classification")', None),
         "ours_predict": ("**nlp-transfer load_run().predict**", f"**{q['predict_vs_pipeline']:.2f}x**"),
     }
     for key, (name, ratio) in names.items():
@@ -522,8 +613,10 @@ def _ship_run(work: Path, spec: dict) -> str:
 
     out = work / f"rt-{spec['recipe']}"
     epochs = [f"train.epochs={spec['epochs']}"] if spec["recipe"] != "minilm-logreg" else []  # logreg: fitted once
-    cfg = RecipeConfig.from_yaml(REPO / "recipes" / "rotten_tomatoes" / f"{spec['recipe']}.yaml",
-                                 [f"data.max_samples={spec['max_samples']}", *epochs, f"output.dir={out}", "output.overwrite=true"])
+    cfg = RecipeConfig.from_yaml(
+        REPO / "recipes" / "rotten_tomatoes" / f"{spec['recipe']}.yaml",
+        [f"data.max_samples={spec['max_samples']}", *epochs, f"output.dir={out}", "output.overwrite=true"],
+    )
     print(f"  training the MiniLM run to ship ({spec['recipe']}) ...", file=sys.stderr, flush=True)
     train(cfg, progress=False)
     return str(out)
@@ -548,9 +641,14 @@ def _child_ship_predict(spec: dict) -> dict:
     t0 = time.perf_counter()
     labels = list(pred.predict(texts))
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "samples": len(texts), "peak_mb": _peak_rss_mb(), "labels": labels,
-            "accuracy": sum(a == b for a, b in zip(labels, truth)) / len(truth),
-            "size_mb": sum(f.stat().st_size for f in Path(spec["run"]).iterdir() if f.suffix in (".onnx", ".safetensors")) / 1e6}
+    return {
+        "seconds": seconds,
+        "samples": len(texts),
+        "peak_mb": _peak_rss_mb(),
+        "labels": labels,
+        "accuracy": sum(a == b for a, b in zip(labels, truth)) / len(truth),
+        "size_mb": sum(f.stat().st_size for f in Path(spec["run"]).iterdir() if f.suffix in (".onnx", ".safetensors")) / 1e6,
+    }
 
 
 def _child_stream(spec: dict) -> dict:
@@ -591,19 +689,30 @@ def _tiny_run(work: Path) -> str:
     (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_WORDS]) + "\n")
     tok = BertTokenizerFast.from_pretrained(str(d), do_lower_case=True, model_max_length=64)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=5 + len(_WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(d)
+    BertModel(
+        BertConfig(
+            vocab_size=5 + len(_WORDS),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(d)
     tok.save_pretrained(d)
-    cfg = RecipeConfig.from_dict({"model": {"name_or_path": str(d), "pooling": "mean", "max_length": 32},
-                                  "data": {"source": None, "train_file": "unused.csv"}})
+    cfg = RecipeConfig.from_dict(
+        {"model": {"name_or_path": str(d), "pooling": "mean", "max_length": 32}, "data": {"source": None, "train_file": "unused.csv"}}
+    )
     model, tok = build_classifier(cfg, ["neg", "pos"])
     run = work / "tiny-run"
     model.save_pretrained(run, tok, precision="no", eval_batch_size=64, name="tiny")
     return str(run)
 
 
-_WORDS = ("good great awful dull film story plot actor scene music cast very quite really the a an this that and but with "
-          "of in on it its was were is so too just some many one two time hour picture drama comedy thriller role").split()
+_WORDS = (
+    "good great awful dull film story plot actor scene music cast very quite really the a an this that and but with "
+    "of in on it its was were is so too just some many one two time hour picture drama comedy thriller role"
+).split()
 
 
 def _write_rows(path: Path, n: int) -> None:
@@ -626,6 +735,7 @@ def _load_test(url: str, texts: list[str], requests: int, concurrency: int, per_
     async def go():
         sem, latencies = asyncio.Semaphore(concurrency), []
         async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+
             async def one(i):
                 body = {"texts": [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]}
                 async with sem:
@@ -633,6 +743,7 @@ def _load_test(url: str, texts: list[str], requests: int, concurrency: int, per_
                     r = await c.post("/predict", json=body)
                     latencies.append(time.perf_counter() - t)
                     r.raise_for_status()
+
             await c.post("/predict", json={"texts": texts[:8]})  # warm-up
             before = (await c.get("/metrics")).json()
             t0 = time.perf_counter()
@@ -643,9 +754,16 @@ def _load_test(url: str, texts: list[str], requests: int, concurrency: int, per_
 
     seconds, lat, batches = asyncio.run(go())
     ms = np.asarray(lat) * 1000
-    return {"seconds": seconds, "requests": requests, "requests_per_second": requests / seconds,
-            "texts_per_second": requests * per_request / seconds, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "batches": batches, "mean_batch_texts": requests * per_request / max(batches, 1)}
+    return {
+        "seconds": seconds,
+        "requests": requests,
+        "requests_per_second": requests / seconds,
+        "texts_per_second": requests * per_request / seconds,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "batches": batches,
+        "mean_batch_texts": requests * per_request / max(batches, 1),
+    }
 
 
 def _serve_bench(run: str, texts: list[str], spec: dict) -> dict:
@@ -659,8 +777,13 @@ def _serve_bench(run: str, texts: list[str], spec: dict) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if spec.get("threads"):
         env["OMP_NUM_THREADS"] = str(spec["threads"])
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "serve.py"), run, "--port", port, "--log-level", "warning",
-                             "--max-texts", "1024"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "serve.py"), run, "--port", port, "--log-level", "warning", "--max-texts", "1024"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -676,8 +799,11 @@ def _serve_bench(run: str, texts: list[str], spec: dict) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"    {row['requests_per_second']:.1f} requests/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
-          f"{row['mean_batch_texts']:.1f} texts per model batch", file=sys.stderr)
+    print(
+        f"    {row['requests_per_second']:.1f} requests/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
+        f"{row['mean_batch_texts']:.1f} texts per model batch",
+        file=sys.stderr,
+    )
     return row
 
 
@@ -715,8 +841,9 @@ def bench_ship(args) -> dict:
     for n in args.stream_rows:
         path = work / f"rows-{n}.csv"
         _write_rows(path, n)
-        stream[f"stream_{n}"] = _child("stream", {**spec, "variant": "stream", "run": tiny, "input": str(path), "rows": n,
-                                                  "chunk_size": args.chunk_size})
+        stream[f"stream_{n}"] = _child(
+            "stream", {**spec, "variant": "stream", "run": tiny, "input": str(path), "rows": n, "chunk_size": args.chunk_size}
+        )
         if n <= args.in_memory_max:
             stream[f"memory_{n}"] = _child("stream", {**spec, "variant": "memory", "run": tiny, "input": str(path), "rows": n})
         path.unlink()
@@ -724,8 +851,9 @@ def bench_ship(args) -> dict:
         n = args.minilm_stream_rows
         path = work / f"minilm-rows-{n}.csv"
         _write_rows(path, n)
-        stream[f"minilm_stream_{n}"] = _child("stream", {**spec, "variant": "stream", "run": run, "input": str(path), "rows": n,
-                                                         "chunk_size": args.chunk_size})
+        stream[f"minilm_stream_{n}"] = _child(
+            "stream", {**spec, "variant": "stream", "run": run, "input": str(path), "rows": n, "chunk_size": args.chunk_size}
+        )
     texts, _ = _ship_texts(run)
     load = {"requests": args.requests, "concurrency": args.concurrency, "per_request": args.texts_per_request, "threads": args.threads}
     serve = {"torch": _serve_bench(run, texts, load), "onnx_int8": _serve_bench(int8, texts, load)}
@@ -733,14 +861,28 @@ def bench_ship(args) -> dict:
     return {
         "benchmark": "ship",
         "command": "python scripts/bench.py ship " + " ".join(args.argv),
-        "settings": {"max_samples": args.max_samples, "epochs": args.epochs, "recipe": args.recipe, "chunk_size": args.chunk_size, "stream_rows": args.stream_rows,
-                     **{k: v for k, v in load.items() if k != "threads"}},
-        "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "threads": args.threads or torch.get_num_threads(),
-                    "torch": torch.__version__},
-        "rows": rows, "stream": stream, "serve": serve,
-        "ratios": {"onnx_fp32_vs_torch": rows["onnx_fp32"]["samples_per_second"] / rows["torch_fp32"]["samples_per_second"],
-                   "onnx_int8_vs_torch": rows["onnx_int8"]["samples_per_second"] / rows["torch_fp32"]["samples_per_second"],
-                   "stream_peak_spread": max(peaks) / min(peaks) - 1},
+        "settings": {
+            "max_samples": args.max_samples,
+            "epochs": args.epochs,
+            "recipe": args.recipe,
+            "chunk_size": args.chunk_size,
+            "stream_rows": args.stream_rows,
+            **{k: v for k, v in load.items() if k != "threads"},
+        },
+        "machine": {
+            "cpu": _cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads or torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "rows": rows,
+        "stream": stream,
+        "serve": serve,
+        "ratios": {
+            "onnx_fp32_vs_torch": rows["onnx_fp32"]["samples_per_second"] / rows["torch_fp32"]["samples_per_second"],
+            "onnx_int8_vs_torch": rows["onnx_int8"]["samples_per_second"] / rows["torch_fp32"]["samples_per_second"],
+            "stream_peak_spread": max(peaks) / min(peaks) - 1,
+        },
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -767,37 +909,56 @@ def ship_table(res: dict) -> str:
         "| backend | texts/s | ratio | agreement with PyTorch fp32 labels | test accuracy | model file (MB) | peak memory (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    names = {"torch_fp32": "PyTorch fp32 (`load_run`)", "torch_run": "PyTorch, the run's precision (bf16 autocast)",
-             "onnx_fp32": "**ONNX fp32** (onnxruntime)", "onnx_int8": "**ONNX int8** (dynamic quantization)"}
+    names = {
+        "torch_fp32": "PyTorch fp32 (`load_run`)",
+        "torch_run": "PyTorch, the run's precision (bf16 autocast)",
+        "onnx_fp32": "**ONNX fp32** (onnxruntime)",
+        "onnx_int8": "**ONNX int8** (dynamic quantization)",
+    }
     base = r["torch_fp32"]["samples_per_second"]
     for key, name in names.items():
         row = r[key]
-        lines.append(f"| {name} | {row['samples_per_second']:.1f} | {row['samples_per_second'] / base:.2f}x | "
-                     f"{100 * row['agreement']:.2f}% | {row['accuracy']:.4f} | {row['size_mb']:.0f} | {row['peak_mb']:,.0f} |")
-    lines += ["", f"Streamed prediction (`scripts/predict.py IN.csv -o OUT.csv --chunk-size {s['chunk_size']}`) against the "
-              "whole input in memory (`read_inputs` + `predict` + `write_predictions`, the path before streaming); a tiny "
-              "random 2-layer BERT (hidden 32) so that a million rows fit in minutes on 2 cores: peak memory is the input, "
-              "output and framework, not the model.", "",
-              "| rows | model | streamed: peak memory (MB) | streamed: rows/s | in memory: peak memory (MB) | in memory: rows/s |",
-              "|---:|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {name} | {row['samples_per_second']:.1f} | {row['samples_per_second'] / base:.2f}x | "
+            f"{100 * row['agreement']:.2f}% | {row['accuracy']:.4f} | {row['size_mb']:.0f} | {row['peak_mb']:,.0f} |"
+        )
+    lines += [
+        "",
+        f"Streamed prediction (`scripts/predict.py IN.csv -o OUT.csv --chunk-size {s['chunk_size']}`) against the "
+        "whole input in memory (`read_inputs` + `predict` + `write_predictions`, the path before streaming); a tiny "
+        "random 2-layer BERT (hidden 32) so that a million rows fit in minutes on 2 cores: peak memory is the input, "
+        "output and framework, not the model.",
+        "",
+        "| rows | model | streamed: peak memory (MB) | streamed: rows/s | in memory: peak memory (MB) | in memory: rows/s |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for key, row in st.items():
         if key.startswith("memory_"):
             continue
         n = row["samples"]
         mem = st.get(f"memory_{n}") if not key.startswith("minilm") else None
         model = "MiniLM-L6 (the run above)" if key.startswith("minilm") else "tiny BERT"
-        lines.append(f"| {n:,} | {model} | {row['peak_mb']:,.0f} | {row['samples_per_second']:,.0f} | "
-                     f"{'' if mem is None else format(mem['peak_mb'], ',.0f')} | {'' if mem is None else format(mem['samples_per_second'], ',.0f')} |")
-    lines += ["", f"Streamed peak memory across {', '.join(f'{n:,}' for n in s['stream_rows'])} rows (tiny model) varies by "
-              f"{100 * q['stream_peak_spread']:.1f}%.", "",
-              f"`scripts/serve.py` under a bounded load test on localhost: {s['requests']} requests of {s['per_request']} "
-              f"text(s), {s['concurrency']} at a time (httpx client in the bench process, server in its own; both share the cores).",
-              "", "| served run | requests/s | texts/s | p50 latency (ms) | p99 latency (ms) | texts per model batch |",
-              "|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {n:,} | {model} | {row['peak_mb']:,.0f} | {row['samples_per_second']:,.0f} | "
+            f"{'' if mem is None else format(mem['peak_mb'], ',.0f')} | {'' if mem is None else format(mem['samples_per_second'], ',.0f')} |"
+        )
+    lines += [
+        "",
+        f"Streamed peak memory across {', '.join(f'{n:,}' for n in s['stream_rows'])} rows (tiny model) varies by "
+        f"{100 * q['stream_peak_spread']:.1f}%.",
+        "",
+        f"`scripts/serve.py` under a bounded load test on localhost: {s['requests']} requests of {s['per_request']} "
+        f"text(s), {s['concurrency']} at a time (httpx client in the bench process, server in its own; both share the cores).",
+        "",
+        "| served run | requests/s | texts/s | p50 latency (ms) | p99 latency (ms) | texts per model batch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for key, name in (("torch", "MiniLM run, PyTorch"), ("onnx_int8", "MiniLM run, ONNX int8")):
         row = sv[key]
-        lines.append(f"| {name} | {row['requests_per_second']:.1f} | {row['texts_per_second']:.1f} | {row['p50_ms']:.0f} | "
-                     f"{row['p99_ms']:.0f} | {row['mean_batch_texts']:.1f} |")
+        lines.append(
+            f"| {name} | {row['requests_per_second']:.1f} | {row['texts_per_second']:.1f} | {row['p50_ms']:.0f} | "
+            f"{row['p99_ms']:.0f} | {row['mean_batch_texts']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -813,8 +974,13 @@ def main(argv: list[str]) -> None:
     c.add_argument("--max-samples", type=int, default=None, help="use at most this many examples per split")
     c.add_argument("--fe-epochs", type=int, default=5, help="feature-extraction epochs on both sides (default 5)")
     c.add_argument("--partial-epochs", type=int, default=3, help="partial-unfreezing epochs on both sides (default 3)")
-    c.add_argument("--partial-top", type=_int_list, default=[2, 1], metavar="K[,K...]",
-                   help="partial runs, each with and without the frozen-prefix cache: top-K layers trained (default 2,1)")
+    c.add_argument(
+        "--partial-top",
+        type=_int_list,
+        default=[2, 1],
+        metavar="K[,K...]",
+        help="partial runs, each with and without the frozen-prefix cache: top-K layers trained (default 2,1)",
+    )
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     c.add_argument("--out", default="results/bench_cache.json", help="JSON results file")
     c.add_argument("--readme", default=None, help="README to update between <!-- results:bench-cache --> markers")
@@ -830,26 +996,44 @@ def main(argv: list[str]) -> None:
     s.add_argument("--train-samples", type=int, default=2560, help="training texts (default 2560: 80 steps of 32)")
     s.add_argument("--epochs", type=int, default=1, help="full fine-tuning epochs on both sides (default 1)")
     s.add_argument("--fe-epochs", type=int, default=5, help="feature extraction (frozen backbone) epochs (default 5)")
-    s.add_argument("--fe-train-samples", type=int, default=5120,
-                   help="training texts of the feature-extraction pair (default 5120; encoding the validation texts is a "
-                        "fixed cost of ours, so a small slice understates the cache)")
+    s.add_argument(
+        "--fe-train-samples",
+        type=int,
+        default=5120,
+        help="training texts of the feature-extraction pair (default 5120; encoding the validation texts is a "
+        "fixed cost of ours, so a small slice understates the cache)",
+    )
     s.add_argument("--batch-size", type=int, default=32, help="training and prediction batch size (default 32)")
     s.add_argument("--max-length", type=int, default=128, help="longest tokenized input (default 128)")
     s.add_argument("--lr", type=float, default=5e-5, help="full fine-tuning learning rate, both sides (default 5e-5)")
     s.add_argument("--fe-lr", type=float, default=1e-2, help="head learning rate with the backbone frozen (default 1e-2)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: all cores)")
-    s.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra recipe override for the nlp-transfer runs (repeatable), e.g. train.fast_kernels=false")
+    s.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra recipe override for the nlp-transfer runs (repeatable), e.g. train.fast_kernels=false",
+    )
     s.add_argument("--out", default="results/bench_speed.json", help="JSON results file")
     s.add_argument("--readme", default=None, help="README to update between <!-- results:bench-speed --> markers")
     h = sub.add_parser("ship", help="ONNX fp32/int8 against PyTorch, streamed prediction memory, the HTTP server under load")
     h.add_argument("--run", help="MiniLM run to ship (default: train recipes/rotten_tomatoes/minilm-full.yaml on a slice)")
     h.add_argument("--max-samples", type=int, default=3000, help="data.max_samples of that training (default 3000)")
     h.add_argument("--epochs", type=int, default=2, help="train.epochs of that training (default 2)")
-    h.add_argument("--recipe", default="minilm-full", help="recipes/rotten_tomatoes/RECIPE.yaml to train (default minilm-full; "
-                   "minilm-logreg: frozen features + logistic regression, much quicker on a busy CPU)")
-    h.add_argument("--stream-rows", type=_int_list, default=[10_000, 100_000, 1_000_000], metavar="N[,N...]",
-                   help="rows of the streamed-prediction memory runs (default 10000,100000,1000000)")
+    h.add_argument(
+        "--recipe",
+        default="minilm-full",
+        help="recipes/rotten_tomatoes/RECIPE.yaml to train (default minilm-full; "
+        "minilm-logreg: frozen features + logistic regression, much quicker on a busy CPU)",
+    )
+    h.add_argument(
+        "--stream-rows",
+        type=_int_list,
+        default=[10_000, 100_000, 1_000_000],
+        metavar="N[,N...]",
+        help="rows of the streamed-prediction memory runs (default 10000,100000,1000000)",
+    )
     h.add_argument("--in-memory-max", type=int, default=100_000, help="largest input also predicted all in memory (default 100000)")
     h.add_argument("--minilm-stream-rows", type=int, default=10_000, help="a streamed run of the MiniLM run too (0: none)")
     h.add_argument("--chunk-size", type=int, default=10_000, help="predict.py --chunk-size (default 10000)")

@@ -29,19 +29,110 @@ REPO = Path(__file__).resolve().parent.parent
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POS_WORDS = [
-    "good", "great", "excellent", "wonderful", "superb", "lovely", "brilliant", "charming", "delightful", "moving",
-    "funny", "clever", "fresh", "warm", "smart", "fine", "beautiful", "gripping", "joyful", "stunning",
+    "good",
+    "great",
+    "excellent",
+    "wonderful",
+    "superb",
+    "lovely",
+    "brilliant",
+    "charming",
+    "delightful",
+    "moving",
+    "funny",
+    "clever",
+    "fresh",
+    "warm",
+    "smart",
+    "fine",
+    "beautiful",
+    "gripping",
+    "joyful",
+    "stunning",
 ]
 NEG_WORDS = [
-    "bad", "awful", "terrible", "boring", "dull", "poor", "weak", "silly", "tedious", "bland",
-    "messy", "clumsy", "stale", "flat", "ugly", "lazy", "painful", "hollow", "sloppy", "tiresome",
+    "bad",
+    "awful",
+    "terrible",
+    "boring",
+    "dull",
+    "poor",
+    "weak",
+    "silly",
+    "tedious",
+    "bland",
+    "messy",
+    "clumsy",
+    "stale",
+    "flat",
+    "ugly",
+    "lazy",
+    "painful",
+    "hollow",
+    "sloppy",
+    "tiresome",
 ]
 FILLER = [
-    "the", "a", "an", "this", "that", "movie", "film", "story", "plot", "actor", "actors", "scene", "scenes",
-    "director", "script", "ending", "music", "cast", "is", "was", "were", "and", "but", "with", "of", "in",
-    "on", "it", "its", "very", "quite", "rather", "really", "so", "too", "just", "all", "some", "many", "one",
-    "two", "time", "hour", "minutes", "picture", "drama", "comedy", "thriller", "role", "lead", "camera",
-    "dialogue", "pace", "tone", "style", "world", "characters", "show", "season", "night",
+    "the",
+    "a",
+    "an",
+    "this",
+    "that",
+    "movie",
+    "film",
+    "story",
+    "plot",
+    "actor",
+    "actors",
+    "scene",
+    "scenes",
+    "director",
+    "script",
+    "ending",
+    "music",
+    "cast",
+    "is",
+    "was",
+    "were",
+    "and",
+    "but",
+    "with",
+    "of",
+    "in",
+    "on",
+    "it",
+    "its",
+    "very",
+    "quite",
+    "rather",
+    "really",
+    "so",
+    "too",
+    "just",
+    "all",
+    "some",
+    "many",
+    "one",
+    "two",
+    "time",
+    "hour",
+    "minutes",
+    "picture",
+    "drama",
+    "comedy",
+    "thriller",
+    "role",
+    "lead",
+    "camera",
+    "dialogue",
+    "pace",
+    "tone",
+    "style",
+    "world",
+    "characters",
+    "show",
+    "season",
+    "night",
 ]
 VOCAB = SPECIAL + POS_WORDS + NEG_WORDS + FILLER
 
@@ -85,12 +176,17 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     vocab_file = d / "vocab.txt"
     vocab_file.write_text("\n".join(VOCAB) + "\n")
     tok = BertTokenizerFast.from_pretrained(str(d), do_lower_case=True, model_max_length=64)
-    ids = tok(VOCAB[len(SPECIAL):], add_special_tokens=False)["input_ids"]
+    ids = tok(VOCAB[len(SPECIAL) :], add_special_tokens=False)["input_ids"]
     assert ids == [[i] for i in range(len(SPECIAL), len(VOCAB))], "every toy word must be one vocabulary entry"
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
     )
     BertModel(config).eval().save_pretrained(d)
     tok.save_pretrained(d)
@@ -119,8 +215,15 @@ def build_cfg(tmp_path: Path, model_dir: Path, train_file: Path, *dotted: str, *
         "data": {"source": None, "train_file": str(train_file), "validation_fraction": 0.15, "test_fraction": 0.2},
         "transfer": {"mode": "full"},
         "train": {
-            "epochs": 2, "batch_size": 8, "eval_batch_size": 32, "lr": 3e-3, "warmup_ratio": 0.0,
-            "mixed_precision": "no", "seed": 0, "log_every": 1000, "num_threads": 1,
+            "epochs": 2,
+            "batch_size": 8,
+            "eval_batch_size": 32,
+            "lr": 3e-3,
+            "warmup_ratio": 0.0,
+            "mixed_precision": "no",
+            "seed": 0,
+            "log_every": 1000,
+            "num_threads": 1,
         },
         "output": {"dir": str(tmp_path / "run")},
     }
@@ -179,8 +282,16 @@ def save_gpt2(d: Path, *, eos: bool = True) -> Path:
 
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=len(SPECIALS + WORDS), n_embd=32, n_layer=2, n_head=2, n_positions=64,
-        bos_token_id=1, eos_token_id=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=len(SPECIALS + WORDS),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     GPT2LMHeadModel(config).eval().save_pretrained(d)
     save_tokenizer(d, bos=False, eos=eos)
@@ -201,8 +312,15 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny-llama")
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(SPECIALS + WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+        vocab_size=len(SPECIALS + WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     LlamaModel(config).eval().save_pretrained(d)
     save_tokenizer(d, bos=True, eos=True, padding_side="left")
@@ -247,8 +365,12 @@ def save_run(root: Path, model_dir: Path, labels=("neg", "pos", "meh"), **model:
     (pooling, head, chunking, ...), for tests about what a saved run does rather than what it learnt."""
     from nlp_transfer.recipes import build_classifier
 
-    cfg = RecipeConfig.from_dict({"model": {"name_or_path": str(model_dir), "head_dropout": 0.0, "max_length": 32, **model},
-                                  "data": {"source": None, "train_file": "unused.csv"}})
+    cfg = RecipeConfig.from_dict(
+        {
+            "model": {"name_or_path": str(model_dir), "head_dropout": 0.0, "max_length": 32, **model},
+            "data": {"source": None, "train_file": "unused.csv"},
+        }
+    )
     net, tok = build_classifier(cfg, list(labels))
     d = root / "run"
     net.save_pretrained(d, tok, precision="no", eval_batch_size=8, name="toy")

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, build_cfg, kill_at_first_checkpoint, toy_rows, write_csv
 from safetensors.torch import load_file
 
 import nlp_transfer.training.checkpoints as ckpt
-from conftest import REPO, build_cfg, kill_at_first_checkpoint, toy_rows, write_csv
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.utils.paths import package_dir
 
@@ -25,8 +25,16 @@ def texts_csv(tmp_path_factory):
 
 
 def _cfg(tmp_path, model_dir, data, *dotted):
-    return build_cfg(tmp_path, model_dir, data, "train.batch_size=16", "train.warmup_ratio=0.1", "adapt.lr=1e-3",
-                     f"output.dir={tmp_path / 'adapted'}", *dotted)
+    return build_cfg(
+        tmp_path,
+        model_dir,
+        data,
+        "train.batch_size=16",
+        "train.warmup_ratio=0.1",
+        "adapt.lr=1e-3",
+        f"output.dir={tmp_path / 'adapted'}",
+        *dotted,
+    )
 
 
 # ---- masking ------------------------------------------------------------------------------------------
@@ -50,7 +58,7 @@ def test_masking_follows_the_probability_and_never_masks_special_tokens(tiny_ber
         collate = MaskingCollator(tok, p, whole_word=False, seed=0)
         chosen = total = 0
         for i in range(0, len(rows), 50):
-            part = rows[i:i + 50]
+            part = rows[i : i + 50]
             batch = collate(part)
             original = collate.pad([{k: v for k, v in r.items()} for r in part])["input_ids"]
             labels = batch["labels"]
@@ -134,8 +142,7 @@ def test_the_causal_loss_is_the_models_own_next_token_loss(tiny_llama_dir):
 
 
 # ---- whole runs ---------------------------------------------------------------------------------------
-def test_adapting_a_bare_encoder_builds_a_head_and_writes_a_checkpoint_recipes_can_name(tmp_path, tiny_bert_dir,
-                                                                                        texts_csv, caplog):
+def test_adapting_a_bare_encoder_builds_a_head_and_writes_a_checkpoint_recipes_can_name(tmp_path, tiny_bert_dir, texts_csv, caplog):
     """MLM on the recipe's own training texts (task-adaptive): the bare BertModel gets BertForMaskedLM's head, tied
     to the word embeddings; the written checkpoint differs from the base in the encoder and keeps the pooler
     (the objective never trains it); a recipe trains from it; validation perplexity falls."""

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, build_cfg
+from test_caches import _prefix_check, accelerator, toy  # noqa: F401  (fixtures)
+
 from nlp_transfer import ConfigError, ModelError, load_data, load_run, merge_run, train
 from nlp_transfer.models.adapters import ADAPTER_FILES, fingerprint, is_adapted
 from nlp_transfer.models.fast import speedups
 from nlp_transfer.recipes import build_classifier
 from nlp_transfer.transfer.modes import apply_transfer, param_groups
-from test_caches import _prefix_check, accelerator, toy  # noqa: F401  (fixtures)
 
 trainer_module = importlib.import_module("nlp_transfer.training.trainer")
 ADAPTER_PARTS = (".lora_", ".ia3_", ".prompt_encoder.")
@@ -58,7 +58,9 @@ def test_auto_targets_follow_the_architecture(tmp_path, model_dirs, toy_csv):
     cfg = lambda arch, mode: build_cfg(tmp_path, model_dirs[arch], toy_csv, f"transfer.mode={mode}", "model.pooling=mean")  # noqa: E731
     assert adapted_modules(adapted(cfg("bert", "lora"))[0]) == {"attention.self.query", "attention.self.value"}
     assert adapted_modules(adapted(cfg("gpt2", "lora"))[0]) == {"attn.c_attn"}
-    llama = {f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")} | {f"mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj")}
+    llama = {f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")} | {
+        f"mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj")
+    }
     assert adapted_modules(adapted(cfg("llama", "lora"))[0]) == llama
     model = adapted(cfg("bert", "ia3"))[0]
     assert adapted_modules(model) == {"attention.self.key", "attention.self.value", "attention.output.dense", "output.dense"}
@@ -66,8 +68,7 @@ def test_auto_targets_follow_the_architecture(tmp_path, model_dirs, toy_csv):
 
 
 def test_layers_to_transform_counts_from_the_top_and_names_the_layers(tmp_path, tiny_llama_dir, toy_csv):
-    cfg = build_cfg(tmp_path, tiny_llama_dir, toy_csv, "transfer.mode=lora", "transfer.peft.layers_to_transform=[-1]",
-                    "model.pooling=last")
+    cfg = build_cfg(tmp_path, tiny_llama_dir, toy_csv, "transfer.mode=lora", "transfer.peft.layers_to_transform=[-1]", "model.pooling=last")
     model, _ = adapted(cfg)
     lora = [n for n, p in model.named_parameters() if p.requires_grad and ".lora_" in n]
     assert lora and all(".layers.1." in n for n in lora)
@@ -76,11 +77,17 @@ def test_layers_to_transform_counts_from_the_top_and_names_the_layers(tmp_path, 
     assert {n.split(".layers.")[1].split(".")[0] for n, p in ia3.named_parameters() if ".ia3_" in n} == {"1"}
 
 
-@pytest.mark.parametrize("targets, match", [
-    ("[query, valu]", r"valu matches no linear module \(did you mean 'value'\?\); the backbone's linear modules are: "
-                      r"attention\.self\.query, attention\.self\.key, attention\.self\.value, attention\.output\.dense"),
-    ("[pooler.dense]", r"pooler\.dense matches no linear module in layers \[1\]"),
-])
+@pytest.mark.parametrize(
+    "targets, match",
+    [
+        (
+            "[query, valu]",
+            r"valu matches no linear module \(did you mean 'value'\?\); the backbone's linear modules are: "
+            r"attention\.self\.query, attention\.self\.key, attention\.self\.value, attention\.output\.dense",
+        ),
+        ("[pooler.dense]", r"pooler\.dense matches no linear module in layers \[1\]"),
+    ],
+)
 def test_targets_that_match_nothing_list_the_linear_modules(tmp_path, tiny_bert_dir, toy_csv, targets, match):
     layers = ["transfer.peft.layers_to_transform=[1]"] if "pooler" in targets else []
     cfg = build_cfg(tmp_path, tiny_bert_dir, toy_csv, "transfer.mode=lora", f"transfer.peft.target_modules={targets}", *layers)
@@ -94,17 +101,20 @@ def test_a_layer_that_does_not_exist_is_named(tmp_path, tiny_bert_dir, toy_csv):
         adapted(cfg)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (("transfer.mode=lora", "model.head=logreg"), "logreg is fitted on frozen features and needs transfer.mode=feature_extraction"),
-    (("transfer.mode=lora", "transfer.l2sp=0.01"), "l2sp=0.01 has nothing to hold back with transfer.mode=lora"),
-    (("transfer.mode=dora", "model.pretrained=false"), "adapts pretrained weights it keeps frozen"),
-    (("transfer.mode=full", "transfer.peft.r=16"), "transfer.peft configures the adapter modes .* no effect with transfer.mode=full"),
-    (("transfer.mode=prompt_tuning", "transfer.peft.layers_to_transform=[1]"), "layers_to_transform does not apply to prompt_tuning"),
-    (("transfer.mode=prompt_tuning", "transfer.layerwise_lr_decay=0.8"), "layerwise_lr_decay does not apply to prompt_tuning"),
-    (("transfer.mode=lora", "transfer.peft.target_modules=all"), "target_modules='all' is not valid; use auto or a list"),
-    (("transfer.mode=lora", "transfer.peft.bias=some"), "transfer.peft.bias='some' is not valid"),
-    (("transfer.mode=lora", "transfer.peft.layers_to_transform=[1, 1]"), r"layers_to_transform=\[1, 1\] names a layer twice"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (("transfer.mode=lora", "model.head=logreg"), "logreg is fitted on frozen features and needs transfer.mode=feature_extraction"),
+        (("transfer.mode=lora", "transfer.l2sp=0.01"), "l2sp=0.01 has nothing to hold back with transfer.mode=lora"),
+        (("transfer.mode=dora", "model.pretrained=false"), "adapts pretrained weights it keeps frozen"),
+        (("transfer.mode=full", "transfer.peft.r=16"), "transfer.peft configures the adapter modes .* no effect with transfer.mode=full"),
+        (("transfer.mode=prompt_tuning", "transfer.peft.layers_to_transform=[1]"), "layers_to_transform does not apply to prompt_tuning"),
+        (("transfer.mode=prompt_tuning", "transfer.layerwise_lr_decay=0.8"), "layerwise_lr_decay does not apply to prompt_tuning"),
+        (("transfer.mode=lora", "transfer.peft.target_modules=all"), "target_modules='all' is not valid; use auto or a list"),
+        (("transfer.mode=lora", "transfer.peft.bias=some"), "transfer.peft.bias='some' is not valid"),
+        (("transfer.mode=lora", "transfer.peft.layers_to_transform=[1, 1]"), r"layers_to_transform=\[1, 1\] names a layer twice"),
+    ],
+)
 def test_recipes_that_cannot_work_fail_in_one_line(make_cfg, tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match) as e:
         make_cfg(tmp_path, *overrides)
@@ -138,10 +148,19 @@ CASES = [(arch, mode) for arch in ("bert", "gpt2", "llama") for mode in ("lora",
 
 @pytest.mark.parametrize("arch, mode", CASES, ids=[f"{a}-{m}" for a, m in CASES])
 def test_adapter_runs_train_only_the_adapter_and_reload_and_merge_to_the_same_logits(
-        tmp_path, model_dirs, toy_csv, monkeypatch, arch, mode):
+    tmp_path, model_dirs, toy_csv, monkeypatch, arch, mode
+):
     kept = _keep_model(monkeypatch)
-    cfg = build_cfg(tmp_path, model_dirs[arch], toy_csv, f"transfer.mode={mode}", "train.epochs=1", "train.lr=1e-2",
-                    "model.pooling=auto", "transfer.peft.num_virtual_tokens=4")
+    cfg = build_cfg(
+        tmp_path,
+        model_dirs[arch],
+        toy_csv,
+        f"transfer.mode={mode}",
+        "train.epochs=1",
+        "train.lr=1e-2",
+        "model.pooling=auto",
+        "transfer.peft.num_virtual_tokens=4",
+    )
     result = train(cfg, progress=False)
     model, before = kept["model"].eval(), kept["before"]
     after = model.state_dict()
@@ -270,8 +289,13 @@ def test_an_adapter_run_without_its_adapter_file_is_incomplete(lora_run, tmp_pat
 def test_export_cli_needs_merge_and_refuses_a_full_run_in_one_line(make_cfg, tmp_path):
     run = train(make_cfg(tmp_path, "train.epochs=1"), progress=False).output_dir
     for args, message in ((["--merge"], "is not an adapter run"), ([], "choose what to export: --merge")):
-        proc = subprocess.run([sys.executable, "scripts/export.py", str(run), str(tmp_path / "out"), *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "scripts/export.py", str(run), str(tmp_path / "out"), *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
@@ -305,8 +329,10 @@ def test_lora_runs_with_and_without_the_prefix_cache_agree(make_cfg, tmp_path):
 
 
 def test_bias_training_below_the_adapters_switches_the_prefix_cache_off(make_cfg, tmp_path):
-    r = train(make_cfg(tmp_path, "transfer.mode=lora", "transfer.peft.layers_to_transform=[1]", "transfer.peft.bias=all",
-                       "train.epochs=1"), progress=False)
+    r = train(
+        make_cfg(tmp_path, "transfer.mode=lora", "transfer.peft.layers_to_transform=[1]", "transfer.peft.bias=all", "train.epochs=1"),
+        progress=False,
+    )
     assert r.timing["cache"] == {}  # the embeddings' LayerNorm bias trains: nothing below layer 1 is frozen
 
 
@@ -324,16 +350,28 @@ def task_file(tmp_path_factory) -> Path:
     return p
 
 
-@pytest.mark.parametrize("overrides", [
-    ("data.label_column=labels",),  # multi-label
-    ("data.label_column=score", "train.loss=huber"),  # regression
-    ("data.label_column=polarity", "data.text_pair_column=second", "model.pooling=pooler"),  # pairs
-    ("data.label_column=polarity", "model.chunking=true", "model.max_length=8", "model.chunk_stride=2"),
-], ids=["multi_label", "regression", "pairs", "chunking"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("data.label_column=labels",),  # multi-label
+        ("data.label_column=score", "train.loss=huber"),  # regression
+        ("data.label_column=polarity", "data.text_pair_column=second", "model.pooling=pooler"),  # pairs
+        ("data.label_column=polarity", "model.chunking=true", "model.max_length=8", "model.chunk_stride=2"),
+    ],
+    ids=["multi_label", "regression", "pairs", "chunking"],
+)
 @pytest.mark.parametrize("mode", ["lora", "prompt_tuning"])
 def test_adapters_train_and_reload_every_task_type(tmp_path, tiny_bert_dir, task_file, overrides, mode):
-    cfg = build_cfg(tmp_path, tiny_bert_dir, task_file, f"transfer.mode={mode}", "transfer.peft.num_virtual_tokens=4",
-                    "train.epochs=1", "train.lr=1e-2", *overrides)
+    cfg = build_cfg(
+        tmp_path,
+        tiny_bert_dir,
+        task_file,
+        f"transfer.mode={mode}",
+        "transfer.peft.num_virtual_tokens=4",
+        "train.epochs=1",
+        "train.lr=1e-2",
+        *overrides,
+    )
     result = train(cfg, progress=False)
     data = load_data(cfg.data)
     test = data.splits["test"]
@@ -349,9 +387,18 @@ def test_adapters_train_and_reload_every_task_type(tmp_path, tiny_bert_dir, task
 
 
 def test_lora_with_an_mlp_head_class_weights_layer_decay_early_stopping_and_bf16(make_cfg, tmp_path):
-    cfg = make_cfg(tmp_path, "transfer.mode=dora", "model.head=mlp", "train.class_weights=balanced",
-                   "transfer.layerwise_lr_decay=0.5", "train.early_stopping_patience=1", "train.epochs=3",
-                   "train.mixed_precision=bf16", "train.lr=1e-2", "train.head_lr=2e-2")
+    cfg = make_cfg(
+        tmp_path,
+        "transfer.mode=dora",
+        "model.head=mlp",
+        "train.class_weights=balanced",
+        "transfer.layerwise_lr_decay=0.5",
+        "train.early_stopping_patience=1",
+        "train.epochs=3",
+        "train.mixed_precision=bf16",
+        "train.lr=1e-2",
+        "train.head_lr=2e-2",
+    )
     model, _ = adapted(cfg)
     lrs = {g["depth"]: g["lr"] for g in param_groups(model, cfg.train, cfg.transfer)}
     assert lrs == {1: pytest.approx(5e-3), 2: pytest.approx(1e-2), 3: pytest.approx(2e-2)}  # layer 0, layer 1, head
@@ -410,14 +457,30 @@ def test_two_processes_train_lora_to_the_same_metrics_as_one(make_cfg, tmp_path)
     recipe = tmp_path / "two.yaml"
     recipe.write_text(cfg.to_yaml())
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", free_port(),
-                           "scripts/train.py", "--config", str(recipe), "--no-progress"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            free_port(),
+            "scripts/train.py",
+            "--config",
+            str(recipe),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((Path(cfg.output.dir) / "metrics.json").read_text())
     assert two["environment"]["num_processes"] == 2
     drop = lambda m: {k: v for k, v in m.items() if k != "loss"}  # noqa: E731
     assert drop(two["test"]) == json.loads(json.dumps(drop(one.test)))
     assert two["test"]["loss"] == pytest.approx(one.test["loss"], rel=1e-5)
-    np.testing.assert_allclose(load_run(cfg.output.dir).logits(["good film", "bad plot"]),
-                               load_run(one.output_dir).logits(["good film", "bad plot"]), atol=1e-6)
+    np.testing.assert_allclose(
+        load_run(cfg.output.dir).logits(["good film", "bad plot"]), load_run(one.output_dir).logits(["good film", "bad plot"]), atol=1e-6
+    )

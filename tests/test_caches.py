@@ -12,18 +12,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import free_port
+from safetensors.torch import load_file
 
 from nlp_transfer import ConfigError, load_data, load_run, train
 from nlp_transfer.data.batching import PadCollator, tokenize
-from nlp_transfer.transfer.caches import FeatureCache, cached_features
-from nlp_transfer.transfer.prefix import FrozenPrefix, PrefixCollator, PrefixDataset, encode_prefix, first_trained_layer, frozen_modules
 from nlp_transfer.models.classifier import TextClassifier, build_head
-from nlp_transfer.transfer.probe import C_GRID, fit_logreg
 from nlp_transfer.recipes import build_encoder_classifier
+from nlp_transfer.transfer.caches import FeatureCache, cached_features
 from nlp_transfer.transfer.modes import apply_transfer, trainable_depth_floor
+from nlp_transfer.transfer.prefix import FrozenPrefix, PrefixCollator, PrefixDataset, encode_prefix, first_trained_layer, frozen_modules
+from nlp_transfer.transfer.probe import C_GRID, fit_logreg
 
 train_module = importlib.import_module("nlp_transfer.training.trainer")
 SPLITS = ["train", "validation", "test"]
@@ -131,8 +130,13 @@ def test_cache_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
 
 # ---- feature extraction end to end: cached == uncached, second run skips encoding ----------
 def test_feature_extraction_cached_and_uncached_runs_agree_and_the_second_run_hits(make_cfg, tmp_path):
-    fe = ("transfer.mode=feature_extraction", "train.epochs=3", "train.lr=1e-2", "model.head_dropout=0.2",
-          f"transfer.cache_dir={tmp_path / 'cache'}")
+    fe = (
+        "transfer.mode=feature_extraction",
+        "train.epochs=3",
+        "train.lr=1e-2",
+        "model.head_dropout=0.2",
+        f"transfer.cache_dir={tmp_path / 'cache'}",
+    )
     first = train(make_cfg(tmp_path / "a", *fe), progress=False)
     again = train(make_cfg(tmp_path / "b", *fe), progress=False)
     plain = train(make_cfg(tmp_path / "c", *fe, "transfer.cache_features=false"), progress=False)
@@ -199,8 +203,16 @@ def _tiny_llama(n_layers=3):
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=60,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
     return LlamaModel(config)
 
 
@@ -210,11 +222,13 @@ def test_prefix_cache_gives_the_same_loss_and_gradients_on_a_llama_decoder(accel
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 20, size=24)
-    ds = datasets.Dataset.from_dict({
-        "input_ids": [rng.integers(1, 60, size=n).tolist() for n in lengths],
-        "labels": rng.integers(0, 3, size=24).tolist(),
-        "length": lengths.tolist(),
-    })
+    ds = datasets.Dataset.from_dict(
+        {
+            "input_ids": [rng.integers(1, 60, size=n).tolist() for n in lengths],
+            "labels": rng.integers(0, 3, size=24).tolist(),
+            "length": lengths.tolist(),
+        }
+    )
 
     def collate(examples):
         t = max(len(e["input_ids"]) for e in examples)
@@ -361,8 +375,22 @@ def test_two_processes_encode_the_same_cache_as_one(make_cfg, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(repo)}
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "scripts/train.py", "--config", str(recipe), "--no-progress"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            free_port(),
+            "scripts/train.py",
+            "--config",
+            str(recipe),
+            "--no-progress",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 process(es)" in proc.stderr

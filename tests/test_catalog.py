@@ -7,13 +7,13 @@ import json
 import pandas as pd
 import pytest
 
+from nlp_transfer.config import DataConfig
 from nlp_transfer.data import catalog
+from nlp_transfer.data.loading import load_data
+from nlp_transfer.errors import DataError, ModelError
 from nlp_transfer.models import catalog as model_catalog
 from nlp_transfer.utils import paths
 from nlp_transfer.utils.paths import package_dir
-from nlp_transfer.config import DataConfig
-from nlp_transfer.data.loading import load_data
-from nlp_transfer.errors import DataError, ModelError
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_tweet_sentiment(frames):
 
 def test_catalog_descriptions():
     assert set(catalog.DATASETS) == {"rotten_tomatoes", "bbc_news", "tweet_sentiment"}
-    for name, (loader, description) in catalog.DATASETS.items():
+    for loader, description in catalog.DATASETS.values():
         assert callable(loader) and description
 
 

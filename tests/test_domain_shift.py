@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, toy_rows, write_csv
+from test_compare import recipe
+
 from nlp_transfer import ConfigError, DataError, RecipeConfig
 from nlp_transfer.config import DataConfig
 from nlp_transfer.data.loading import load_data, unlabelled_texts
-from test_compare import recipe
 
 # Another "domain": the toy task with other label names and a third class the source never saw.
 TARGET_NAMES = {"pos": "positive", "neg": "negative"}
@@ -29,8 +29,7 @@ def target_csv(tmp_path_factory) -> Path:
 
 
 def target_recipe(tmp_path: Path, model_dir: Path, target_csv: Path) -> Path:
-    return recipe(tmp_path, "reference", model_dir, target_csv,
-                  data={"label_map": {"positive": "pos", "negative": "neg", "neutral": None}})
+    return recipe(tmp_path, "reference", model_dir, target_csv, data={"label_map": {"positive": "pos", "negative": "neg", "neutral": None}})
 
 
 def test_label_map_renames_and_drops_before_splitting(target_csv):
@@ -75,8 +74,10 @@ def test_compare_with_a_target_recipe(tmp_path, tiny_bert_dir, toy_csv, target_c
     from nlp_transfer import load_run
     from nlp_transfer.experiments.compare import compare
 
-    recipes = [recipe(tmp_path, "source-only", tiny_bert_dir, toy_csv, train={"epochs": 1}),
-               recipe(tmp_path, "longer", tiny_bert_dir, toy_csv, train={"epochs": 3})]
+    recipes = [
+        recipe(tmp_path, "source-only", tiny_bert_dir, toy_csv, train={"epochs": 1}),
+        recipe(tmp_path, "longer", tiny_bert_dir, toy_csv, train={"epochs": 3}),
+    ]
     target = target_recipe(tmp_path, tiny_bert_dir, target_csv)
     result = compare(recipes, tmp_path / "runs", ["data.max_samples=100"], progress=False, target=str(target))
 
@@ -115,12 +116,21 @@ def test_compare_target_mistakes_are_one_line(tmp_path, tiny_bert_dir, toy_csv, 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     runs = tmp_path / "runs"
     for target, message in [
-        (unmapped, "error: the target has labels the source runs do not know (negative, neutral, positive; theirs: neg, pos); "
-                   "rename or drop them with data.label_map"),
+        (
+            unmapped,
+            "error: the target has labels the source runs do not know (negative, neutral, positive; theirs: neg, pos); "
+            "rename or drop them with data.label_map",
+        ),
         (tmp_path / "nothing.csv", "error: --target '"),
     ]:
-        proc = subprocess.run([sys.executable, "scripts/compare.py", "-r", str(source), "--target", str(target),
-                               "--runs", str(runs), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "scripts/compare.py", "-r", str(source), "--target", str(target), "--runs", str(runs), "--no-progress"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2, proc.stderr[-2000:]
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and errors[0].startswith(message), proc.stderr[-2000:]

@@ -14,11 +14,15 @@ import pytest
 import torch
 from torch import nn
 
-
 import nlp_transfer.models.fast as fast
 
 ATTENTION, FastDropout, attention, dropout_mask, fast_dropout, speedups = (
-    fast.ATTENTION, fast.FastDropout, fast.attention, fast.dropout_mask, fast.fast_dropout, fast.speedups,
+    fast.ATTENTION,
+    fast.FastDropout,
+    fast.attention,
+    fast.dropout_mask,
+    fast.fast_dropout,
+    fast.speedups,
 )
 
 
@@ -27,9 +31,15 @@ def _tiny_bert(impl="sdpa", dropout=0.0, layers=3, hidden_dropout=None):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
-                     hidden_dropout_prob=dropout if hidden_dropout is None else hidden_dropout,
-                     attention_probs_dropout_prob=dropout)
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=dropout if hidden_dropout is None else hidden_dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     cfg._attn_implementation = impl
     return BertModel(cfg)
 
@@ -160,8 +170,9 @@ def test_attention_eager_path_accepts_transformers_kwargs_and_rejects_others(mon
     calls = []
     real = fast.fast_dropout
     monkeypatch.setattr(fast, "fast_dropout", lambda x, p, training=True: calls.append(x.shape) or real(x, p, training))
-    ours, _ = attention(_module(), q, k, v, mask, dropout=1e-9, position_ids=None, is_causal=None, output_attentions=False,
-                        encoder_hidden_states=None)  # BertSelfAttention passes that None on
+    ours, _ = attention(
+        _module(), q, k, v, mask, dropout=1e-9, position_ids=None, is_causal=None, output_attentions=False, encoder_hidden_states=None
+    )  # BertSelfAttention passes that None on
     assert calls  # our eager path ran: an explicit is_causal=None defers to the (bidirectional) module
     with pytest.raises(TypeError, match="sliding_window"):
         attention(_module(), q, k, v, mask, dropout=1e-9, sliding_window=2)
@@ -295,8 +306,10 @@ def test_an_untested_transformers_version_skips_with_a_note_and_changes_nothing(
     with speedups(model, dropout=False, first_token=True, allocator=False) as done:
         assert _state(model) == before
     assert not done.attention and not done.first_token and done.dropouts == 0
-    assert done.notes == [f"fast attention: transformers {version} is outside the tested range >=5.0,<6.0",
-                          f"first-token: transformers {version} is outside the tested range >=5.0,<6.0"]
+    assert done.notes == [
+        f"fast attention: transformers {version} is outside the tested range >=5.0,<6.0",
+        f"first-token: transformers {version} is outside the tested range >=5.0,<6.0",
+    ]
     assert version in done.describe() and "\n" not in done.describe()
     with pytest.raises(ValueError, match="outside the tested range"):
         fast.apply_first_token(model.backbone.encoder.layer[-1])
@@ -344,8 +357,8 @@ def test_first_token_gives_the_same_pooled_output_and_gradients(impl):
         assert a.last_hidden_state.shape == (3, 7, 32) and b.last_hidden_state.shape == (3, 1, 32)
         torch.testing.assert_close(b.last_hidden_state[:, 0], a.last_hidden_state[:, 0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(b.pooler_output, a.pooler_output, rtol=1e-5, atol=1e-6)
-        (a.pooler_output ** 2).sum().backward()
-        (b.pooler_output ** 2).sum().backward()
+        (a.pooler_output**2).sum().backward()
+        (b.pooler_output**2).sum().backward()
         for (name, p), q in zip(full.named_parameters(), fast_model.parameters()):
             assert (p.grad is None) == (q.grad is None), name
             if p.grad is not None:
@@ -379,8 +392,7 @@ def test_speedups_use_first_token_for_cls_and_pooler_pooling_only():
         stock = model(ids, mask)
         with speedups(model, dropout=False, attention=False, first_token=True, allocator=False) as done:
             assert done.first_token is expected, pooling
-            assert done.notes == ([] if expected else
-                                  [f"first-token: pooling '{pooling}' reads more than position 0 (only cls, pooler)"])
+            assert done.notes == ([] if expected else [f"first-token: pooling '{pooling}' reads more than position 0 (only cls, pooler)"])
             tokens = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state.shape[1]
             assert tokens == (1 if expected else 7)
             torch.testing.assert_close(model(ids, mask), stock, rtol=1e-5, atol=1e-6)
@@ -391,8 +403,7 @@ def test_first_token_is_off_by_default_and_needs_a_pooling():
     with speedups(_Classifier(_tiny_bert()), allocator=False) as done:
         assert not done.first_token and done.notes == []
     with speedups(_tiny_bert(), dropout=False, attention=False, first_token=True, allocator=False) as done:
-        assert not done.first_token and done.notes == [
-            "first-token: the model has no pooling attribute to say position 0 is all it reads"]
+        assert not done.first_token and done.notes == ["first-token: the model has no pooling attribute to say position 0 is all it reads"]
 
 
 def test_first_token_layer_raises_for_arguments_it_cannot_honour():
@@ -414,8 +425,9 @@ def test_first_token_layer_raises_for_arguments_it_cannot_honour():
 def test_first_token_leaves_decoder_layers_alone():
     from transformers import LlamaConfig, LlamaModel
 
-    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2)
+    cfg = LlamaConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
     model = _Classifier(LlamaModel(cfg), "cls")
     with speedups(model, dropout=False, attention=False, first_token=True, allocator=False) as done:
         assert not done.first_token and "is not built like BERT's" in done.notes[0], done.notes
@@ -433,13 +445,17 @@ def test_first_token_checks_the_layer_forward_signature():
     model.backbone.encoder.layer = nn.ModuleList(OtherLayer(model.backbone.config) for _ in range(2))
     with speedups(model, dropout=False, attention=False, first_token=True, allocator=False) as done:
         assert not done.first_token
-    assert done.notes == ["first-token: OtherLayer.forward(self, hidden_states, attention_mask=None, *args, **kwargs) "
-                          "is not the BertLayer forward it was written for"]
+    assert done.notes == [
+        "first-token: OtherLayer.forward(self, hidden_states, attention_mask=None, *args, **kwargs) "
+        "is not the BertLayer forward it was written for"
+    ]
     assert fast.first_token_problem(_tiny_bert(layers=1).encoder.layer[0]) is None
 
 
 def test_describe_is_one_line():
     with speedups(_Classifier(_tiny_bert(layers=2, dropout=0.1), "mean"), first_token=True, allocator=False) as done:
         line = done.describe()
-    assert line == (f"speed-ups: fast dropout in {done.dropouts} module(s), nlp_transfer attention "
-                    "(not applied: first-token: pooling 'mean' reads more than position 0 (only cls, pooler))")
+    assert line == (
+        f"speed-ups: fast dropout in {done.dropouts} module(s), nlp_transfer attention "
+        "(not applied: first-token: pooling 'mean' reads more than position 0 (only cls, pooler))"
+    )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_csv
+
 from nlp_transfer import ConfigError, load_data
 from nlp_transfer.config import DataConfig
 from nlp_transfer.data.sampling import per_class_sample
@@ -59,8 +59,14 @@ def test_samples_per_class_needs_single_label_data(tmp_path):
 
 
 # ---- setfit: the encoder tuned on contrastive pairs, then a logistic-regression head -------------------
-SETFIT = ("transfer.mode=setfit", "model.head=logreg", "data.samples_per_class=8", "train.epochs=2", "train.lr=1e-3",
-          "transfer.setfit.num_iterations=5")
+SETFIT = (
+    "transfer.mode=setfit",
+    "model.head=logreg",
+    "data.samples_per_class=8",
+    "train.epochs=2",
+    "train.lr=1e-3",
+    "transfer.setfit.num_iterations=5",
+)
 
 
 def test_setfit_trains_the_encoder_on_pairs_and_its_run_reloads_to_the_same_labels(make_cfg, tmp_path, monkeypatch):
@@ -125,12 +131,15 @@ def test_contrastive_pairs_come_from_setfits_sampler():
     assert sum(p["label"] for p in pairs) == 3 * len(labels)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (("transfer.mode=setfit",), "setfit fits a logistic-regression head on the tuned embeddings; set model.head=logreg"),
-    (("transfer.mode=setfit", "model.head=logreg", "train.save_checkpoints=true"), "without checkpoints"),
-    (("transfer.mode=setfit", "model.head=logreg", "model.chunking=true", "model.chunk_stride=4"), "compares whole texts"),
-    (("transfer.mode=full", "transfer.setfit.num_iterations=5"), "transfer.setfit configures transfer.mode=setfit"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (("transfer.mode=setfit",), "setfit fits a logistic-regression head on the tuned embeddings; set model.head=logreg"),
+        (("transfer.mode=setfit", "model.head=logreg", "train.save_checkpoints=true"), "without checkpoints"),
+        (("transfer.mode=setfit", "model.head=logreg", "model.chunking=true", "model.chunk_stride=4"), "compares whole texts"),
+        (("transfer.mode=full", "transfer.setfit.num_iterations=5"), "transfer.setfit configures transfer.mode=setfit"),
+    ],
+)
 def test_setfit_recipes_that_cannot_work_fail_in_one_line(make_cfg, tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
         make_cfg(tmp_path, *overrides)
@@ -140,11 +149,14 @@ def test_setfit_refuses_multi_label_data_in_one_line(tmp_path, tiny_bert_dir):
     import json
 
     from conftest import build_cfg
+
     from nlp_transfer import train
 
     p = tmp_path / "multi.jsonl"
-    p.write_text("\n".join(json.dumps({"text": f"good film {i}" if i % 2 else f"bad plot {i}", "label": ["a", "b"][: 1 + i % 2]})
-                           for i in range(60)) + "\n")
+    p.write_text(
+        "\n".join(json.dumps({"text": f"good film {i}" if i % 2 else f"bad plot {i}", "label": ["a", "b"][: 1 + i % 2]}) for i in range(60))
+        + "\n"
+    )
     cfg = build_cfg(tmp_path, tiny_bert_dir, p, "transfer.mode=setfit", "model.head=logreg")
     with pytest.raises(ConfigError, match="logreg fits a single-label logistic regression, but the data is multi_label"):
         train(cfg, progress=False)
@@ -156,29 +168,42 @@ def test_setfit_refuses_multi_label_data_in_one_line(tmp_path, tiny_bert_dir):
 def causal_lm_dir(request, tmp_path_factory):
     """A tiny Llama saved as a causal language model, its output embeddings tied to the input ones or not."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from conftest import SPECIALS, WORDS, save_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     d = tmp_path_factory.mktemp("causal-lm")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(SPECIALS + WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1,
-                         eos_token_id=2, tie_word_embeddings=request.param)
+    config = LlamaConfig(
+        vocab_size=len(SPECIALS + WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=request.param,
+    )
     LlamaForCausalLM(config).eval().save_pretrained(d)
     save_tokenizer(d, bos=True, eos=True, padding_side="left")
     return d
 
 
-ZERO_SHOT = ("transfer.mode=zero_shot", "model.pooling=auto", "model.prompt=the {text} film was",
-             "model.label_words={neg: ' bad', pos: ' good'}", "model.calibration_text=null")
+ZERO_SHOT = (
+    "transfer.mode=zero_shot",
+    "model.pooling=auto",
+    "model.prompt=the {text} film was",
+    "model.label_words={neg: ' bad', pos: ' good'}",
+    "model.calibration_text=null",
+)
 
 
 def test_zero_shot_scores_equal_the_language_models_next_token_logits(tmp_path, causal_lm_dir, toy_csv):
     import torch
+    from conftest import build_cfg
     from transformers import AutoModelForCausalLM
 
-    from conftest import build_cfg
     from nlp_transfer import load_run, train
 
     cfg = build_cfg(tmp_path, causal_lm_dir, toy_csv, *ZERO_SHOT)
@@ -205,14 +230,13 @@ def test_zero_shot_scores_equal_the_language_models_next_token_logits(tmp_path, 
 
 def test_calibration_subtracts_the_scores_of_the_content_free_input(tmp_path, causal_lm_dir, toy_csv):
     import torch
+    from conftest import build_cfg
     from transformers import AutoModelForCausalLM
 
-    from conftest import build_cfg
     from nlp_transfer import load_run, train
 
     plain = load_run(train(build_cfg(tmp_path / "plain", causal_lm_dir, toy_csv, *ZERO_SHOT), progress=False).output_dir)
-    result = train(build_cfg(tmp_path / "cal", causal_lm_dir, toy_csv, *ZERO_SHOT[:-1], "model.calibration_text=plot"),
-                   progress=False)
+    result = train(build_cfg(tmp_path / "cal", causal_lm_dir, toy_csv, *ZERO_SHOT[:-1], "model.calibration_text=plot"), progress=False)
     calibrated = load_run(result.output_dir)
     lm = AutoModelForCausalLM.from_pretrained(str(causal_lm_dir)).eval()
     words = result.history[0]["zero_shot"]["label_words"]
@@ -228,9 +252,9 @@ def test_calibration_subtracts_the_scores_of_the_content_free_input(tmp_path, ca
 def test_a_long_text_is_cut_inside_the_prompt():
     import tempfile
 
+    from conftest import save_tokenizer
     from transformers import AutoTokenizer
 
-    from conftest import save_tokenizer
     from nlp_transfer.data.chunking import LongTextSpec, encode
 
     d = Path(tempfile.mkdtemp())
@@ -241,24 +265,31 @@ def test_a_long_text_is_cut_inside_the_prompt():
     assert rows == [["<s>", "the", "good", "film"], ["<s>", "the", "a", "very", "dull", "plot", "and", "film"]]
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (("transfer.mode=zero_shot",), "asks the model to continue a prompt; set model.prompt"),
-    (("transfer.mode=zero_shot", "model.prompt=no text here"), "must contain {text} exactly once"),
-    (("transfer.mode=zero_shot", "model.prompt={text}:", "model.pooling=mean"), "set model.pooling=auto"),
-    (("transfer.mode=full", "model.label_words={neg: bad}"), "model.label_words is for transfer.mode=zero_shot"),
-    (("transfer.mode=full", "model.calibration_text=null"), "model.calibration_text is for transfer.mode=zero_shot"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (("transfer.mode=zero_shot",), "asks the model to continue a prompt; set model.prompt"),
+        (("transfer.mode=zero_shot", "model.prompt=no text here"), "must contain {text} exactly once"),
+        (("transfer.mode=zero_shot", "model.prompt={text}:", "model.pooling=mean"), "set model.pooling=auto"),
+        (("transfer.mode=full", "model.label_words={neg: bad}"), "model.label_words is for transfer.mode=zero_shot"),
+        (("transfer.mode=full", "model.calibration_text=null"), "model.calibration_text is for transfer.mode=zero_shot"),
+    ],
+)
 def test_zero_shot_recipes_that_cannot_work_fail_in_one_line(make_cfg, tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
         make_cfg(tmp_path, *overrides)
 
 
-@pytest.mark.parametrize("words, match", [
-    ("{neg: ' good', pos: ' good'}", "the words for 'neg' and 'pos' start with the same token 'good'"),
-    ("{negative: ' bad'}", "model.label_words names 'negative', which the data does not have"),
-])
+@pytest.mark.parametrize(
+    "words, match",
+    [
+        ("{neg: ' good', pos: ' good'}", "the words for 'neg' and 'pos' start with the same token 'good'"),
+        ("{negative: ' bad'}", "model.label_words names 'negative', which the data does not have"),
+    ],
+)
 def test_label_words_that_cannot_be_told_apart_fail_in_one_line(tmp_path, causal_lm_dir, toy_csv, words, match):
     from conftest import build_cfg
+
     from nlp_transfer import train
 
     cfg = build_cfg(tmp_path, causal_lm_dir, toy_csv, *ZERO_SHOT[:3], f"model.label_words={words}", "model.calibration_text=null")
@@ -292,7 +323,9 @@ def test_a_curve_trains_each_point_once_and_resumes_after_an_interruption(make_c
     first = curve([str(recipe)], per_class=[4, 8, None], seeds=2, runs_dir=runs)
     assert calls == [(4, 0, 8), (4, 1, 8), (8, 0, 16), (8, 1, 16), (None, 0, 260)]
     assert {(p["method"], p["per_class"], p["seed"]) for p in first.points} >= {
-        ("TF-IDF + logistic regression", 4, 1), ("TF-IDF + logistic regression", None, 0)}
+        ("TF-IDF + logistic regression", 4, 1),
+        ("TF-IDF + logistic regression", None, 0),
+    }
     assert (runs / "curve.md").is_file() and (runs / "curve.json").is_file() and (runs / "curve.png").is_file()
     assert not list(runs.rglob("model.safetensors"))  # metrics kept, weights not (--keep-models keeps them)
 
@@ -302,8 +335,9 @@ def test_a_curve_trains_each_point_once_and_resumes_after_an_interruption(make_c
     calls.clear()
     again = curve([str(recipe)], per_class=[4, 8, None], seeds=2, runs_dir=runs)
     assert calls == [(8, 1, 16)]
-    assert [p for p in again.points if p["per_class"] != 8 or p["seed"] != 1] == \
-        [p for p in first.points if p["per_class"] != 8 or p["seed"] != 1]
+    assert [p for p in again.points if p["per_class"] != 8 or p["seed"] != 1] == [
+        p for p in first.points if p["per_class"] != 8 or p["seed"] != 1
+    ]
     row = next(r for r in again.summary if r["per_class"] == 4 and r["method"].startswith("TF-IDF"))
     accs = [p["accuracy"] for p in again.points if p["per_class"] == 4 and p["method"].startswith("TF-IDF")]
     assert row["seeds"] == 2 and row["accuracy"] == pytest.approx(np.mean(accs))
@@ -311,8 +345,9 @@ def test_a_curve_trains_each_point_once_and_resumes_after_an_interruption(make_c
     assert "95% of full data at" in again.table and "± " in again.table
 
     # A point is reused only for the same recipe: a changed recipe trains its points again.
-    recipe.write_text(make_cfg(tmp_path, "transfer.mode=feature_extraction", "model.head=logreg", "model.logreg_c=1.0",
-                               name="probe").to_yaml())
+    recipe.write_text(
+        make_cfg(tmp_path, "transfer.mode=feature_extraction", "model.head=logreg", "model.logreg_c=1.0", name="probe").to_yaml()
+    )
     calls.clear()
     curve([str(recipe)], per_class=[4], seeds=1, runs_dir=runs)
     assert calls == [(4, 0, 8)]
@@ -322,18 +357,20 @@ def test_curve_sizes_of_256_and_more_use_at_most_three_seeds():
     from nlp_transfer.experiments.curve import seeds_for, summarize
 
     assert seeds_for(8, 5) == [0, 1, 2, 3, 4] and seeds_for(256, 5) == [0, 1, 2] and seeds_for(None, 5) == [0]
-    points = [{"method": "m", "per_class": n, "seed": 0, "train_size": 2 * (n or 100), "accuracy": a, "f1_macro": a, "seconds": 1.0}
-              for n, a in ((8, 0.70), (16, 0.80), (32, 0.86), (None, 0.90))]
+    points = [
+        {"method": "m", "per_class": n, "seed": 0, "train_size": 2 * (n or 100), "accuracy": a, "f1_macro": a, "seconds": 1.0}
+        for n, a in ((8, 0.70), (16, 0.80), (32, 0.86), (None, 0.90))
+    ]
     assert {r["reaches_target_at"] for r in summarize(points)} == {32}  # 0.95 * 0.90 = 0.855
 
 
 def test_a_prompted_text_gets_the_tokens_of_the_whole_prompt_under_byte_level_bpe():
     """GPT-2-style tokenizers mark a word's leading space inside its token: the text is tokenized with the space
     before it, so the prompt built from parts equals the prompt tokenized at once."""
+    from conftest import toy_rows
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from conftest import toy_rows
     from nlp_transfer.data.chunking import LongTextSpec, encode
 
     bpe = Tokenizer(models.BPE())

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import build_cfg
+
 from nlp_transfer import ModelError, RecipeConfig, train
-from nlp_transfer.data import catalog
-from nlp_transfer.models import catalog as model_catalog
-from nlp_transfer.utils import paths
-from nlp_transfer.utils.paths import package_dir
-from nlp_transfer.models import gguf
 from nlp_transfer.config import ModelConfig
+from nlp_transfer.models import catalog as model_catalog
+from nlp_transfer.models import gguf
 from nlp_transfer.recipes import build_decoder_classifier, resolve_checkpoint
+from nlp_transfer.utils import paths
 
 pytest.importorskip("gguf")
 
@@ -38,8 +36,16 @@ def write_tiny_gguf(path: Path) -> torch.nn.Module:
     tokens = ["<|endoftext|>", "<s>", "</s>"] + sorted(ByteLevel.alphabet())  # bytes only: no merges needed
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokens), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+        vocab_size=len(tokens),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
     )
     source = LlamaForCausalLM(config).eval()
     sd = {k: v.numpy() for k, v in source.state_dict().items()}
@@ -63,8 +69,13 @@ def write_tiny_gguf(path: Path) -> torch.nn.Module:
     w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
     names = {
-        "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_v": "self_attn.v_proj",
-        "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+        "attn_norm": "input_layernorm",
+        "ffn_norm": "post_attention_layernorm",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
     }
     for i in range(2):
         p = f"model.layers.{i}."
@@ -191,8 +202,15 @@ def test_catalog_smollm2_needs_its_package(monkeypatch):
 
 def test_training_from_a_gguf_file(tmp_path, tiny_gguf, toy_csv, cache):
     path, _ = tiny_gguf
-    cfg = build_cfg(tmp_path, path.parent, toy_csv, f"model.gguf_file={path.name}", "model.pooling=auto",
-                    "transfer.mode=feature_extraction", "train.epochs=2")
+    cfg = build_cfg(
+        tmp_path,
+        path.parent,
+        toy_csv,
+        f"model.gguf_file={path.name}",
+        "model.pooling=auto",
+        "transfer.mode=feature_extraction",
+        "train.epochs=2",
+    )
     assert isinstance(cfg, RecipeConfig)
     result = train(cfg, progress=False)
     meta = json.loads((result.output_dir / "nlp_transfer.json").read_text())

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import free_port
+
 from nlp_transfer import load_run, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,9 +71,24 @@ def test_two_ddp_processes_on_cuda_match_one(make_cfg, tmp_path):
     recipe = tmp_path / "two.yaml"
     recipe.write_text(cfg.to_yaml())
     torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "scripts/train.py",
-                           "--config", str(recipe), "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            free_port(),
+            "scripts/train.py",
+            "--config",
+            str(recipe),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((Path(cfg.output.dir) / "metrics.json").read_text())
     assert two["environment"]["num_processes"] == 2 and two["environment"]["distributed_type"] == "MULTI_GPU"

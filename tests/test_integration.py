@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from safetensors.torch import load_file
 
-from conftest import REPO
 from nlp_transfer import RecipeConfig, compute_metrics, load_data, load_run
-from nlp_transfer.data import catalog
 from nlp_transfer.models import catalog as model_catalog
 from nlp_transfer.utils.paths import package_dir
 
@@ -35,15 +34,32 @@ pytestmark = [
 
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 RUN_FILES = (
-    "config.json", "model.safetensors", "head.safetensors", "nlp_transfer.json", "tokenizer.json",
-    "tokenizer_config.json", "recipe.yaml", "metrics.json", "summary.md",
+    "config.json",
+    "model.safetensors",
+    "head.safetensors",
+    "nlp_transfer.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "recipe.yaml",
+    "metrics.json",
+    "summary.md",
 )
 
 
 def launch(recipe: str, out: Path, *overrides: str) -> subprocess.CompletedProcess:
     cmd = [
-        str(ACCELERATE), "launch", "-q", "--config_file", "recipes/accelerate/cpu.yaml", "scripts/train.py",
-        "--config", recipe, "data.max_samples=300", *overrides, f"output.dir={out}", "--no-progress",
+        str(ACCELERATE),
+        "launch",
+        "-q",
+        "--config_file",
+        "recipes/accelerate/cpu.yaml",
+        "scripts/train.py",
+        "--config",
+        recipe,
+        "data.max_samples=300",
+        *overrides,
+        f"output.dir={out}",
+        "--no-progress",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -135,8 +151,9 @@ def test_lora_recipe_stores_the_adapter_and_merges_into_a_plain_transformers_mod
     check_reload_reproduces_test_metrics(out, m)
 
     merged = tmp_path / "runs" / "merged"
-    proc = subprocess.run([sys.executable, "scripts/export.py", str(out), str(merged), "--merge"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/export.py", str(out), str(merged), "--merge"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "BertForSequenceClassification" in proc.stderr
     texts = list(load_data(RecipeConfig.from_yaml(out / "recipe.yaml").data).splits["test"]["text"])[:32]
@@ -170,9 +187,25 @@ def test_select_ranks_minilm_layers_and_its_recommendation_trains(tmp_path):
     """`scripts/select.py` on the real MiniLM (all 6 layers, mean pooling) and a Rotten Tomatoes slice, with the
     probe check; the recommended recipe then trains with `accelerate launch` and keeps only its layers."""
     out = tmp_path / "select"
-    cmd = [sys.executable, "scripts/select.py", "--config", "recipes/rotten_tomatoes/minilm-logreg.yaml", "data.max_samples=300",
-           "--candidates", "minilm", "--layers", "all", "--pooling", "mean", "--validate", "--max-samples", "300",
-           "--out", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "scripts/select.py",
+        "--config",
+        "recipes/rotten_tomatoes/minilm-logreg.yaml",
+        "data.max_samples=300",
+        "--candidates",
+        "minilm",
+        "--layers",
+        "all",
+        "--pooling",
+        "mean",
+        "--validate",
+        "--max-samples",
+        "300",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranking = json.loads((out / "ranking.json").read_text())
@@ -196,8 +229,19 @@ def test_compare_scores_a_rotten_tomatoes_run_on_tweets(tmp_path):
     trained on the tweets' own labels (domain-adversarial training has its unit tests in test_domain.py)."""
     runs = tmp_path / "domain"
     target = "recipes/tweet_sentiment/minilm-full-posneg.yaml"
-    cmd = [sys.executable, "scripts/compare.py", "-r", "recipes/rotten_tomatoes/minilm-full.yaml", "--target", target,
-           "data.max_samples=100", "train.epochs=1", "--runs", str(runs), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "scripts/compare.py",
+        "-r",
+        "recipes/rotten_tomatoes/minilm-full.yaml",
+        "--target",
+        target,
+        "data.max_samples=100",
+        "train.epochs=1",
+        "--runs",
+        str(runs),
+        "--no-progress",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,15 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_cfg, toy_rows
 from safetensors.torch import load_file
 
-from conftest import build_cfg, toy_rows
 from nlp_transfer import RecipeConfig, compute_metrics, load_data, load_run, train
-from nlp_transfer.data import catalog
-from nlp_transfer.models import catalog as model_catalog
-from nlp_transfer.utils.paths import package_dir
 from nlp_transfer.models.classifier import TextClassifier
 from nlp_transfer.recipes import build_encoder_classifier
+from nlp_transfer.utils.paths import package_dir
 
 TEXTS = [t for t, _ in toy_rows(24, seed=7)] + ["good", "a very very long and rather dull story " * 3]
 

@@ -69,8 +69,11 @@ def test_layer_contract_names_every_subpackage():
 
     contract = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
     layers = {name for layer in contract["layers"] for name in layer.split(" | ")}
-    top = {f"nlp_transfer.{p.stem if p.is_file() else p.name}" for p in PACKAGE.iterdir()
-           if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and (p / "__init__.py").is_file())}
+    top = {
+        f"nlp_transfer.{p.stem if p.is_file() else p.name}"
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and (p / "__init__.py").is_file())
+    }
     assert top == layers
 
 
@@ -92,17 +95,18 @@ def _imports_after(code: str) -> set[str]:
 
 def test_import_and_recipe_errors_import_no_torch():
     assert _imports_after("import nlp_transfer; nlp_transfer.RecipeConfig; nlp_transfer.ConfigError") == set()
-    bad = ("from nlp_transfer import RecipeConfig, ConfigError\n"
-           "try:\n    RecipeConfig.from_yaml('recipes/rotten_tomatoes/minilm-full.yaml', ['train.lrr=1'])\n"
-           "except ConfigError as e:\n    assert 'train.lr' in str(e)\nelse:\n    raise SystemExit('no error')")
+    bad = (
+        "from nlp_transfer import RecipeConfig, ConfigError\n"
+        "try:\n    RecipeConfig.from_yaml('recipes/rotten_tomatoes/minilm-full.yaml', ['train.lrr=1'])\n"
+        "except ConfigError as e:\n    assert 'train.lr' in str(e)\nelse:\n    raise SystemExit('no error')"
+    )
     assert _imports_after(bad) == set()
 
 
 def test_train_help_and_a_bad_override_import_no_torch(tmp_path):
     """`scripts/train.py --help` and a recipe error return before torch is imported (-X importtime lists every import)."""
     for args, code in ((["--help"], 0), (["--config", "recipes/rotten_tomatoes/minilm-full.yaml", "train.lrr=1"], 2)):
-        proc = subprocess.run([sys.executable, "-X", "importtime", "scripts/train.py", *args], capture_output=True,
-                              text=True, cwd=REPO)
+        proc = subprocess.run([sys.executable, "-X", "importtime", "scripts/train.py", *args], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == code, proc.stderr[-2000:]
         imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
         assert "nlp_transfer.config" in imported

@@ -12,14 +12,14 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import FILLER, VOCAB, build_cfg, free_port, toy_rows, write_csv
 
-from conftest import FILLER, SPECIAL, VOCAB, build_cfg, free_port, toy_rows, write_csv
 from nlp_transfer import RecipeConfig, load_data, load_run, train
-from nlp_transfer.data.chunking import LongTextSpec, aggregate, encode, pair_budget, per_document, window_starts
-from nlp_transfer.errors import ConfigError
 from nlp_transfer.data.batching import LengthGroupedBatchSampler, tokenize
-from nlp_transfer.transfer.caches import fingerprint_tokens
+from nlp_transfer.data.chunking import LongTextSpec, aggregate, encode, pair_budget, per_document, window_starts
 from nlp_transfer.data.sampling import class_weights, sampling_weights
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.transfer.caches import fingerprint_tokens
 
 CLS, SEP = VOCAB.index("[CLS]"), VOCAB.index("[SEP]")
 WORDS = FILLER[:20]
@@ -35,11 +35,14 @@ def tok(tiny_bert_dir):
 
 
 # ---- truncation strategies ------------------------------------------------------------------
-@pytest.mark.parametrize("how, kept", [
-    ("head", IDS[:8]),
-    ("tail", IDS[-8:]),
-    ("head+tail", IDS[:2] + IDS[-6:]),  # 1/4 of the 8-token budget from the start, 3/4 from the end
-])
+@pytest.mark.parametrize(
+    "how, kept",
+    [
+        ("head", IDS[:8]),
+        ("tail", IDS[-8:]),
+        ("head+tail", IDS[:2] + IDS[-6:]),  # 1/4 of the 8-token budget from the start, 3/4 from the end
+    ],
+)
 def test_truncation_strategies_keep_the_expected_tokens(tok, how, kept):
     enc = encode(tok, [LONG], None, LongTextSpec(10, how))
     assert enc["input_ids"] == [[CLS] + kept + [SEP]]
@@ -170,8 +173,7 @@ def long_csv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def chunked_run(tmp_path_factory, tiny_bert_dir, long_csv):
     tmp = tmp_path_factory.mktemp("chunked")
-    cfg = build_cfg(tmp, tiny_bert_dir, long_csv, "model.max_length=16", "model.chunking=true", "model.chunk_stride=4",
-                    "train.epochs=2")
+    cfg = build_cfg(tmp, tiny_bert_dir, long_csv, "model.max_length=16", "model.chunking=true", "model.chunk_stride=4", "train.epochs=2")
     return cfg, train(cfg, progress=False)
 
 
@@ -213,9 +215,19 @@ def test_prediction_aggregates_each_window_scored_alone(chunked_run, tok, how):
 
 @pytest.mark.parametrize("mode, head", [("feature_extraction", "linear"), ("feature_extraction", "logreg"), ("partial", "linear")])
 def test_frozen_caches_work_with_windows(tmp_path, tiny_bert_dir, long_csv, mode, head):
-    cfg = build_cfg(tmp_path, tiny_bert_dir, long_csv, "model.max_length=16", "model.chunking=true", "model.chunk_stride=4",
-                    f"transfer.mode={mode}", f"model.head={head}", "transfer.unfreeze_top=1", "train.epochs=2",
-                    "model.chunk_aggregate=max")
+    cfg = build_cfg(
+        tmp_path,
+        tiny_bert_dir,
+        long_csv,
+        "model.max_length=16",
+        "model.chunking=true",
+        "model.chunk_stride=4",
+        f"transfer.mode={mode}",
+        f"model.head={head}",
+        "transfer.unfreeze_top=1",
+        "train.epochs=2",
+        "model.chunk_aggregate=max",
+    )
     result = train(cfg, progress=False)
     data = load_data(cfg.data)
     assert result.test["num_examples"] == len(data.splits["test"]) < result.test["num_windows"]
@@ -230,7 +242,9 @@ def test_frozen_caches_work_with_windows(tmp_path, tiny_bert_dir, long_csv, mode
 def test_truncation_changes_the_feature_cache_key(tmp_path, tok):
     path = write_csv(tmp_path / "d.csv", [(LONG, "pos"), ("good", "neg")] * 10)
     data = load_data(load_cfg(path).data)
-    keys = {how: fingerprint_tokens(tokenize(data.splits, tok, 10, LongTextSpec(10, how))["train"]) for how in ("head", "tail", "head+tail")}
+    keys = {
+        how: fingerprint_tokens(tokenize(data.splits, tok, 10, LongTextSpec(10, how))["train"]) for how in ("head", "tail", "head+tail")
+    }
     assert len(set(keys.values())) == 3
 
 
@@ -244,8 +258,7 @@ def pair_csv(tmp_path_factory):
 
 
 def test_sentence_pairs_train_predict_and_reload(tmp_path, tiny_bert_dir, pair_csv, tok):
-    cfg = build_cfg(tmp_path, tiny_bert_dir, pair_csv, "data.text_column=premise", "data.text_pair_column=hypothesis",
-                    "train.epochs=4")
+    cfg = build_cfg(tmp_path, tiny_bert_dir, pair_csv, "data.text_column=premise", "data.text_pair_column=hypothesis", "train.epochs=4")
     result = train(cfg, progress=False)
     assert result.test["accuracy"] > 0.8  # only the pair carries the label: it was used
     data = load_data(cfg.data)
@@ -280,13 +293,28 @@ def test_predict_cli_reads_a_pair_column(tmp_path, tiny_bert_dir, pair_csv):
 
     from conftest import REPO
 
-    cfg = build_cfg(tmp_path, tiny_bert_dir, pair_csv, "data.text_column=premise", "data.text_pair_column=hypothesis",
-                    "train.epochs=1")
+    cfg = build_cfg(tmp_path, tiny_bert_dir, pair_csv, "data.text_column=premise", "data.text_pair_column=hypothesis", "train.epochs=1")
     result = train(cfg, progress=False)
     inp = write_csv(tmp_path / "in.csv", [("the film", "good superb"), ("the film", "awful dull")], header=("p", "h"))
     out = tmp_path / "out.csv"
-    proc = subprocess.run([sys.executable, "scripts/predict.py", str(result.output_dir), str(inp), "--text-column", "p",
-                           "--text-pair-column", "h", "-o", str(out), "--no-progress"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/predict.py",
+            str(result.output_dir),
+            str(inp),
+            "--text-column",
+            "p",
+            "--text-pair-column",
+            "h",
+            "-o",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     import pandas as pd
 
@@ -336,8 +364,15 @@ def imbalanced_csv(path, n_pos=240, n_neg=40):
 
 def test_balanced_weights_are_recorded_in_metrics_json(tmp_path, tiny_bert_dir):
     path = imbalanced_csv(tmp_path / "imb.csv")
-    cfg = build_cfg(tmp_path, tiny_bert_dir, path, "train.class_weights=balanced", "train.epochs=1", "train.sampler=weighted",
-                    "train.metric_for_best=recall_macro")
+    cfg = build_cfg(
+        tmp_path,
+        tiny_bert_dir,
+        path,
+        "train.class_weights=balanced",
+        "train.epochs=1",
+        "train.sampler=weighted",
+        "train.metric_for_best=recall_macro",
+    )
     result = train(cfg, progress=False)
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     y = load_data(cfg.data).splits["train"]["label"]
@@ -373,13 +408,16 @@ def test_weighted_sampler_draws_classes_equally_and_keeps_length_grouping():
 
 
 # ---- config ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("override, words", [
-    ("model.truncation=middle", ["model.truncation='middle'", "head, tail, head+tail"]),
-    ("train.class_weights=heavy", ["train.class_weights='heavy'", "balanced"]),
-    ("train.class_weights=[1,-2]", ["non-negative"]),
-    ("model.chunking=true model.chunk_stride=200", ["model.chunk_stride=200", "half of model.max_length"]),
-    ("train.sampler=weigthed", ["did you mean 'weighted'"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.truncation=middle", ["model.truncation='middle'", "head, tail, head+tail"]),
+        ("train.class_weights=heavy", ["train.class_weights='heavy'", "balanced"]),
+        ("train.class_weights=[1,-2]", ["non-negative"]),
+        ("model.chunking=true model.chunk_stride=200", ["model.chunk_stride=200", "half of model.max_length"]),
+        ("train.sampler=weigthed", ["did you mean 'weighted'"]),
+    ],
+)
 def test_bad_settings_are_one_line_errors(override, words):
     with pytest.raises(ConfigError) as e:
         RecipeConfig().replace(*override.split(" "))
@@ -418,15 +456,27 @@ def test_two_processes_aggregate_windows_per_document(tmp_path, tiny_bert_dir, l
 
     from conftest import REPO
 
-    cfg = build_cfg(tmp_path, tiny_bert_dir, long_csv, "model.max_length=16", "model.chunking=true", "model.chunk_stride=4",
-                    "train.epochs=1", "train.eval_batch_size=7")  # uneven shards: the last batch is padded by duplicates
+    cfg = build_cfg(
+        tmp_path,
+        tiny_bert_dir,
+        long_csv,
+        "model.max_length=16",
+        "model.chunking=true",
+        "model.chunk_stride=4",
+        "train.epochs=1",
+        "train.eval_batch_size=7",
+    )  # uneven shards: the last batch is padded by duplicates
     recipe = tmp_path / "two.yaml"
     recipe.write_text(cfg.to_yaml())
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", free_port(), "scripts/train.py", "--config", str(recipe), "--no-progress"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 process(es)" in proc.stderr
@@ -442,8 +492,17 @@ def test_two_processes_aggregate_windows_per_document(tmp_path, tiny_bert_dir, l
 
 def test_a_decoder_trains_on_windows_and_reloads_to_the_same_metrics(tmp_path, tiny_llama_dir, long_csv):
     """Llama-style: a BOS in front of every window, left padding, last-token pooling."""
-    cfg = build_cfg(tmp_path, tiny_llama_dir, long_csv, "model.max_length=16", "model.chunking=true", "model.chunk_stride=4",
-                    "model.pooling=auto", "train.epochs=1", "model.chunk_aggregate=max")
+    cfg = build_cfg(
+        tmp_path,
+        tiny_llama_dir,
+        long_csv,
+        "model.max_length=16",
+        "model.chunking=true",
+        "model.chunk_stride=4",
+        "model.pooling=auto",
+        "train.epochs=1",
+        "model.chunk_aggregate=max",
+    )
     result = train(cfg, progress=False)
     data = load_data(cfg.data)
     test = data.splits["test"]

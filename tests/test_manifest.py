@@ -6,13 +6,13 @@ import json
 import shutil
 
 import pytest
+from test_predict_cli import user_error
 from torch import nn
 
 from nlp_transfer import ModelError, load_run, read_manifest
 from nlp_transfer.cli import predict_main
 from nlp_transfer.manifest import FORMAT_VERSION, MANIFEST_FILE
 from nlp_transfer.training import Trainer
-from test_predict_cli import user_error
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,20 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port
+
 import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer import train
 
 REPO = Path(__file__).resolve().parent.parent
-SAME_WEIGHTS = ("train.lr=1e-12", "train.head_lr=1e-12", "train.epochs=3", "train.early_stopping_patience=1",
-                "train.eval_batch_size=32", "train.save_every_steps=5")
+SAME_WEIGHTS = (
+    "train.lr=1e-12",
+    "train.head_lr=1e-12",
+    "train.epochs=3",
+    "train.early_stopping_patience=1",
+    "train.eval_batch_size=32",
+    "train.save_every_steps=5",
+)
 
 
 def _without_loss(m: dict) -> dict:
@@ -40,9 +46,22 @@ def test_two_processes_give_the_same_metrics_schedule_and_single_writes_as_one(m
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "scripts/train.py", "--config", str(recipe),
-         "--no-progress"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            free_port(),
+            "scripts/train.py",
+            "--config",
+            str(recipe),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr
@@ -117,8 +136,18 @@ def _children(pid: int) -> list[int]:
 
 
 def _torchrun(recipe: Path, *extra: str, wait: bool = True):
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", free_port(),
-           "scripts/train.py", "--config", str(recipe), "--no-progress", *extra]
+    cmd = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        free_port(),
+        "scripts/train.py",
+        "--config",
+        str(recipe),
+        "--no-progress",
+        *extra,
+    ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,14 +7,14 @@ not what it learnt). Each export takes a few seconds (torch.export traces the mo
 from __future__ import annotations
 
 import json
-from collections import Counter
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import save_run, toy_rows
+
 from nlp_transfer import load_run, read_manifest
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.inference.export import export_onnx
@@ -111,8 +111,11 @@ def test_export_and_predict_command_lines_sentence_pairs(tmp_path, tiny_bert_dir
     expected = load_run(run).predict(TEXTS[:5])
     assert [r["label"] for r in rows] == list(expected)
     np.testing.assert_allclose([r["score"] for r in rows], expected.scores, atol=1e-5)
-    for argv, message in [([str(out), "--precision", "bf16"], "ONNX export"), ([str(run), str(tmp_path / "x"), "--quantize", "int8"], "--onnx"),
-                          ([str(run), str(tmp_path / "x"), "--onnx", "--merge"], "choose one of --merge and --onnx")]:
+    for argv, message in [
+        ([str(out), "--precision", "bf16"], "ONNX export"),
+        ([str(run), str(tmp_path / "x"), "--quantize", "int8"], "--onnx"),
+        ([str(run), str(tmp_path / "x"), "--onnx", "--merge"], "choose one of --merge and --onnx"),
+    ]:
         main = predict_main if "--precision" in argv else export_main
         monkeypatch.setattr(sys, "stdin", io.StringIO("a\n"))
         assert run_cli(main, argv) == 2

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, build_cfg, toy_rows, write_csv
+
 from nlp_transfer import compute_metrics, load_run, train
 from nlp_transfer.cli import evaluate_main, predict_main, run_cli
 
@@ -76,7 +76,9 @@ def test_predict_csv_file_to_csv_equals_python(tmp_path, run_dir):
     in_python = load_run(run_dir, device="cpu").predict([t for t, _ in ROWS], batch_size=7)
     src = write_csv(tmp_path / "in.csv", [(f"r{i}", t) for i, (t, _) in enumerate(ROWS)], header=("id", "review"))
     out = tmp_path / "out" / "pred.csv"
-    proc = ok(script("predict", str(run_dir), str(src), "--text-column", "review", "--id-column", "id", "-o", str(out), "--batch-size", "7"))
+    proc = ok(
+        script("predict", str(run_dir), str(src), "--text-column", "review", "--id-column", "id", "-o", str(out), "--batch-size", "7")
+    )
     assert f"{len(ROWS)} predictions (csv) -> {out}" in proc.stderr
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["id", "review", "label", "score", "prob_neg", "prob_pos"]
@@ -192,4 +194,3 @@ def test_evaluate_needs_the_label_column(tmp_path, capsys, run_dir):
     src = write_csv(tmp_path / "l.csv", ROWS[:3], header=("text", "y"))
     line = user_error(capsys, evaluate_main, str(run_dir), str(src))
     assert "no label column 'label'" in line and "--label-column" in line
-

@@ -80,27 +80,35 @@ def compressed(path: Path, suffix: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("make", [
-    lambda d: write_csv(d / "x.csv", FLAT),
-    lambda d: write_csv(d / "x.tsv", FLAT, sep="\t"),
-    lambda d: compressed(write_csv(d / "x.csv", FLAT), ".bz2"),
-    lambda d: write_json(d / "x.json", FLAT),
-    lambda d: write_jsonl(d / "x.jsonl", FLAT),
-    lambda d: write_parquet(d / "x.parquet", FLAT),
-], ids=["csv", "tsv", "csv.bz2", "json", "jsonl", "parquet"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: write_csv(d / "x.csv", FLAT),
+        lambda d: write_csv(d / "x.tsv", FLAT, sep="\t"),
+        lambda d: compressed(write_csv(d / "x.csv", FLAT), ".bz2"),
+        lambda d: write_json(d / "x.json", FLAT),
+        lambda d: write_jsonl(d / "x.jsonl", FLAT),
+        lambda d: write_parquet(d / "x.parquet", FLAT),
+    ],
+    ids=["csv", "tsv", "csv.bz2", "json", "jsonl", "parquet"],
+)
 def test_same_rows_read_to_equal_frames_in_every_format(tmp_path, make):
     df = reader.read_table(str(make(tmp_path)), text_columns=TEXT)
     pd.testing.assert_frame_equal(df, expected(with_tags=False))
     assert df.loc[3, "code"] is None and np.isnan(df.loc[3, "stars"])  # only empty cells are missing
 
 
-@pytest.mark.parametrize("make", [
-    lambda d: write_json(d / "x.json", ROWS),
-    lambda d: write_jsonl(d / "x.jsonl", ROWS),
-    lambda d: compressed(write_jsonl(d / "x.jsonl", ROWS), ".gz"),
-    lambda d: write_parquet(d / "x.parquet", ROWS),
-    lambda d: compressed(write_parquet(d / "x.parquet", ROWS), ".xz"),
-], ids=["json", "jsonl", "jsonl.gz", "parquet", "parquet.xz"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: write_json(d / "x.json", ROWS),
+        lambda d: write_jsonl(d / "x.jsonl", ROWS),
+        lambda d: compressed(write_jsonl(d / "x.jsonl", ROWS), ".gz"),
+        lambda d: write_parquet(d / "x.parquet", ROWS),
+        lambda d: compressed(write_parquet(d / "x.parquet", ROWS), ".xz"),
+    ],
+    ids=["json", "jsonl", "jsonl.gz", "parquet", "parquet.xz"],
+)
 def test_list_columns_stay_python_lists(tmp_path, make):
     df = reader.read_table(str(make(tmp_path)), text_columns=TEXT)
     pd.testing.assert_frame_equal(df, expected(with_tags=True))
@@ -175,7 +183,7 @@ def test_plain_lines_skip_blank_lines_and_keep_the_text(tmp_path):
 
 
 def test_standard_input_is_read_as_bytes_by_the_same_rules(monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("text,n\n001,1\n".encode())))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"text,n\n001,1\n")))
     assert reader.read_table("-", "csv", text_columns=["text"]).to_dict("list") == {"text": ["001"], "n": [1]}
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n")))
     with pytest.raises(DataError) as e:
@@ -189,12 +197,26 @@ def test_a_json_file_of_json_lines_is_read_as_jsonl(tmp_path):
     assert reader.read_table(str(src)).to_dict("list") == {"text": ["a", "b"], "label": [1, 2]}
 
 
-@pytest.mark.parametrize("path, given, want", [
-    ("x.csv", None, "csv"), ("x.TSV", None, "tsv"), ("x.json", None, "json"), ("x.jsonl", None, "jsonl"),
-    ("x.ndjson", None, "jsonl"), ("x.parquet", None, "parquet"), ("x.txt", None, "lines"), ("x.csv.bz2", None, "csv"),
-    ("x.jsonl.gz", None, "jsonl"), ("x.tsv.xz", None, "tsv"), ("x.dat", None, "lines"), ("-", None, "lines"),
-    (None, None, "lines"), ("x.txt", "csv", "csv"), ("my.data.csv", None, "csv"),
-])
+@pytest.mark.parametrize(
+    "path, given, want",
+    [
+        ("x.csv", None, "csv"),
+        ("x.TSV", None, "tsv"),
+        ("x.json", None, "json"),
+        ("x.jsonl", None, "jsonl"),
+        ("x.ndjson", None, "jsonl"),
+        ("x.parquet", None, "parquet"),
+        ("x.txt", None, "lines"),
+        ("x.csv.bz2", None, "csv"),
+        ("x.jsonl.gz", None, "jsonl"),
+        ("x.tsv.xz", None, "tsv"),
+        ("x.dat", None, "lines"),
+        ("-", None, "lines"),
+        (None, None, "lines"),
+        ("x.txt", "csv", "csv"),
+        ("my.data.csv", None, "csv"),
+    ],
+)
 def test_infer_format(path, given, want):
     assert reader.infer_format(path, given) == want
 
@@ -214,12 +236,32 @@ def test_star_ratings_give_the_same_keys_read_as_floats_strings_or_ints(tmp_path
     assert as_strings == ["1.0", "2.0", "3.0", "4.0", "5.0"] and [reader.label_key(v) for v in as_strings] == want
 
 
-@pytest.mark.parametrize("value, key", [
-    (1, "1"), (1.0, "1"), (np.int64(3), "3"), (np.float32(4.0), "4"), (2.5, "2.5"), (0.1, "0.1"),
-    (np.float32(0.1), "0.1"), (True, "True"), (np.bool_(False), "False"), (" pos ", "pos"), ("1.0", "1"),
-    ("5.00", "5"), ("-2.0", "-2"), (" 3.0 ", "3"), ("007", "007"), ("1e3", "1e3"), ("NA", "NA"), ("fresh", "fresh"),
-    ("2.5", "2.5"), ("1.05", "1.05"), ("1", "1"),
-])
+@pytest.mark.parametrize(
+    "value, key",
+    [
+        (1, "1"),
+        (1.0, "1"),
+        (np.int64(3), "3"),
+        (np.float32(4.0), "4"),
+        (2.5, "2.5"),
+        (0.1, "0.1"),
+        (np.float32(0.1), "0.1"),
+        (True, "True"),
+        (np.bool_(False), "False"),
+        (" pos ", "pos"),
+        ("1.0", "1"),
+        ("5.00", "5"),
+        ("-2.0", "-2"),
+        (" 3.0 ", "3"),
+        ("007", "007"),
+        ("1e3", "1e3"),
+        ("NA", "NA"),
+        ("fresh", "fresh"),
+        ("2.5", "2.5"),
+        ("1.05", "1.05"),
+        ("1", "1"),
+    ],
+)
 def test_label_key(value, key):
     assert reader.label_key(value) == key
 
@@ -303,11 +345,19 @@ def test_a_missing_file_names_the_setting(tmp_path):
     assert one_line(e) == f"data file '{missing}' does not exist; check data.train_file"
 
 
-@pytest.mark.parametrize("name, content, why", [
-    ("empty.csv", "", "it is empty"), ("blank.csv", "\n\n", "it is empty"), ("header.csv", "text,label\n", "only a header"),
-    ("header.tsv", "text\tlabel\n", "only a header"), ("empty.json", "[]", "an empty list"), ("empty.jsonl", "\n\n", "only blank lines"),
-    ("blank.txt", " \n\n", "only blank lines"), ("bom.csv", "\ufeff", "it is empty"),
-])
+@pytest.mark.parametrize(
+    "name, content, why",
+    [
+        ("empty.csv", "", "it is empty"),
+        ("blank.csv", "\n\n", "it is empty"),
+        ("header.csv", "text,label\n", "only a header"),
+        ("header.tsv", "text\tlabel\n", "only a header"),
+        ("empty.json", "[]", "an empty list"),
+        ("empty.jsonl", "\n\n", "only blank lines"),
+        ("blank.txt", " \n\n", "only blank lines"),
+        ("bom.csv", "\ufeff", "it is empty"),
+    ],
+)
 def test_no_rows(tmp_path, name, content, why):
     src = tmp_path / name
     src.write_text(content, encoding="utf-8")
@@ -330,8 +380,10 @@ def test_unknown_format(tmp_path):
 
 # ---- read_inputs -------------------------------------------------------------------------
 def test_read_inputs_types(tmp_path):
-    src = write_csv(tmp_path / "x.csv", [{"id": "007", "text": "1999", "pair": "ok", "stars": 4.0},
-                                         {"id": "", "text": "fine", "pair": "0", "stars": 2.5}])
+    src = write_csv(
+        tmp_path / "x.csv",
+        [{"id": "007", "text": "1999", "pair": "ok", "stars": 4.0}, {"id": "", "text": "fine", "pair": "0", "stars": 2.5}],
+    )
     got = reader.read_inputs(str(src), text_pair_column="pair", label_column="stars", id_column="id")
     assert got.texts == ["1999", "fine"] and got.text_pairs == ["ok", "0"]  # texts and pairs as written
     assert got.ids == ["007", None]  # ids as written: "007" is not 7

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlp_transfer import RecipeConfig, train
-from nlp_transfer import plots
+from nlp_transfer import RecipeConfig, plots, train
 from nlp_transfer.reporting.report import write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

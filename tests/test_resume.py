@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import kill_at_first_checkpoint
 
-from nlp_transfer import ConfigError, train
 import nlp_transfer.training.checkpoints as ckpt
+from nlp_transfer import ConfigError, train
 from nlp_transfer.errors import TrainingError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,8 +75,7 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_same_metrics(make_cfg, tmp_p
     monkeypatch.undo()
     resumed = train(cfg.replace("train.resume=latest"), progress=False)
     _same_metrics(resumed, reference)
-    assert resumed.resumes == [{"checkpoint": str(root / f"step-{crash:08d}"), "epoch": 2, "batch": crash - per_epoch,
-                                "step": crash}]
+    assert resumed.resumes == [{"checkpoint": str(root / f"step-{crash:08d}"), "epoch": 2, "batch": crash - per_epoch, "step": crash}]
     assert not root.exists()  # the finished run directory replaces its checkpoints
     run = Path(cfg.output.dir)
     assert "resume: null" in (run / "recipe.yaml").read_text()
@@ -115,8 +113,7 @@ def test_checkpoints_hold_the_state_to_continue(crashed):
     assert root == Path(crashed.output.dir).parent / "run.checkpoints"
     (last,) = [p for p in ckpt.list_checkpoints(root) if p.name == "step-00000010"]
     names = {p.name for p in last.iterdir()}
-    assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "loop_0.json",
-            ckpt.MANIFEST} <= names
+    assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "loop_0.json", ckpt.MANIFEST} <= names
     loop = json.loads((last / "loop_0.json").read_text())
     assert (loop["epoch"], loop["batches_done"], loop["step"]) == (0, 10, 10)
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp-")]
@@ -145,12 +142,17 @@ def test_a_half_written_checkpoint_is_ignored_on_resume(crashed, tmp_path):
     assert result.resumes[0]["step"] == 10
 
 
-@pytest.mark.parametrize("damage, match", [
-    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:50]),
-     r"damaged \(model.safetensors is missing or truncated\)"),
-    (lambda d: (d / ckpt.MANIFEST).write_text("{not json"), "incomplete or damaged"),
-    (lambda d: (d / "optimizer.bin").write_bytes(b"\0" * (d / "optimizer.bin").stat().st_size), "could not be loaded"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (
+            lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:50]),
+            r"damaged \(model.safetensors is missing or truncated\)",
+        ),
+        (lambda d: (d / ckpt.MANIFEST).write_text("{not json"), "incomplete or damaged"),
+        (lambda d: (d / "optimizer.bin").write_bytes(b"\0" * (d / "optimizer.bin").stat().st_size), "could not be loaded"),
+    ],
+)
 def test_a_damaged_checkpoint_is_a_one_line_error(crashed, tmp_path, damage, match):
     cfg = _copy_run(crashed, tmp_path)
     damage(ckpt.checkpoint_root(cfg) / "step-00000010")
@@ -175,10 +177,13 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(make_cfg, tmp_path, cap
     assert err.startswith("error: train.resume=latest but") and "\n" not in err
 
 
-@pytest.mark.parametrize("change, match", [
-    ("train.lr=0.01", "different recipe: train.lr was 0.003, now 0.01"),
-    ("train.mixed_precision=bf16", "trained with precision no"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ("train.lr=0.01", "different recipe: train.lr was 0.003, now 0.01"),
+        ("train.mixed_precision=bf16", "trained with precision no"),
+    ],
+)
 def test_resume_refuses_a_checkpoint_of_another_recipe(crashed, tmp_path, change, match):
     cfg = _copy_run(crashed, tmp_path)
     with pytest.raises(ConfigError, match=match):
@@ -195,8 +200,11 @@ def test_cli_resume_flag_sets_train_resume(tmp_path, make_cfg, capsys):
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(make_cfg(tmp_path).to_yaml())
-    for argv, want in ((["--resume"], "latest"), (["--resume", "ckpts/step-00000004"], "ckpts/step-00000004"),
-                       (["--resume", "train.lr=0.1"], "latest")):
+    for argv, want in (
+        (["--resume"], "latest"),
+        (["--resume", "ckpts/step-00000004"], "ckpts/step-00000004"),
+        (["--resume", "train.lr=0.1"], "latest"),
+    ):
         assert run_cli(train_main, ["--config", str(recipe), "--print-config", *argv]) == 0
         out = capsys.readouterr().out
         assert f"resume: {want}" in out

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, toy_rows, write_csv
+
 from nlp_transfer.errors import ConfigError
 
 pytest.importorskip("transformer_ranker")
@@ -188,13 +188,20 @@ def test_a_cut_run_saves_reloads_and_keys_its_cache_by_layer(tmp_path, make_cfg)
     from nlp_transfer import load_run, train
     from nlp_transfer.transfer.caches import feature_key
 
-    assert feature_key("m", "t", pooling="mean", max_length=8, precision="no", tokenizer=_Tok(), layer=1)[0] != \
-        feature_key("m", "t", pooling="mean", max_length=8, precision="no", tokenizer=_Tok(), layer=2)[0]
+    assert (
+        feature_key("m", "t", pooling="mean", max_length=8, precision="no", tokenizer=_Tok(), layer=1)[0]
+        != feature_key("m", "t", pooling="mean", max_length=8, precision="no", tokenizer=_Tok(), layer=2)[0]
+    )
     cache = tmp_path / "cache"
     runs = {}
     for layer in (1, None):
-        cfg = make_cfg(tmp_path / str(layer), "transfer.mode=feature_extraction", "model.head=logreg",
-                       f"model.feature_layer={'null' if layer is None else layer}", f"transfer.cache_dir={cache}")
+        cfg = make_cfg(
+            tmp_path / str(layer),
+            "transfer.mode=feature_extraction",
+            "model.head=logreg",
+            f"model.feature_layer={'null' if layer is None else layer}",
+            f"transfer.cache_dir={cache}",
+        )
         runs[layer] = train(cfg, progress=False)
     files = sorted((cache / "features").glob("*.safetensors"))
     assert len(files) == 6  # three splits, two layers: nothing shared
@@ -234,8 +241,7 @@ def test_an_adapter_run_on_a_cut_backbone_reloads(tmp_path, make_cfg):
 
 # ---- scripts/select.py ----------------------------------------------------------------------------------
 def _select(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "scripts/select.py", "--no-progress", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "scripts/select.py", "--no-progress", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -243,11 +249,23 @@ def toy_data(tmp_path_factory):
     return write_csv(tmp_path_factory.mktemp("select-data") / "toy.csv", toy_rows(240, seed=5))
 
 
-def test_select_ranks_every_candidate_layer_and_pooling_and_its_recipe_trains(tmp_path, toy_data, tiny_bert_dir,
-                                                                              tiny_llama_dir):
+def test_select_ranks_every_candidate_layer_and_pooling_and_its_recipe_trains(tmp_path, toy_data, tiny_bert_dir, tiny_llama_dir):
     out = tmp_path / "sel"
-    proc = _select(f"data.train_file={toy_data}", "data.source=null", "model.max_length=32", "train.num_threads=1",
-                   "--candidates", tiny_bert_dir, tiny_llama_dir, "--pooling", "mean", "last", "--validate", "--out", out)
+    proc = _select(
+        f"data.train_file={toy_data}",
+        "data.source=null",
+        "model.max_length=32",
+        "train.num_threads=1",
+        "--candidates",
+        tiny_bert_dir,
+        tiny_llama_dir,
+        "--pooling",
+        "mean",
+        "last",
+        "--validate",
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranking = json.loads((out / "ranking.json").read_text())
     rows = ranking["rows"]
@@ -266,37 +284,66 @@ def test_select_ranks_every_candidate_layer_and_pooling_and_its_recipe_trains(tm
     # The recommendation is a recipe that trains: the printed line, run as printed (one process).
     line = next(ln for ln in proc.stdout.splitlines() if "accelerate launch scripts/train.py --config" in ln)
     recipe = line.split("--config", 1)[1].split()[0]
-    train = subprocess.run([sys.executable, "scripts/train.py", "--config", recipe, "--no-progress", "train.num_threads=1",
-                            f"output.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=REPO)
+    train = subprocess.run(
+        [sys.executable, "scripts/train.py", "--config", recipe, "--no-progress", "train.num_threads=1", f"output.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     manifest = json.loads((tmp_path / "run" / "nlp_transfer.json").read_text())
     assert manifest["pooling"] == best["pooling"] and manifest["head"] == "logreg"
     assert manifest["feature_layer"] == (None if best["layer"] == best["num_layers"] else best["layer"])
     # Again: every feature set from the cache, the same scores.
-    again = _select(f"data.train_file={toy_data}", "data.source=null", "model.max_length=32", "train.num_threads=1",
-                    "--candidates", tiny_bert_dir, tiny_llama_dir, "--pooling", "mean", "last", "--out", tmp_path / "again")
+    again = _select(
+        f"data.train_file={toy_data}",
+        "data.source=null",
+        "model.max_length=32",
+        "train.num_threads=1",
+        "--candidates",
+        tiny_bert_dir,
+        tiny_llama_dir,
+        "--pooling",
+        "mean",
+        "last",
+        "--out",
+        tmp_path / "again",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     second = json.loads((tmp_path / "again" / "ranking.json").read_text())
     assert all(c["from_cache"] and c["encode_seconds"] == 0 for c in second["candidates"])
-    assert {(r["checkpoint"], r["layer"], r["pooling"]): r["logme"] for r in second["rows"]} == \
-        {(r["checkpoint"], r["layer"], r["pooling"]): r["logme"] for r in rows}
+    assert {(r["checkpoint"], r["layer"], r["pooling"]): r["logme"] for r in second["rows"]} == {
+        (r["checkpoint"], r["layer"], r["pooling"]): r["logme"] for r in rows
+    }
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--layers", "3"], "--layers=3 but"),
-    (["--pooling", "cls"], "--pooling cls reads the first token"),
-    (["--pooling", "avg"], "unknown pooling 'avg'"),
-    (["--estimators", "knn"], "keep logme"),
-    (["transfer.mode=full"], "takes data.*, model.* and train.* keys"),
-    (["--reference-run", "nowhere"], "has no metrics.json"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layers", "3"], "--layers=3 but"),
+        (["--pooling", "cls"], "--pooling cls reads the first token"),
+        (["--pooling", "avg"], "unknown pooling 'avg'"),
+        (["--estimators", "knn"], "keep logme"),
+        (["transfer.mode=full"], "takes data.*, model.* and train.* keys"),
+        (["--reference-run", "nowhere"], "has no metrics.json"),
+    ],
+)
 def test_select_mistakes_are_one_line_and_write_nothing(tmp_path, toy_data, tiny_llama_dir, args, message, capsys):
     """In-process through run_cli, as scripts/select.py runs it (the subprocess path: the tests above and below)."""
     from nlp_transfer.cli import run_cli, select_main
 
     out = tmp_path / "sel"
-    argv = [f"data.train_file={toy_data}", "data.source=null", "model.max_length=32", "--candidates", str(tiny_llama_dir),
-            "--out", str(out), "--no-progress", *args]
+    argv = [
+        f"data.train_file={toy_data}",
+        "data.source=null",
+        "model.max_length=32",
+        "--candidates",
+        str(tiny_llama_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+        *args,
+    ]
     assert run_cli(select_main, argv) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -311,8 +358,7 @@ def test_select_needs_data():
 
 
 def test_select_help_imports_no_torch():
-    proc = subprocess.run([sys.executable, "-X", "importtime", "scripts/select.py", "--help"], capture_output=True,
-                          text=True, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "scripts/select.py", "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0 and "transferability" in proc.stdout
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert not imported & {"torch", "datasets", "accelerate", "transformers"}
@@ -321,8 +367,10 @@ def test_select_help_imports_no_torch():
 def test_scripts_beside_select_py_still_get_the_standard_librarys_select(tmp_path):
     """scripts/select.py sits first on sys.path of every script in scripts/: importing `select` there must still
     give the standard library's module (subprocess needs select.select)."""
-    code = "import sys; sys.path.insert(0, 'scripts'); import select, subprocess; print(hasattr(select, 'select'), " \
-           "subprocess.run(['true']).returncode)"
+    code = (
+        "import sys; sys.path.insert(0, 'scripts'); import select, subprocess; print(hasattr(select, 'select'), "
+        "subprocess.run(['true']).returncode)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.split() == ["True", "0"], out.stderr[-2000:]
 
@@ -341,8 +389,13 @@ def test_select_scores_multi_label_and_regression_data(tmp_path, tiny_bert_dir, 
         data = [(t, f"{(1.0 if lab == 'pos' else 0.0) + rng.normal(0, 0.1):.3f}") for t, lab in rows]
         extra = {"task": "regression"}
     path = write_csv(tmp_path / "d.csv", data)
-    cfg = RecipeConfig.from_dict({"model": {"max_length": 32}, "data": {"source": None, "train_file": str(path), **extra},
-                                  "train": {"num_threads": 1, "mixed_precision": "no"}})
+    cfg = RecipeConfig.from_dict(
+        {
+            "model": {"max_length": 32},
+            "data": {"source": None, "train_file": str(path), **extra},
+            "train": {"num_threads": 1, "mixed_precision": "no"},
+        }
+    )
     sel = rank_checkpoints(cfg, [str(tiny_bert_dir)], ["all"], ["mean"], tmp_path / "out", validate=True, progress=False)
     assert sel.sample["task"] == task and len(sel.rows) == 2
     assert all(np.isfinite(r["logme"]) and np.isfinite(r["knn"]) for r in sel.rows)

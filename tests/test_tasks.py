@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import FILLER, NEG_WORDS, POS_WORDS, build_cfg, write_csv
+
 from nlp_transfer import ConfigError, DataError, RecipeConfig, load_data, load_run, train
 from nlp_transfer.config import DataConfig
 from nlp_transfer.metrics import is_better, multilabel_metrics, regression_metrics
@@ -34,7 +34,9 @@ def decide(task, logits, thresholds=None):
 
 def selection_metric(task, requested):
     return get_task(task).selection_metric(requested)
-from test_cli import assert_user_error, run_train, setup  # noqa: F401  (setup: a fixture)
+
+
+from test_cli import assert_user_error, run_train, setup  # noqa: F401, E402  (setup: a fixture)
 
 
 def task_rows(n: int, seed: int = 0) -> list[dict]:
@@ -49,10 +51,16 @@ def task_rows(n: int, seed: int = 0) -> list[dict]:
             continue
         seen.add(text)
         labels = [name for name, k in (("neg", nneg), ("pos", npos)) if k]
-        rows.append({
-            "text": text, "labels": labels, "tags": "|".join(labels), "pos": int(npos > 0), "neg": int(nneg > 0),
-            "score": round(0.7 * npos - 0.4 * nneg + 0.05 * len(words), 4),
-        })
+        rows.append(
+            {
+                "text": text,
+                "labels": labels,
+                "tags": "|".join(labels),
+                "pos": int(npos > 0),
+                "neg": int(nneg > 0),
+                "score": round(0.7 * npos - 0.4 * nneg + 0.05 * len(words), 4),
+            }
+        )
     return rows
 
 
@@ -228,8 +236,7 @@ def test_recipe_mismatches_are_config_errors(tmp_path, tiny_bert_dir, task_csv):
     with pytest.raises(ConfigError, match="describe multi-label data, but data.task=regression"):
         DataConfig(source=None, train_file="x.csv", label_columns=["a"], task="regression")
     with pytest.raises(ConfigError, match="model.head=logreg .* cannot learn a multi_label task"):
-        build_cfg(tmp_path, tiny_bert_dir, task_csv, "data.task=multi_label", "model.head=logreg",
-                  "transfer.mode=feature_extraction")
+        build_cfg(tmp_path, tiny_bert_dir, task_csv, "data.task=multi_label", "model.head=logreg", "transfer.mode=feature_extraction")
     # Inferred tasks are checked when training starts, before a model is built.
     for overrides, match in [
         (("data.label_column=score", "model.head=logreg", "transfer.mode=feature_extraction"), "but the data is regression"),
@@ -252,8 +259,9 @@ def multi_run(tmp_path_factory, tiny_bert_dir, task_jsonl):
 
 @pytest.fixture(scope="module")
 def regression_run(tmp_path_factory, tiny_bert_dir, task_csv):
-    cfg = build_cfg(tmp_path_factory.mktemp("regression"), tiny_bert_dir, task_csv, "data.label_column=score", "train.epochs=3",
-                    "train.loss=huber")
+    cfg = build_cfg(
+        tmp_path_factory.mktemp("regression"), tiny_bert_dir, task_csv, "data.label_column=score", "train.epochs=3", "train.loss=huber"
+    )
     return cfg, train(cfg, progress=False)
 
 
@@ -418,8 +426,9 @@ def test_train_cli_bad_task_input_is_one_error_line(setup):  # noqa: F811
 @pytest.mark.parametrize("task", ["multi_label", "regression"])
 def test_sliding_windows_aggregate_per_document_for_each_task(tmp_path, tiny_bert_dir, task_csv, task):
     label = "data.label_columns=[neg, pos]" if task == "multi_label" else "data.label_column=score"
-    cfg = build_cfg(tmp_path, tiny_bert_dir, task_csv, label, "model.chunking=true", "model.max_length=8",
-                    "model.chunk_stride=2", "train.epochs=1")
+    cfg = build_cfg(
+        tmp_path, tiny_bert_dir, task_csv, label, "model.chunking=true", "model.max_length=8", "model.chunk_stride=2", "train.epochs=1"
+    )
     result = train(cfg, progress=False)
     t = result.test
     assert t["num_windows"] > t["num_examples"] == 60  # documents are counted once, windows aggregated

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_cfg
 from safetensors.torch import load_file
 
-from conftest import build_cfg
 from nlp_transfer import ConfigError, RecipeConfig, load_data, load_run, train
 from nlp_transfer.metrics import compute_metrics
 from nlp_transfer.recipes import build_encoder_classifier
@@ -77,8 +77,17 @@ def test_run_directory_is_complete(full_run, tiny_bert_dir):
     cfg, result = full_run
     d = Path(cfg.output.dir)
     assert result.output_dir == d
-    for name in ("config.json", "model.safetensors", "head.safetensors", "nlp_transfer.json", "tokenizer.json",
-                 "tokenizer_config.json", "recipe.yaml", "metrics.json", "summary.md"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "head.safetensors",
+        "nlp_transfer.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "recipe.yaml",
+        "metrics.json",
+        "summary.md",
+    ):
         assert (d / name).is_file(), f"{name} missing from the run directory"
     # Written atomically: no temporary or backup siblings are left behind.
     assert sorted(p.name for p in d.parent.iterdir()) == [d.name]
@@ -168,8 +177,10 @@ def test_best_epoch_weights_are_saved_and_tested(make_cfg, tmp_path, monkeypatch
     assert any(not torch.equal(after_epoch1[k], after_epoch3[k]) for k in after_epoch1)  # training went on
     assert all(torch.equal(at_test[k], after_epoch1[k]) for k in after_epoch1)
     assert all(torch.equal(at_calibration[k], after_epoch1[k]) for k in after_epoch1)
-    saved = {**{f"backbone.{k}": v for k, v in backbone_weights(result.output_dir).items()},
-             **{f"head.{k}": v for k, v in load_file(str(result.output_dir / "head.safetensors")).items()}}
+    saved = {
+        **{f"backbone.{k}": v for k, v in backbone_weights(result.output_dir).items()},
+        **{f"head.{k}": v for k, v in load_file(str(result.output_dir / "head.safetensors")).items()},
+    }
     assert set(saved) == set(after_epoch1)
     assert all(torch.equal(saved[k], after_epoch1[k]) for k in saved)
     m = json.loads((result.output_dir / "metrics.json").read_text())
@@ -282,13 +293,15 @@ def test_param_groups_layerwise_decay_and_no_decay(tiny_classifier):
     [
         # feature extraction: the whole backbone (pooler included) is bit-identical
         (("transfer.mode=feature_extraction", "train.lr=3e-2", "train.epochs=3"), ("",), ()),
-        (("transfer.mode=partial", "transfer.unfreeze_top=1"), ("embeddings.", "encoder.layer.0."),
-         ("encoder.layer.1.", "pooler.")),
+        (("transfer.mode=partial", "transfer.unfreeze_top=1"), ("embeddings.", "encoder.layer.0."), ("encoder.layer.1.", "pooler.")),
         # gradual over 3 epochs: the head, then the top layer (+ pooler), then layer 0; the
         # embeddings never open. Every parameter is in the optimiser from the start and weight
         # decay is on, so this also checks that frozen parameters are not decayed.
-        (("transfer.mode=gradual", "train.epochs=3", "train.weight_decay=0.1"), ("embeddings.",),
-         ("encoder.layer.0.", "encoder.layer.1.", "pooler.")),
+        (
+            ("transfer.mode=gradual", "train.epochs=3", "train.weight_decay=0.1"),
+            ("embeddings.",),
+            ("encoder.layer.0.", "encoder.layer.1.", "pooler."),
+        ),
     ],
     ids=["feature_extraction", "partial", "gradual"],
 )
@@ -374,7 +387,7 @@ def test_gradient_accumulation_steps_and_schedule(make_cfg, tmp_path, monkeypatc
     assert (n_train, batches) == (260, 33)  # odd: the last accumulation window has one batch
     per_epoch = math.ceil(batches / 2)
     assert len(steps) == cfg.train.epochs * per_epoch == 34
-    (scheduler, args, _), = schedulers
+    ((scheduler, args, _),) = schedulers
     assert args[1:] == (3, 34)  # warmup steps, total steps
     assert scheduler.get_last_lr()[0] == 0.0  # stepped exactly total_steps times
     assert all(math.isfinite(e["train_loss"]) for e in result.history)

@@ -11,9 +11,9 @@ import torch
 
 from nlp_transfer.data.batching import PadCollator, tokenize
 from nlp_transfer.data.loading import load_data
-from nlp_transfer.transfer.prefix import frozen_modules
 from nlp_transfer.recipes import build_encoder_classifier
 from nlp_transfer.transfer.modes import apply_transfer, param_groups
+from nlp_transfer.transfer.prefix import frozen_modules
 from nlp_transfer.transfer.regularisers import L2SP
 
 LAYER = "backbone.encoder.layer."

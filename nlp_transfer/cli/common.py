@@ -9,8 +9,16 @@ import sys
 from nlp_transfer.errors import NLPTransferError
 from nlp_transfer.utils.logs import setup_logging
 
-__all__ = ["run_cli", "setup_logging", "positive_int", "add_run_arguments", "add_output_arguments", "publish",
-           "add_recipe_arguments", "recipe_from_arguments"]
+__all__ = [
+    "run_cli",
+    "setup_logging",
+    "positive_int",
+    "add_run_arguments",
+    "add_output_arguments",
+    "publish",
+    "add_recipe_arguments",
+    "recipe_from_arguments",
+]
 
 
 def run_cli(main, argv=None) -> int:
@@ -42,8 +50,11 @@ def positive_int(text: str) -> int:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory written by scripts/train.py (its output.dir)")
-    p.add_argument("--format", choices=("csv", "tsv", "jsonl", "json", "parquet", "lines"),
-                   help="input format (default: from the extension; plain lines for .txt, other extensions and standard input)")
+    p.add_argument(
+        "--format",
+        choices=("csv", "tsv", "jsonl", "json", "parquet", "lines"),
+        help="input format (default: from the extension; plain lines for .txt, other extensions and standard input)",
+    )
     p.add_argument("--text-column", default="text", help="column with the texts (CSV/JSONL input; default: text)")
     p.add_argument("--text-pair-column", help="column with the second texts of sentence pairs")
     p.add_argument("--batch-size", type=positive_int, help="texts per batch, length-sorted (default: the run's train.eval_batch_size)")
@@ -52,19 +63,22 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-
-
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """--config RECIPE, section.key=value overrides, --print-config, --no-progress and --resume (train.py, adapt.py)."""
     p.add_argument("--config", required=True, help="recipe YAML file (see recipes/)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                   help="continue an interrupted run from its newest checkpoint (or the step-NNNNNNNN folder given), "
-                   "with the same recipe and overrides; same as train.resume=latest. Checkpoints are written with "
-                   "train.save_checkpoints=true or train.save_every_steps=N into output.checkpoint_dir "
-                   "(default: <output.dir>.checkpoints)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run from its newest checkpoint (or the step-NNNNNNNN folder given), "
+        "with the same recipe and overrides; same as train.resume=latest. Checkpoints are written with "
+        "train.save_checkpoints=true or train.save_every_steps=N into output.checkpoint_dir "
+        "(default: <output.dir>.checkpoints)",
+    )
 
 
 def recipe_from_arguments(args):

@@ -22,12 +22,20 @@ def compare_main(argv: list[str]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every recipe")
-    p.add_argument("-r", "--recipe", action="append", dest="recipes", metavar="YAML", help="a recipe YAML (repeat for several; default: the list below)")
+    p.add_argument(
+        "-r",
+        "--recipe",
+        action="append",
+        dest="recipes",
+        metavar="YAML",
+        help="a recipe YAML (repeat for several; default: the list below)",
+    )
     p.add_argument("--runs", default="runs/compare", help="directory for the run directories and comparison files (default: runs/compare)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --runs directory's runs")
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     p.add_argument(
-        "--target", metavar="RECIPE_OR_FILE",
+        "--target",
+        metavar="RECIPE_OR_FILE",
         help="also score every run on another domain: a recipe YAML (its test split; the recipe itself is trained too, "
         "as the in-domain reference) or a labelled file (every row; same text and label columns as the recipes). Adds "
         "target accuracy and macro F1, the drop from the source test, and the share of the gap between the first "
@@ -43,6 +51,13 @@ def compare_main(argv: list[str]) -> None:
     first = load_recipes(recipes, args.overrides)[0]  # every recipe error before any training
     target = args.target and load_target(args.target, args.overrides, first.data.text_column, first.data.label_column)
     setup_logging()
-    result = compare(recipes, args.runs, args.overrides, baseline=not args.no_baseline, progress=not args.no_progress,
-                     overwrite=args.overwrite, target=target or None)
+    result = compare(
+        recipes,
+        args.runs,
+        args.overrides,
+        baseline=not args.no_baseline,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        target=target or None,
+    )
     publish(result.table, args, "compare.py", argv, result.files.get("plot"))

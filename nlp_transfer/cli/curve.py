@@ -30,8 +30,14 @@ def curve_main(argv: list[str]) -> None:
     )
     p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every recipe")
     p.add_argument("-c", "--config", action="append", dest="recipes", metavar="YAML", help="a recipe (repeat for several)")
-    p.add_argument("--per-class", nargs="+", type=_size, default=[8, 16, 32, 64, 256, None], metavar="N",
-                   help="labelled examples per class, or all (default: 8 16 32 64 256 all)")
+    p.add_argument(
+        "--per-class",
+        nargs="+",
+        type=_size,
+        default=[8, 16, 32, 64, 256, None],
+        metavar="N",
+        help="labelled examples per class, or all (default: 8 16 32 64 256 all)",
+    )
     p.add_argument("--seeds", type=int, default=5, help="seeds per size (default 5; at most 3 from 256 per class, 1 for all)")
     p.add_argument("--zero-shot", metavar="YAML", help="a transfer.mode=zero_shot recipe: the 0-labels point")
     p.add_argument("--runs", default="runs/curve", help="directory of the points and the curve files (default: runs/curve)")

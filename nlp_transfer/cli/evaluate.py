@@ -21,18 +21,29 @@ def evaluate_main(argv: list[str]) -> None:
     )
     add_run_arguments(p)
     p.add_argument("data", nargs="?", help="labelled CSV/TSV/JSONL/JSON file (default: the run's test split)")
-    p.add_argument("--label-column", default=None,
-                   help="column with the true labels (default: label; multi-label runs trained on 0/1 columns read those columns)")
+    p.add_argument(
+        "--label-column",
+        default=None,
+        help="column with the true labels (default: label; multi-label runs trained on 0/1 columns read those columns)",
+    )
     p.add_argument("--split", default="test", choices=("train", "validation", "test"), help="the run's own split when no file is given")
     p.add_argument("--out", help="write metrics.json, report.md, misclassified.csv, confusion_matrix.png and explanations.html here")
-    p.add_argument("--explain", type=int, default=10, metavar="N",
-                   help="with --out: explanations.html shows the N most confident mistakes and the N least confident "
-                   "examples with their words coloured by Integrated Gradients attribution (default: 10; 0: no page)")
-    p.add_argument("--label-issues", action="store_true",
-                   help="also rank the examples whose given label looks wrong (single-label): the run's pooled features, "
-                   "a logistic regression probe cross-validated over 5 folds, cleanlab's label quality; prints the most "
-                   "suspect and, with --out, writes label_issues.csv. For a recipe's training split before training: "
-                   "scripts/label_issues.py --config RECIPE")
+    p.add_argument(
+        "--explain",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --out: explanations.html shows the N most confident mistakes and the N least confident "
+        "examples with their words coloured by Integrated Gradients attribution (default: 10; 0: no page)",
+    )
+    p.add_argument(
+        "--label-issues",
+        action="store_true",
+        help="also rank the examples whose given label looks wrong (single-label): the run's pooled features, "
+        "a logistic regression probe cross-validated over 5 folds, cleanlab's label quality; prints the most "
+        "suspect and, with --out, writes label_issues.csv. For a recipe's training split before training: "
+        "scripts/label_issues.py --config RECIPE",
+    )
     p.add_argument("--show", type=int, default=10, help="misclassified examples to print (most confident first; default: 10)")
     args = p.parse_intermixed_args(argv)
     from nlp_transfer.inference.predictor import check_run_dir, load_run
@@ -54,8 +65,9 @@ def evaluate_main(argv: list[str]) -> None:
 
         # A multi-label run trained on 0/1 columns reads the same columns (unless --label-column says otherwise).
         label_columns = None if args.label_column else read_manifest(run).label_columns
-        inputs = read_inputs(args.data, args.format, args.text_column, args.text_pair_column, args.label_column or "label",
-                             label_columns=label_columns)
+        inputs = read_inputs(
+            args.data, args.format, args.text_column, args.text_pair_column, args.label_column or "label", label_columns=label_columns
+        )
         texts, pairs, labels, source = inputs.texts, inputs.text_pairs, inputs.labels, f"`{args.data}`"
     else:
         texts, pairs, labels, source = _run_split(args.run, args.split)
@@ -71,8 +83,14 @@ def evaluate_main(argv: list[str]) -> None:
         if args.explain > 0 and pairs is None:  # sentence pairs are not explained
             from nlp_transfer.inference.explain import explain_evaluation
 
-            files["explanations"] = explain_evaluation(predictor, ev, Path(args.out) / "explanations.html", args.explain,
-                                                       title=f"Explanations: {Path(args.run).name}", progress=not args.no_progress)
+            files["explanations"] = explain_evaluation(
+                predictor,
+                ev,
+                Path(args.out) / "explanations.html",
+                args.explain,
+                title=f"Explanations: {Path(args.run).name}",
+                progress=not args.no_progress,
+            )
     if args.label_issues:
         files.update(_label_issues(predictor, ev, pairs, args))
     if args.out:
@@ -110,5 +128,3 @@ def _run_split(run: str, split: str):
     source = f"the run's {split} split ({cfg.data.source or cfg.data.train_file}, split seed {cfg.data.split_seed})"
     labels = data.task_type.as_labels(ds["label"], data.labels)
     return list(ds["text"]), pairs, labels, source
-
-

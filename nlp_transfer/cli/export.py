@@ -33,11 +33,13 @@ def export_main(argv: list[str]) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the output directory if it exists")
     args = p.parse_args(argv)
     if not (args.merge or args.onnx):
-        raise ConfigError("choose what to export: --merge (fold an adapter run's adapter into the weights) or --onnx "
-                          "(an ONNX model for onnxruntime)")
+        raise ConfigError(
+            "choose what to export: --merge (fold an adapter run's adapter into the weights) or --onnx (an ONNX model for onnxruntime)"
+        )
     if args.merge and args.onnx:
-        raise ConfigError("choose one of --merge and --onnx; for ONNX from an adapter run, --merge into a new run first, "
-                          "then --onnx on that run")
+        raise ConfigError(
+            "choose one of --merge and --onnx; for ONNX from an adapter run, --merge into a new run first, then --onnx on that run"
+        )
     if args.quantize and not args.onnx:
         raise ConfigError("--quantize applies to --onnx exports; add --onnx")
     setup_logging()
@@ -47,14 +49,22 @@ def export_main(argv: list[str]) -> None:
         print(f"exporting {args.run} to ONNX ...", file=sys.stderr, flush=True)
         r = export_onnx(args.run, args.output, quantize=args.quantize, overwrite=args.overwrite)
         kind = "int8 (dynamic quantization)" if r.quantize else "fp32"
-        print(f"exported {args.run} -> {r.output_dir}/model.onnx ({kind}, {r.size_bytes / 1e6:.1f} MB): loads with load_run and "
-              f"scripts/predict.py on onnxruntime; largest logit difference against PyTorch {r.max_logit_difference:.1e}",
-              file=sys.stderr)
+        print(
+            f"exported {args.run} -> {r.output_dir}/model.onnx ({kind}, {r.size_bytes / 1e6:.1f} MB): loads with load_run and "
+            f"scripts/predict.py on onnxruntime; largest logit difference against PyTorch {r.max_logit_difference:.1e}",
+            file=sys.stderr,
+        )
         return
     from nlp_transfer.inference.export import merge_run
 
     result = merge_run(args.run, args.output, overwrite=args.overwrite)
-    loads = (f"loads with load_run and AutoModelForSequenceClassification ({result.transformers_class})"
-             if result.transformers_class else "loads with load_run")
-    print(f"merged {args.run} -> {result.output_dir}: {loads}; largest logit difference against the adapter run "
-          f"{result.max_logit_difference:.1e}", file=sys.stderr)
+    loads = (
+        f"loads with load_run and AutoModelForSequenceClassification ({result.transformers_class})"
+        if result.transformers_class
+        else "loads with load_run"
+    )
+    print(
+        f"merged {args.run} -> {result.output_dir}: {loads}; largest logit difference against the adapter run "
+        f"{result.max_logit_difference:.1e}",
+        file=sys.stderr,
+    )

@@ -31,18 +31,31 @@ def predict_main(argv: list[str]) -> None:
     p.add_argument("-o", "--output", help="output file, .csv or .jsonl (default: standard output)")
     p.add_argument("--output-format", choices=("csv", "jsonl"), help="default: from --output's extension, else csv")
     p.add_argument("--id-column", help="copy this input column to the output (e.g. an id)")
-    p.add_argument("--explain", action="store_true",
-                   help="also write each text's word attributions towards its predicted label (Integrated Gradients on the "
-                   "token embeddings, captum): attributions ([word, value] pairs; a JSON list in CSV) and attribution_delta "
-                   "(captum's convergence delta); about 50 forward and backward passes per text")
-    p.add_argument("--no-calibration", action="store_true",
-                   help="raw probabilities: skip the temperature (per-label Platt scaling for multi-label runs) fitted on "
-                   "validation after training; the predicted labels are the same either way")
-    p.add_argument("--chunk-size", type=positive_int, default=10_000,
-                   help="rows read, predicted and written at a time (default: 10000); memory grows with it, not with the input")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted prediction into -o: rows already in OUT.partial are kept and skipped in "
-                   "the input (same processes and, with several, the same --chunk-size)")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also write each text's word attributions towards its predicted label (Integrated Gradients on the "
+        "token embeddings, captum): attributions ([word, value] pairs; a JSON list in CSV) and attribution_delta "
+        "(captum's convergence delta); about 50 forward and backward passes per text",
+    )
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="raw probabilities: skip the temperature (per-label Platt scaling for multi-label runs) fitted on "
+        "validation after training; the predicted labels are the same either way",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=10_000,
+        help="rows read, predicted and written at a time (default: 10000); memory grows with it, not with the input",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted prediction into -o: rows already in OUT.partial are kept and skipped in "
+        "the input (same processes and, with several, the same --chunk-size)",
+    )
     args = p.parse_intermixed_args(argv)
     from nlp_transfer.data.stream import iter_inputs
     from nlp_transfer.inference.predictor import check_run_dir, load_run
@@ -56,18 +69,33 @@ def predict_main(argv: list[str]) -> None:
         raise ConfigError("--explain explains single texts; sentence pairs (--text-pair-column) are not explained: drop one of them")
     fmt = output_format(args.output, args.output_format)
     rank, world, barrier, device = _processes(args.device)
-    chunks = iter_inputs(args.input, args.format, args.text_column, args.text_pair_column, id_column=args.id_column,
-                         chunk_rows=args.chunk_size)
+    chunks = iter_inputs(
+        args.input, args.format, args.text_column, args.text_pair_column, id_column=args.id_column, chunk_rows=args.chunk_size
+    )
     first = next(chunks)  # the input's problems (missing, empty, no such column) before the model loads
     setup_logging()
     predictor = load_run(args.run, device=device, precision=args.precision, calibrated=not args.no_calibration)
-    result = predict_stream(predictor, _prepend(first, chunks), args.output, fmt, resume=args.resume, rank=rank, world=world,
-                            chunk_rows=args.chunk_size, batch_size=args.batch_size, progress=not args.no_progress, barrier=barrier,
-                            explain=args.explain)
+    result = predict_stream(
+        predictor,
+        _prepend(first, chunks),
+        args.output,
+        fmt,
+        resume=args.resume,
+        rank=rank,
+        world=world,
+        chunk_rows=args.chunk_size,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        barrier=barrier,
+        explain=args.explain,
+    )
     if rank == 0:
         resumed = f" (resumed: {result.skipped:,} rows were already there)" if result.skipped else ""
-        done = "already complete, nothing to do" if args.resume and result.predicted == 0 and result.rows is None else (
-            f"{result.rows:,} predictions ({fmt}){resumed}")
+        done = (
+            "already complete, nothing to do"
+            if args.resume and result.predicted == 0 and result.rows is None
+            else (f"{result.rows:,} predictions ({fmt}){resumed}")
+        )
         procs = f" on {world} processes" if world > 1 else ""
         print(f"{done} -> {result.output}{procs} in {result.seconds:.1f}s", file=sys.stderr)
 

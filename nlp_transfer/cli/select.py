@@ -14,7 +14,7 @@ def _layer(text: str) -> str:
     raise argparse.ArgumentTypeError(f"'{text}' is not a layer: use all, last, or a layer number (from 1; negative: from the top)")
 
 
-def select_main(argv: list[str]) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/select.py",
         description="Which pretrained checkpoint, which layer, which pooling? Encodes a stratified sample of the training "
@@ -36,42 +36,101 @@ def select_main(argv: list[str]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", help="section.key=value recipe overrides (data.*, model.*, train.*)")
-    p.add_argument("--data", metavar="SOURCE", help="the data: a catalog name (rotten_tomatoes, bbc_news, tweet_sentiment), "
-                   "a file or a hub id (data.source); or take it from --config")
-    p.add_argument("-c", "--config", metavar="YAML", help="a recipe whose data and model settings to use; the recommended "
-                   "recipe is this one with the chosen checkpoint, layer and pooling")
-    p.add_argument("--candidates", nargs="+", required=True, metavar="CHECKPOINT",
-                   help="checkpoints to rank: catalog names (minilm, smollm2), local directories or hub ids")
-    p.add_argument("--layers", nargs="+", type=_layer, default=["all"], metavar="LAYER",
-                   help="layers of each candidate to score: all, last, or numbers from 1 (negative: from the top); default all")
-    p.add_argument("--pooling", nargs="+", default=["mean", "last"], metavar="POOLING",
-                   help="poolings to score: mean, last, cls, max, pooler (default: mean last)")
-    p.add_argument("--max-samples", type=positive_int, default=1000, metavar="N",
-                   help="training examples to score on, a stratified sample (default 1000); with --validate also the "
-                   "size of the validation and test samples")
-    p.add_argument("--estimators", nargs="+", choices=("logme", "hscore", "knn"), default=["logme", "hscore", "knn"],
-                   help="estimators to compute (default: all three; the ranking follows LogME)")
-    p.add_argument("--validate", action="store_true", help="also fit the logistic-regression probe on every candidate "
-                   "and report each estimator's rank correlation with its test score")
-    p.add_argument("--reference-run", metavar="RUN", help="a finished training run (e.g. full fine-tuning) whose total "
-                   "time the selection's time is compared with")
+    p.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="the data: a catalog name (rotten_tomatoes, bbc_news, tweet_sentiment), "
+        "a file or a hub id (data.source); or take it from --config",
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="YAML",
+        help="a recipe whose data and model settings to use; the recommended "
+        "recipe is this one with the chosen checkpoint, layer and pooling",
+    )
+    p.add_argument(
+        "--candidates",
+        nargs="+",
+        required=True,
+        metavar="CHECKPOINT",
+        help="checkpoints to rank: catalog names (minilm, smollm2), local directories or hub ids",
+    )
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        type=_layer,
+        default=["all"],
+        metavar="LAYER",
+        help="layers of each candidate to score: all, last, or numbers from 1 (negative: from the top); default all",
+    )
+    p.add_argument(
+        "--pooling",
+        nargs="+",
+        default=["mean", "last"],
+        metavar="POOLING",
+        help="poolings to score: mean, last, cls, max, pooler (default: mean last)",
+    )
+    p.add_argument(
+        "--max-samples",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="training examples to score on, a stratified sample (default 1000); with --validate also the "
+        "size of the validation and test samples",
+    )
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=("logme", "hscore", "knn"),
+        default=["logme", "hscore", "knn"],
+        help="estimators to compute (default: all three; the ranking follows LogME)",
+    )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="also fit the logistic-regression probe on every candidate and report each estimator's rank correlation with its test score",
+    )
+    p.add_argument(
+        "--reference-run",
+        metavar="RUN",
+        help="a finished training run (e.g. full fine-tuning) whose total time the selection's time is compared with",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for ranking.json, ranking.md, recipe.yaml, plots")
-    p.add_argument("--top", type=positive_int, metavar="N", help="print (and put in --readme) only the best N rows "
-                   "(ranking.md and ranking.json have all)")
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        metavar="N",
+        help="print (and put in --readme) only the best N rows (ranking.md and ranking.json have all)",
+    )
     p.add_argument("--readme", help="also replace the <!-- results:SECTION --> block of this file with the ranking and plots")
     p.add_argument("--section", default="select", help="README block name (default: select)")
     p.add_argument("--command", help="the command to print under the table (default: this invocation)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_intermixed_args(argv)
+    return p
+
+
+def select_main(argv: list[str]) -> None:
+    args = _parser().parse_intermixed_args(argv)
     if "logme" not in args.estimators:
         raise ConfigError("the ranking follows LogME: keep logme in --estimators")
     cfg = _recipe(args)
     setup_logging()
     from nlp_transfer.experiments.selection import rank_checkpoints
 
-    result = rank_checkpoints(cfg, args.candidates, args.layers, args.pooling, args.out, max_samples=args.max_samples,
-                              validate=args.validate, estimators=args.estimators, base_recipe=args.config,
-                              reference_run=args.reference_run, progress=not args.no_progress)
+    result = rank_checkpoints(
+        cfg,
+        args.candidates,
+        args.layers,
+        args.pooling,
+        args.out,
+        max_samples=args.max_samples,
+        validate=args.validate,
+        estimators=args.estimators,
+        base_recipe=args.config,
+        reference_run=args.reference_run,
+        progress=not args.no_progress,
+    )
     _publish(result, args, argv)
 
 
@@ -83,8 +142,10 @@ def _recipe(args):
     for o in args.overrides:
         key = o.partition("=")[0]
         if key.split(".")[0] not in ("data", "model", "train") and key not in ("transfer.cache_features", "transfer.cache_dir"):
-            raise ConfigError(f"override '{o}': scripts/select.py takes data.*, model.* and train.* keys "
-                              "(and transfer.cache_features, transfer.cache_dir)")
+            raise ConfigError(
+                f"override '{o}': scripts/select.py takes data.*, model.* and train.* keys "
+                "(and transfer.cache_features, transfer.cache_dir)"
+            )
     extra = [f"data.source={args.data}"] + (["data.train_file=null"] if args.config else []) if args.data else []
     if args.config:
         return RecipeConfig.from_yaml(args.config, extra + args.overrides)
@@ -109,6 +170,7 @@ def _publish(result, args, argv) -> None:
 
         base = Path(args.readme).resolve().parent
         plots = [(k.split(":", 1)[1], p) for k, p in result.files.items() if k.startswith("plot:")]
-        images = "".join(f"\n![{name}: transferability by layer]({Path(os.path.relpath(Path(p).resolve(), base)).as_posix()})"
-                         for name, p in plots)
+        images = "".join(
+            f"\n![{name}: transferability by layer]({Path(os.path.relpath(Path(p).resolve(), base)).as_posix()})" for name, p in plots
+        )
         update_readme(args.readme, args.section, text + images + ("\n" if images else ""))

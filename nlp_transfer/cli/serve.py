@@ -12,11 +12,11 @@ def serve_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
         prog="scripts/serve.py",
         description="Serve a saved run (PyTorch, or an ONNX export from scripts/export.py --onnx) over HTTP. "
-        "POST /predict with {\"texts\": [...]} (and \"text_pairs\") answers labels, scores and probabilities as "
+        'POST /predict with {"texts": [...]} (and "text_pairs") answers labels, scores and probabilities as '
         "scripts/predict.py writes them; GET /health, GET /metadata (labels, task, checkpoint, metrics), GET /metrics "
         "(requests, batches), GET /docs (OpenAPI). Concurrent requests are batched together: up to --max-batch-size "
         "texts, waiting at most --max-wait-ms for more. Oversized requests get 413, invalid ones 422, malformed "
-        "JSON 400, each with a JSON {\"error\": ...} body.",
+        'JSON 400, each with a JSON {"error": ...} body.',
         epilog="examples:\n  python scripts/serve.py runs/rt-minilm-full --port 8000\n"
         "  curl -s localhost:8000/predict -H 'content-type: application/json' -d '{\"texts\": [\"a gorgeous, moving film\"]}'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -25,8 +25,12 @@ def serve_main(argv: list[str]) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per model batch, across requests (default: 64)")
-    p.add_argument("--max-wait-ms", type=float, default=10.0,
-                   help="how long a request waits for others to batch with (default: 10 ms; 0: batch only what is queued)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long a request waits for others to batch with (default: 10 ms; 0: batch only what is queued)",
+    )
     p.add_argument("--max-texts", type=positive_int, default=256, help="texts per request (default: 256; more: 413)")
     p.add_argument("--max-chars", type=positive_int, default=20_000, help="characters per text (default: 20000; more: 413)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")

@@ -17,12 +17,27 @@ def summarize_main(argv: list[str]) -> None:
     p.add_argument("runs", nargs="+", help="run directories written by scripts/train.py")
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     add_output_arguments(p, "demo", "write the Markdown table to this file")
-    p.add_argument("--metric", action="append", default=[], dest="metrics", metavar="NAME",
-                   help="an extra test-metric column (repeatable): recall_macro, precision_macro, f1_weighted, f1_micro")
-    p.add_argument("--column", action="append", default=[], dest="columns", metavar="NAME",
-                   help="an extra run column (repeatable): peak_memory (MB, from metrics.json), run_size (MB on disk)")
-    p.add_argument("--calibration", action="store_true",
-                   help="instead: the calibration table (temperature; ECE, MCE, Brier, NLL before -> after on validation and test)")
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        dest="metrics",
+        metavar="NAME",
+        help="an extra test-metric column (repeatable): recall_macro, precision_macro, f1_weighted, f1_micro",
+    )
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        dest="columns",
+        metavar="NAME",
+        help="an extra run column (repeatable): peak_memory (MB, from metrics.json), run_size (MB on disk)",
+    )
+    p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="instead: the calibration table (temperature; ECE, MCE, Brier, NLL before -> after on validation and test)",
+    )
     args = p.parse_args(argv)
     if args.calibration:
         from nlp_transfer.reporting.tables import calibration_table

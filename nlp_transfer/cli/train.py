@@ -35,5 +35,3 @@ def train_main(argv: list[str]) -> None:
     if PartialState().is_main_process:
         scores = "test " + get_task(result.task).short_line(result.test)
         print(f"\n{cfg.name}: {scores} (best epoch {result.best_epoch}, {result.timing['total_seconds']:.0f}s) -> {result.output_dir}")
-
-

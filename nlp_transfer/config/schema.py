@@ -17,7 +17,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 
@@ -69,7 +69,7 @@ def _check(cond: bool, msg: str) -> None:
 class ModelConfig:
     name_or_path: str = _f("minilm", "Checkpoint: a catalog short name (minilm), a local directory, or a hub id.")
     pooling: str = _f("auto", "How token states become one vector: auto (the architecture's own), cls, pooler, mean, max, last.")
-    feature_layer: Optional[int] = _f(
+    feature_layer: int | None = _f(
         None,
         "Read the features from this transformer layer, counted from 1 (negative: from the top, -1 = the last); the "
         "layers above it are dropped from the model (faster, smaller run). null: the last. scripts/select.py ranks them.",
@@ -79,9 +79,9 @@ class ModelConfig:
         "Classification head: linear, mlp, or logreg (scikit-learn logistic regression fitted on the cached "
         "features; feature_extraction only; saved as an ordinary linear head).",
     )
-    head_hidden_size: Optional[int] = _f(None, "Hidden size of the mlp head (default: the backbone's hidden size).")
+    head_hidden_size: int | None = _f(None, "Hidden size of the mlp head (default: the backbone's hidden size).")
     head_activation: str = _f("gelu", "Activation of the mlp head: gelu, relu or tanh.")
-    logreg_c: Optional[float] = _f(
+    logreg_c: float | None = _f(
         None, "Inverse regularisation strength C of the logreg head; null picks the best of 0.01..100 on validation."
     )
     head_dropout: float = _f(0.1, "Dropout before the head's linear layer(s).")
@@ -99,19 +99,19 @@ class ModelConfig:
     )
     chunk_stride: int = _f(64, "chunking: tokens shared by two consecutive windows (the tokenizer's 'stride' sense).")
     chunk_aggregate: str = _f("mean", "chunking: a document's logits from its windows': mean, or max (element-wise).")
-    max_chunks: Optional[int] = _f(None, "chunking: keep at most this many windows per document (the first ones); null: all.")
-    num_labels: Optional[int] = _f(None, "Expected number of classes; checked against the data when set.")
-    prompt: Optional[str] = _f(
+    max_chunks: int | None = _f(None, "chunking: keep at most this many windows per document (the first ones); null: all.")
+    num_labels: int | None = _f(None, "Expected number of classes; checked against the data when set.")
+    prompt: str | None = _f(
         None,
         "A template every text is put in before tokenization, with {text} where the text goes, e.g. "
         "'Review: {text}\\nSentiment:'; a long text is cut inside it, so the words after {text} stay. Saved with the run.",
     )
-    label_words: Optional[dict[str, str]] = _f(
+    label_words: dict[str, str] | None = _f(
         None,
         "transfer.mode=zero_shot: the word the model should say after the prompt for each label, e.g. {fresh: ' good', "
         "rotten: ' bad'}; default: the label names. Words must differ in their first token.",
     )
-    calibration_text: Optional[str] = _f(
+    calibration_text: str | None = _f(
         "N/A",
         "transfer.mode=zero_shot: a content-free input whose scores are subtracted from every text's (contextual "
         "calibration, Zhao et al. 2021: removes the model's prior for one label word); null: no calibration.",
@@ -121,7 +121,7 @@ class ModelConfig:
         "Start from the checkpoint's weights; false builds the same architecture from its config with random "
         "weights (seeded by train.seed): the from-scratch baseline that shows what pretraining adds.",
     )
-    gguf_file: Optional[str] = _f(
+    gguf_file: str | None = _f(
         None,
         "Load the checkpoint from a GGUF file: a path, or a file name inside model.name_or_path (directory or hub "
         "repository). Dequantized once and cached under $NLP_TRANSFER_CACHE (default ~/.cache/nlp_transfer).",
@@ -140,49 +140,55 @@ class ModelConfig:
         _choice("model", "head_activation", self.head_activation, ACTIVATIONS)
         _check(self.logreg_c is None or self.logreg_c > 0, f"model.logreg_c={self.logreg_c} must be positive or null")
         _check(0.0 <= self.head_dropout < 1.0, f"model.head_dropout={self.head_dropout} must be in [0, 1)")
-        _check(self.feature_layer != 0, "model.feature_layer=0 is not a layer; layers count from 1 (negative: from the "
-               "top, -1 = the last), or null for the last")
+        _check(
+            self.feature_layer != 0,
+            "model.feature_layer=0 is not a layer; layers count from 1 (negative: from the top, -1 = the last), or null for the last",
+        )
         _check(self.max_length >= 8, f"model.max_length={self.max_length} is too small; use at least 8")
         _choice("model", "truncation", self.truncation, TRUNCATIONS)
         _choice("model", "chunk_aggregate", self.chunk_aggregate, AGGREGATES)
         _check(0.0 <= self.head_fraction <= 1.0, f"model.head_fraction={self.head_fraction} must be in [0, 1]")
-        _check(self.chunk_stride >= 0 and (not self.chunking or self.chunk_stride <= self.max_length // 2),
-               f"model.chunk_stride={self.chunk_stride} must be between 0 and half of model.max_length ({self.max_length // 2})")
+        _check(
+            self.chunk_stride >= 0 and (not self.chunking or self.chunk_stride <= self.max_length // 2),
+            f"model.chunk_stride={self.chunk_stride} must be between 0 and half of model.max_length ({self.max_length // 2})",
+        )
         _check(self.max_chunks is None or self.max_chunks >= 1, "model.max_chunks must be at least 1 (or null)")
-        _check(not (self.chunking and self.truncation != "head"),
-               f"model.chunking=true keeps every token, so model.truncation='{self.truncation}' has no effect; "
-               "set model.truncation=head (or model.chunking=false)")
-        _check(self.prompt is None or self.prompt.count("{text}") == 1,
-               f"model.prompt={self.prompt!r} must contain {{text}} exactly once (where the text goes)")
+        _check(
+            not (self.chunking and self.truncation != "head"),
+            f"model.chunking=true keeps every token, so model.truncation='{self.truncation}' has no effect; "
+            "set model.truncation=head (or model.chunking=false)",
+        )
+        _check(
+            self.prompt is None or self.prompt.count("{text}") == 1,
+            f"model.prompt={self.prompt!r} must contain {{text}} exactly once (where the text goes)",
+        )
         _check(self.num_labels is None or self.num_labels >= 2, f"model.num_labels={self.num_labels} must be at least 2")
         _check(self.head_hidden_size is None or self.head_hidden_size > 0, "model.head_hidden_size must be positive")
 
 
 @dataclass
 class DataConfig:
-    source: Optional[str] = _f(
+    source: str | None = _f(
         "rotten_tomatoes",
         "Where the data comes from: a catalog name (rotten_tomatoes, bbc_news, tweet_sentiment), a file "
         "(.csv .tsv .json .jsonl .parquet), a directory written by datasets' save_to_disk, or a hub dataset id.",
     )
-    train_file: Optional[str] = _f(None, "Explicit training file (instead of source).")
-    validation_file: Optional[str] = _f(None, "Explicit validation file (optional; split from train if absent).")
-    test_file: Optional[str] = _f(None, "Explicit test file (optional; split from train if absent).")
+    train_file: str | None = _f(None, "Explicit training file (instead of source).")
+    validation_file: str | None = _f(None, "Explicit validation file (optional; split from train if absent).")
+    test_file: str | None = _f(None, "Explicit test file (optional; split from train if absent).")
     text_column: str = _f("text", "Column that holds the text.")
-    text_pair_column: Optional[str] = _f(None, "Optional second text column (sentence pairs).")
-    label_column: str = _f("label", "Column that holds the label: strings or integers; lists of labels (multi-label); numbers (regression).")
+    text_pair_column: str | None = _f(None, "Optional second text column (sentence pairs).")
+    label_column: str = _f(
+        "label", "Column that holds the label: strings or integers; lists of labels (multi-label); numbers (regression)."
+    )
     task: str = _f(
         "auto",
         "single_label, multi_label, regression, or auto: multi_label for list labels, data.label_columns or "
         "data.label_separator; regression for numbers with fractions and more than 20 distinct values; else single_label.",
     )
-    label_columns: Optional[list[str]] = _f(
-        None, "Multi-label data as several 0/1 columns, one per label (instead of data.label_column)."
-    )
-    label_separator: Optional[str] = _f(
-        None, "Multi-label data as strings of labels joined by this separator, e.g. '|' for 'sport|politics'."
-    )
-    label_map: Optional[dict[str, Optional[str]]] = _f(
+    label_columns: list[str] | None = _f(None, "Multi-label data as several 0/1 columns, one per label (instead of data.label_column).")
+    label_separator: str | None = _f(None, "Multi-label data as strings of labels joined by this separator, e.g. '|' for 'sport|politics'.")
+    label_map: dict[str, str | None] | None = _f(
         None,
         "Rename labels before splitting, e.g. {positive: fresh, negative: rotten, neutral: null}: a label mapped to "
         "null drops its rows, labels not named stay as they are (single-label data). Makes another dataset's labels "
@@ -191,15 +197,13 @@ class DataConfig:
     validation_fraction: float = _f(0.1, "Fraction of the data held out for validation when the source has no such split.")
     test_fraction: float = _f(0.1, "Fraction held out for test when the source has no such split.")
     split_seed: int = _f(42, "Seed of the stratified splits (recorded with the run).")
-    max_samples: Optional[int] = _f(None, "Keep at most this many examples per split (quick runs).")
-    samples_per_class: Optional[int] = _f(
+    max_samples: int | None = _f(None, "Keep at most this many examples per split (quick runs).")
+    samples_per_class: int | None = _f(
         None,
         "Few-shot: train on this many examples of each class, drawn from the training split (stratified, seeded by "
         "data.sample_seed); validation and test stay whole. Single-label data; null: every training example.",
     )
-    sample_seed: int = _f(
-        0, "Seed of the data.samples_per_class draw; for one seed, a smaller draw is part of every larger one."
-    )
+    sample_seed: int = _f(0, "Seed of the data.samples_per_class draw; for one seed, a smaller draw is part of every larger one.")
 
     def __post_init__(self) -> None:
         _check(
@@ -214,21 +218,30 @@ class DataConfig:
             "data.validation_fraction + data.test_fraction must leave at least 10% for training",
         )
         _check(self.max_samples is None or self.max_samples > 0, "data.max_samples must be positive or null")
-        _check(self.samples_per_class is None or self.samples_per_class >= 1,
-               f"data.samples_per_class={self.samples_per_class} must be at least 1 (or null for every example)")
+        _check(
+            self.samples_per_class is None or self.samples_per_class >= 1,
+            f"data.samples_per_class={self.samples_per_class} must be at least 1 (or null for every example)",
+        )
         _choice("data", "task", self.task, TASK_CHOICES)
         if self.label_columns is not None:
             _check(len(self.label_columns) >= 1, "data.label_columns must name at least one 0/1 column (or be null)")
             _check(len(set(self.label_columns)) == len(self.label_columns), f"data.label_columns={self.label_columns} names a column twice")
         _check(self.label_separator is None or self.label_separator != "", "data.label_separator must not be empty (or null)")
         multi = self.label_columns is not None or self.label_separator is not None
-        _check(not (multi and self.label_map), "data.label_map renames single labels, but data.label_columns or "
-               "data.label_separator describe multi-label data; remove data.label_map")
-        _check(self.label_map is None or any(v is not None for v in self.label_map.values()),
-               "data.label_map maps every label it names to null, which would drop all of them; keep at least one")
-        _check(not multi or self.task in ("auto", "multi_label"),
-               f"data.label_columns and data.label_separator describe multi-label data, but data.task={self.task}; "
-               "set data.task to multi_label or auto")
+        _check(
+            not (multi and self.label_map),
+            "data.label_map renames single labels, but data.label_columns or "
+            "data.label_separator describe multi-label data; remove data.label_map",
+        )
+        _check(
+            self.label_map is None or any(v is not None for v in self.label_map.values()),
+            "data.label_map maps every label it names to null, which would drop all of them; keep at least one",
+        )
+        _check(
+            not multi or self.task in ("auto", "multi_label"),
+            f"data.label_columns and data.label_separator describe multi-label data, but data.task={self.task}; "
+            "set data.task to multi_label or auto",
+        )
 
 
 @dataclass
@@ -238,13 +251,13 @@ class AdapterConfig:
     r: int = _f(8, "lora, dora: rank of the update B @ A added to each target module's weight.")
     alpha: float = _f(16.0, "lora, dora: scale of the update (alpha / r); 2 * r is the usual choice.")
     dropout: float = _f(0.1, "lora, dora: dropout on the adapter's input.")
-    target_modules: Union[str, list[str]] = _f(
+    target_modules: str | list[str] = _f(
         "auto",
         "lora, dora, ia3: the linear modules that get adapters, by name or name suffix (e.g. [query, value]); "
         "auto: attention query and value for BERT-style encoders, every attention and MLP projection for "
         "Llama-style decoders, c_attn for GPT-2 (ia3: keys, values and the MLP output).",
     )
-    layers_to_transform: Optional[list[int]] = _f(
+    layers_to_transform: list[int] | None = _f(
         None,
         "lora, dora, ia3: only these transformer layers (0 = the lowest; -1 = the top) get adapters; null: all. "
         "The layers below the lowest adapted one stay frozen, so their output is computed once (transfer.cache_prefix).",
@@ -263,15 +276,22 @@ class AdapterConfig:
         _choice("transfer.peft", "prompt_init", self.prompt_init, PROMPT_INITS)
         _check(self.num_virtual_tokens >= 1, f"transfer.peft.num_virtual_tokens={self.num_virtual_tokens} must be at least 1")
         if isinstance(self.target_modules, str):
-            _check(self.target_modules == "auto", f"transfer.peft.target_modules='{self.target_modules}' is not valid; "
-                   "use auto or a list of module names, e.g. [query, value]")
+            _check(
+                self.target_modules == "auto",
+                f"transfer.peft.target_modules='{self.target_modules}' is not valid; "
+                "use auto or a list of module names, e.g. [query, value]",
+            )
         else:
-            _check(len(self.target_modules) >= 1 and all(self.target_modules),
-                   "transfer.peft.target_modules must name at least one module (or be auto)")
+            _check(
+                len(self.target_modules) >= 1 and all(self.target_modules),
+                "transfer.peft.target_modules must name at least one module (or be auto)",
+            )
         if self.layers_to_transform is not None:
             _check(len(self.layers_to_transform) >= 1, "transfer.peft.layers_to_transform must name at least one layer (or be null)")
-            _check(len(set(self.layers_to_transform)) == len(self.layers_to_transform),
-                   f"transfer.peft.layers_to_transform={self.layers_to_transform} names a layer twice")
+            _check(
+                len(set(self.layers_to_transform)) == len(self.layers_to_transform),
+                f"transfer.peft.layers_to_transform={self.layers_to_transform} names a layer twice",
+            )
 
 
 @dataclass
@@ -294,7 +314,7 @@ class SetFitConfig:
 class DomainAdversarialConfig:
     """``transfer.domain_adversarial``: DANN (Ganin et al. 2016) against unlabelled target-domain text."""
 
-    target: Optional[str] = _f(
+    target: str | None = _f(
         None,
         "Unlabelled target-domain texts: a catalog name, a file, a hub dataset (a labelled one: only its training "
         "texts) or a recipe YAML (the training texts of its data section). Set it to train domain-adversarially: a domain classifier on the pooled features learns to tell "
@@ -303,8 +323,8 @@ class DomainAdversarialConfig:
     text_column: str = _f("text", "Column of the target texts (tables and hub datasets).")
     weight: float = _f(1.0, "Largest gradient-reversal coefficient lambda (reached at the end of training).")
     gamma: float = _f(10.0, "Schedule of lambda: weight * (2 / (1 + exp(-gamma * p)) - 1), p the share of steps done (Ganin et al.).")
-    hidden_size: Optional[int] = _f(None, "Hidden units of the domain classifier (default: the backbone's hidden size).")
-    max_samples: Optional[int] = _f(None, "Use at most this many target texts (a seeded random choice).")
+    hidden_size: int | None = _f(None, "Hidden units of the domain classifier (default: the backbone's hidden size).")
+    max_samples: int | None = _f(None, "Use at most this many target texts (a seeded random choice).")
 
     def __post_init__(self) -> None:
         _check(self.weight > 0, f"transfer.domain_adversarial.weight={self.weight} must be positive")
@@ -331,12 +351,11 @@ class TransferConfig:
         True, "feature_extraction: encode once and keep the pooled features in the on-disk cache (false: run the backbone every step)."
     )
     cache_prefix: bool = _f(
-        True, "partial, and adapters on the top layers only: compute the hidden states entering the first trained layer "
+        True,
+        "partial, and adapters on the top layers only: compute the hidden states entering the first trained layer "
         "once and run only the layers above.",
     )
-    cache_dir: Optional[str] = _f(
-        None, "Feature cache directory (default: $NLP_TRANSFER_CACHE, else ~/.cache/nlp_transfer)."
-    )
+    cache_dir: str | None = _f(None, "Feature cache directory (default: $NLP_TRANSFER_CACHE, else ~/.cache/nlp_transfer).")
     peft: AdapterConfig = field(default_factory=AdapterConfig)
     setfit: SetFitConfig = field(default_factory=SetFitConfig)
     domain_adversarial: DomainAdversarialConfig = field(default_factory=DomainAdversarialConfig)
@@ -344,29 +363,43 @@ class TransferConfig:
     def __post_init__(self) -> None:
         _choice("transfer", "mode", self.mode, TRANSFER_MODES)
         if self.domain_adversarial.target is not None:
-            _check(self.mode not in ("feature_extraction", "setfit", "zero_shot"),
-                   f"transfer.domain_adversarial trains the encoder to make source and target features alike, but "
-                   f"transfer.mode={self.mode} does not train the encoder that way; use full, partial, gradual, bitfit "
-                   "or an adapter mode")
+            _check(
+                self.mode not in ("feature_extraction", "setfit", "zero_shot"),
+                f"transfer.domain_adversarial trains the encoder to make source and target features alike, but "
+                f"transfer.mode={self.mode} does not train the encoder that way; use full, partial, gradual, bitfit "
+                "or an adapter mode",
+            )
         _check(self.unfreeze_top >= 0, "transfer.unfreeze_top must be >= 0")
         _check(self.unfreeze_every >= 1, "transfer.unfreeze_every must be at least 1")
         _check(self.unfreeze_step >= 1, "transfer.unfreeze_step must be at least 1")
         _check(0.0 < self.layerwise_lr_decay <= 1.0, "transfer.layerwise_lr_decay must be in (0, 1]")
         _check(self.l2sp >= 0.0, "transfer.l2sp must be >= 0")
         if self.mode in ADAPTER_MODES:
-            _check(self.l2sp == 0.0, f"transfer.l2sp={self.l2sp} has nothing to hold back with transfer.mode={self.mode}: the "
-                   "pretrained weights stay frozen and only the adapter trains; set transfer.l2sp=0 (or use full or partial)")
+            _check(
+                self.l2sp == 0.0,
+                f"transfer.l2sp={self.l2sp} has nothing to hold back with transfer.mode={self.mode}: the "
+                "pretrained weights stay frozen and only the adapter trains; set transfer.l2sp=0 (or use full or partial)",
+            )
         if self.mode == "prompt_tuning":
-            _check(self.peft.layers_to_transform is None, "transfer.peft.layers_to_transform does not apply to prompt_tuning "
-                   "(the virtual tokens enter below every layer); set it to null, or use lora on the top layers")
-            _check(self.layerwise_lr_decay == 1.0, "transfer.layerwise_lr_decay does not apply to prompt_tuning (only the "
-                   "input prompt and the head train); set it to 1.0")
+            _check(
+                self.peft.layers_to_transform is None,
+                "transfer.peft.layers_to_transform does not apply to prompt_tuning "
+                "(the virtual tokens enter below every layer); set it to null, or use lora on the top layers",
+            )
+            _check(
+                self.layerwise_lr_decay == 1.0,
+                "transfer.layerwise_lr_decay does not apply to prompt_tuning (only the input prompt and the head train); set it to 1.0",
+            )
         if self.mode != "setfit" and self.setfit != SetFitConfig():
-            raise ConfigError(f"transfer.setfit configures transfer.mode=setfit and has no effect with transfer.mode={self.mode}; "
-                              "remove the transfer.setfit settings or set transfer.mode=setfit")
+            raise ConfigError(
+                f"transfer.setfit configures transfer.mode=setfit and has no effect with transfer.mode={self.mode}; "
+                "remove the transfer.setfit settings or set transfer.mode=setfit"
+            )
         if self.mode not in ADAPTER_MODES and self.peft != AdapterConfig():
-            raise ConfigError(f"transfer.peft configures the adapter modes ({', '.join(ADAPTER_MODES)}) and has no effect "
-                              f"with transfer.mode={self.mode}; remove the transfer.peft settings or choose an adapter mode")
+            raise ConfigError(
+                f"transfer.peft configures the adapter modes ({', '.join(ADAPTER_MODES)}) and has no effect "
+                f"with transfer.mode={self.mode}; remove the transfer.peft settings or choose an adapter mode"
+            )
 
 
 @dataclass
@@ -375,11 +408,11 @@ class TrainConfig:
     batch_size: int = _f(32, "Examples per optimiser step per process (before gradient accumulation).")
     eval_batch_size: int = _f(128, "Examples per evaluation batch per process.")
     lr: float = _f(5e-5, "Peak learning rate of the backbone.")
-    head_lr: Optional[float] = _f(None, "Learning rate of the head (default: train.lr).")
+    head_lr: float | None = _f(None, "Learning rate of the head (default: train.lr).")
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     warmup_ratio: float = _f(0.1, "Fraction of the steps spent warming the learning rate up linearly.")
     grad_accum_steps: int = _f(1, "Gradient accumulation steps (effective batch = batch_size * steps * processes).")
-    max_grad_norm: Optional[float] = _f(1.0, "Clip the gradient norm to this value; null disables.")
+    max_grad_norm: float | None = _f(1.0, "Clip the gradient norm to this value; null disables.")
     mixed_precision: str = _f("auto", "no, fp16, bf16, or auto (bf16 where the hardware supports it, else no).")
     seed: int = _f(42, "Seed for model initialisation, shuffling and dropout.")
     metric_for_best: str = _f(
@@ -389,12 +422,12 @@ class TrainConfig:
     )
     loss: str = _f("auto", "Training loss: auto (the task's own), cross_entropy, bce (multi-label), mse or huber (regression).")
     huber_delta: float = _f(1.0, "Huber loss: where it turns from quadratic to linear (train.loss=huber).")
-    thresholds: Union[float, list[float], str] = _f(
+    thresholds: float | list[float] | str = _f(
         "per_label",
         "Multi-label decision thresholds: per_label or global (tuned on validation for the best F1, saved with the "
         "model), or fixed: a number in [0, 1] or a list with one per label.",
     )
-    early_stopping_patience: Optional[int] = _f(
+    early_stopping_patience: int | None = _f(
         None, "Stop after this many epochs without improvement of metric_for_best; null trains every epoch."
     )
     early_stopping_threshold: float = _f(0.0, "Smallest change of metric_for_best that counts as an improvement.")
@@ -404,7 +437,7 @@ class TrainConfig:
         "CPU training: cheaper dropout masks and an attention path without SDPA's slow dropout fallback "
         "(same computation; see nlp_transfer/models/fast.py). false: PyTorch's and transformers' own.",
     )
-    class_weights: Optional[Union[str, list[float]]] = _f(
+    class_weights: str | list[float] | None = _f(
         None,
         "Weights of the classes in the training loss: null (all 1), balanced (n / (k * count of the class), "
         "counted on the training examples), or a list with one weight per label in the run's label order.",
@@ -414,19 +447,20 @@ class TrainConfig:
         "Training order: random (each example once per epoch), or weighted (examples drawn with replacement, "
         "each class equally likely; batches are still grouped by length within the drawn examples).",
     )
-    num_threads: Optional[int] = _f(None, "CPU threads per process (default: cores / local processes).")
+    num_threads: int | None = _f(None, "CPU threads per process (default: cores / local processes).")
     log_every: int = _f(50, "Log the training loss every N optimiser steps.")
     report_to: str = _f("none", "Accelerate tracker: none, all, tensorboard, wandb, mlflow, ...")
     save_checkpoints: bool = _f(
         False, "Save a resumable checkpoint at every epoch end (model, optimiser, scheduler, scaler, RNG, loop state)."
     )
-    save_every_steps: Optional[int] = _f(
+    save_every_steps: int | None = _f(
         None, "Also checkpoint every N optimiser steps (mid-epoch too; implies save_checkpoints); null: epoch ends only."
     )
     keep_checkpoints: int = _f(2, "Keep the newest K checkpoints; older ones are deleted.")
-    resume: Optional[str] = _f(
-        None, "Resume an interrupted run: 'latest' (newest checkpoint in output.checkpoint_dir) or a checkpoint "
-        "directory (scripts/train.py --resume [PATH])."
+    resume: str | None = _f(
+        None,
+        "Resume an interrupted run: 'latest' (newest checkpoint in output.checkpoint_dir) or a checkpoint "
+        "directory (scripts/train.py --resume [PATH]).",
     )
 
     def __post_init__(self) -> None:
@@ -436,19 +470,28 @@ class TrainConfig:
         _check(self.head_lr is None or self.head_lr > 0, "train.head_lr must be positive")
         _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio must be in [0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
-        _check(self.early_stopping_patience is None or self.early_stopping_patience >= 1,
-               "train.early_stopping_patience must be at least 1 (or null to disable)")
+        _check(
+            self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+            "train.early_stopping_patience must be at least 1 (or null to disable)",
+        )
         _check(self.early_stopping_threshold >= 0, "train.early_stopping_threshold must be >= 0")
-        _check(self.save_every_steps is None or self.save_every_steps >= 1,
-               "train.save_every_steps must be at least 1 (or null to checkpoint at epoch ends only)")
+        _check(
+            self.save_every_steps is None or self.save_every_steps >= 1,
+            "train.save_every_steps must be at least 1 (or null to checkpoint at epoch ends only)",
+        )
         _choice("train", "mixed_precision", self.mixed_precision, PRECISIONS)
         _choice("train", "sampler", self.sampler, SAMPLERS)
         if isinstance(self.class_weights, str):
-            _check(self.class_weights == "balanced", f"train.class_weights='{self.class_weights}' is not valid; use null, "
-                   "balanced, or a list with one weight per label (e.g. [1.0, 3.0])")
+            _check(
+                self.class_weights == "balanced",
+                f"train.class_weights='{self.class_weights}' is not valid; use null, "
+                "balanced, or a list with one weight per label (e.g. [1.0, 3.0])",
+            )
         elif self.class_weights is not None:
-            _check(len(self.class_weights) >= 2 and all(w >= 0 for w in self.class_weights) and any(self.class_weights),
-                   f"train.class_weights={self.class_weights} must hold one non-negative weight per label (at least 2), not all zero")
+            _check(
+                len(self.class_weights) >= 2 and all(w >= 0 for w in self.class_weights) and any(self.class_weights),
+                f"train.class_weights={self.class_weights} must hold one non-negative weight per label (at least 2), not all zero",
+            )
         _choice("train", "metric_for_best", self.metric_for_best, SELECTABLE_METRICS)
         _choice("train", "loss", self.loss, LOSSES)
         _check(self.huber_delta > 0, f"train.huber_delta={self.huber_delta} must be positive")
@@ -465,9 +508,10 @@ class TrainConfig:
 class OutputConfig:
     dir: str = _f("runs/default", "Run directory (written atomically when training ends).")
     overwrite: bool = _f(False, "Replace an existing run directory.")
-    checkpoint_dir: Optional[str] = _f(
-        None, "Where resumable checkpoints go (default: <output.dir>.checkpoints beside the run directory); "
-        "deleted once the run directory is written."
+    checkpoint_dir: str | None = _f(
+        None,
+        "Where resumable checkpoints go (default: <output.dir>.checkpoints beside the run directory); "
+        "deleted once the run directory is written.",
     )
 
 
@@ -478,7 +522,7 @@ ADAPT_OBJECTIVES = ("auto", "mlm", "clm")
 class AdaptConfig:
     """Continued pretraining on unlabelled text (scripts/adapt.py): the checkpoint learns the domain before the task."""
 
-    source: Optional[str] = _f(
+    source: str | None = _f(
         None,
         "Unlabelled text to adapt on: a catalog name, a file (CSV, JSONL, plain lines, ...), a hub dataset, or a recipe "
         "YAML (the training texts of its data section). A labelled source is split as a recipe on it would be and only "
@@ -490,8 +534,8 @@ class AdaptConfig:
     whole_word_mask: bool = _f(False, "mlm: mask every token of a chosen word together (always with [MASK]).")
     mask_probability: float = _f(0.15, "mlm: share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept).")
     epochs: int = _f(1, "Passes over the texts.")
-    max_steps: Optional[int] = _f(None, "Stop after this many optimiser steps (instead of whole epochs); the schedule ends there.")
-    max_samples: Optional[int] = _f(None, "Use at most this many texts (a seeded random choice).")
+    max_steps: int | None = _f(None, "Stop after this many optimiser steps (instead of whole epochs); the schedule ends there.")
+    max_samples: int | None = _f(None, "Use at most this many texts (a seeded random choice).")
     lr: float = _f(5.0e-5, "Peak learning rate (linear warm-up over train.warmup_ratio, then linear decay).")
     validation_fraction: float = _f(0.05, "Share of an unlabelled source held out to report the validation loss and perplexity.")
 
@@ -534,8 +578,9 @@ class RecipeConfig:
             self._check_zero_shot()
         elif self.model.label_words is not None or self.model.calibration_text != "N/A":
             key = "label_words" if self.model.label_words is not None else "calibration_text"
-            raise ConfigError(f"model.{key} is for transfer.mode=zero_shot and has no effect with transfer.mode="
-                              f"{self.transfer.mode}; remove it")
+            raise ConfigError(
+                f"model.{key} is for transfer.mode=zero_shot and has no effect with transfer.mode={self.transfer.mode}; remove it"
+            )
         if self.model.head == "logreg" and self.transfer.mode != "setfit" and self.train.resume:
             raise ConfigError("model.head=logreg is one scikit-learn fit with no checkpoints; run without train.resume / --resume")
         if self.model.head == "logreg" and self.transfer.mode != "setfit" and self.train.sampler != "random":
@@ -544,8 +589,10 @@ class RecipeConfig:
                 "use train.class_weights=balanced to reweigh the classes"
             )
         if self.transfer.mode in ADAPTER_MODES and not self.model.pretrained:
-            raise ConfigError(f"transfer.mode={self.transfer.mode} adapts pretrained weights it keeps frozen, but "
-                              "model.pretrained=false starts from random ones; set model.pretrained=true or use transfer.mode=full")
+            raise ConfigError(
+                f"transfer.mode={self.transfer.mode} adapts pretrained weights it keeps frozen, but "
+                "model.pretrained=false starts from random ones; set model.pretrained=true or use transfer.mode=full"
+            )
         if self.model.backbone_dtype == "bfloat16" and self.transfer.mode != "feature_extraction":
             raise ConfigError(
                 f"model.backbone_dtype=bfloat16 needs a frozen backbone, but transfer.mode={self.transfer.mode} trains it "
@@ -554,37 +601,58 @@ class RecipeConfig:
 
     def _check_setfit(self) -> None:
         """transfer.mode=setfit: a logistic-regression head on the tuned embeddings, one fit per epoch."""
-        _check(self.model.head == "logreg", f"transfer.mode=setfit fits a logistic-regression head on the tuned embeddings; "
-               f"set model.head=logreg (got '{self.model.head}')")
-        _check(not (self.train.resume or self.train.save_checkpoints or self.train.save_every_steps),
-               "transfer.mode=setfit runs are short few-shot runs without checkpoints; remove train.resume, "
-               "train.save_checkpoints and train.save_every_steps")
-        _check(self.train.sampler == "random", "train.sampler=weighted does not apply to transfer.mode=setfit (its pairs are "
-               "balanced: as many positive as negative); use train.sampler=random")
+        _check(
+            self.model.head == "logreg",
+            f"transfer.mode=setfit fits a logistic-regression head on the tuned embeddings; "
+            f"set model.head=logreg (got '{self.model.head}')",
+        )
+        _check(
+            not (self.train.resume or self.train.save_checkpoints or self.train.save_every_steps),
+            "transfer.mode=setfit runs are short few-shot runs without checkpoints; remove train.resume, "
+            "train.save_checkpoints and train.save_every_steps",
+        )
+        _check(
+            self.train.sampler == "random",
+            "train.sampler=weighted does not apply to transfer.mode=setfit (its pairs are "
+            "balanced: as many positive as negative); use train.sampler=random",
+        )
         _check(not self.model.chunking, "transfer.mode=setfit compares whole texts; set model.chunking=false")
-        _check(self.transfer.layerwise_lr_decay == 1.0 and self.transfer.l2sp == 0.0,
-               "transfer.mode=setfit tunes the whole encoder with one learning rate; set transfer.layerwise_lr_decay=1.0 "
-               "and transfer.l2sp=0")
+        _check(
+            self.transfer.layerwise_lr_decay == 1.0 and self.transfer.l2sp == 0.0,
+            "transfer.mode=setfit tunes the whole encoder with one learning rate; set transfer.layerwise_lr_decay=1.0 and transfer.l2sp=0",
+        )
 
     def _check_zero_shot(self) -> None:
-        _check(self.model.prompt is not None, "transfer.mode=zero_shot asks the model to continue a prompt; set "
-               "model.prompt, e.g. 'Review: {text}\\nSentiment:'")
-        _check(self.model.head == "linear", f"transfer.mode=zero_shot builds its head from the language model's output "
-               f"embeddings of the label words; set model.head=linear (got '{self.model.head}')")
-        _check(self.model.pooling in ("auto", "last"), "transfer.mode=zero_shot reads the next-token prediction at the "
-               f"last token; set model.pooling=auto (or last), not {self.model.pooling}")
-        _check(self.data.text_pair_column is None and not self.model.chunking,
-               "transfer.mode=zero_shot scores one text per prompt; unset data.text_pair_column and model.chunking")
-        _check(self.model.feature_layer is None, "transfer.mode=zero_shot reads the language model's prediction after its "
-               "last layer; remove model.feature_layer")
+        _check(
+            self.model.prompt is not None,
+            "transfer.mode=zero_shot asks the model to continue a prompt; set model.prompt, e.g. 'Review: {text}\\nSentiment:'",
+        )
+        _check(
+            self.model.head == "linear",
+            f"transfer.mode=zero_shot builds its head from the language model's output "
+            f"embeddings of the label words; set model.head=linear (got '{self.model.head}')",
+        )
+        _check(
+            self.model.pooling in ("auto", "last"),
+            "transfer.mode=zero_shot reads the next-token prediction at the "
+            f"last token; set model.pooling=auto (or last), not {self.model.pooling}",
+        )
+        _check(
+            self.data.text_pair_column is None and not self.model.chunking,
+            "transfer.mode=zero_shot scores one text per prompt; unset data.text_pair_column and model.chunking",
+        )
+        _check(
+            self.model.feature_layer is None,
+            "transfer.mode=zero_shot reads the language model's prediction after its last layer; remove model.feature_layer",
+        )
 
     # ---- construction -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict) -> "RecipeConfig":
+    def from_dict(cls, raw: dict) -> RecipeConfig:
         return build(cls, raw or {})
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "RecipeConfig":
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"recipe file '{path}' does not exist; pass an existing YAML file to --config")
@@ -602,7 +670,7 @@ class RecipeConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, *overrides: str) -> "RecipeConfig":
+    def replace(self, *overrides: str) -> RecipeConfig:
         """A copy with dotted overrides applied, e.g. ``cfg.replace("train.lr=1e-4")``."""
         return RecipeConfig.from_dict(apply_overrides(self.to_dict(), list(overrides)))
 

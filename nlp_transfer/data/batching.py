@@ -8,7 +8,7 @@ similar lengths share a batch (less padding, the same examples per epoch).
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import datasets
 import numpy as np
@@ -82,8 +82,16 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
     to be short; a short batch in the middle makes it drop a pair of batches.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, group: bool = True,
-                 weights: np.ndarray | None = None, short_last: bool = False):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        group: bool = True,
+        weights: np.ndarray | None = None,
+        short_last: bool = False,
+    ):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle

@@ -6,8 +6,8 @@ import heavy or network-touching modules). Install them with ``pip install --no-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 

@@ -18,8 +18,8 @@ word with and without them), so BERT's ``[CLS] a [SEP] b [SEP]``, RoBERTa's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -46,20 +46,34 @@ class LongTextSpec:
         return self.truncation == "head" and not self.chunking and self.prompt is None
 
     @classmethod
-    def from_config(cls, model_cfg) -> "LongTextSpec":
-        return cls(model_cfg.max_length, model_cfg.truncation, model_cfg.head_fraction, model_cfg.chunking,
-                   model_cfg.chunk_stride, model_cfg.chunk_aggregate, model_cfg.max_chunks, getattr(model_cfg, "prompt", None))
+    def from_config(cls, model_cfg) -> LongTextSpec:
+        return cls(
+            model_cfg.max_length,
+            model_cfg.truncation,
+            model_cfg.head_fraction,
+            model_cfg.chunking,
+            model_cfg.chunk_stride,
+            model_cfg.chunk_aggregate,
+            model_cfg.max_chunks,
+            getattr(model_cfg, "prompt", None),
+        )
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "LongTextSpec":
+    def from_meta(cls, meta: dict) -> LongTextSpec:
         """From a saved model's ``nlp_transfer.json`` (runs saved before chunking get the defaults)."""
         d = meta.get("long_text") or {}
         return cls(max_length=meta.get("max_length", 128), **d)
 
     def to_meta(self) -> dict:
-        return {"truncation": self.truncation, "head_fraction": self.head_fraction, "chunking": self.chunking,
-                "chunk_stride": self.chunk_stride, "chunk_aggregate": self.chunk_aggregate, "max_chunks": self.max_chunks,
-                "prompt": self.prompt}
+        return {
+            "truncation": self.truncation,
+            "head_fraction": self.head_fraction,
+            "chunking": self.chunking,
+            "chunk_stride": self.chunk_stride,
+            "chunk_aggregate": self.chunk_aggregate,
+            "max_chunks": self.max_chunks,
+            "prompt": self.prompt,
+        }
 
 
 # ---- special-token template -------------------------------------------------------------
@@ -165,7 +179,7 @@ def prompt_tokens(tokenizer, prompt: str | None) -> tuple[list, list, str]:
     head, _, tail = prompt.partition("{text}")
     stripped = head.rstrip()
     ids = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
-    return ids(stripped), ids(tail), head[len(stripped):]
+    return ids(stripped), ids(tail), head[len(stripped) :]
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: LongTextSpec) -> dict[str, list]:
@@ -179,8 +193,10 @@ def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: L
     before, after, lead = prompt_tokens(tokenizer, spec.prompt)
     budget = spec.max_length - len(tpl.prefix) - len(tpl.middle) - len(tpl.suffix) - len(before) - len(after)
     if budget < 2:
-        raise ModelError(f"model.max_length={spec.max_length} leaves no room for text after the special tokens"
-                         + (" and the prompt" if spec.prompt else ""))
+        raise ModelError(
+            f"model.max_length={spec.max_length} leaves no room for text after the special tokens"
+            + (" and the prompt" if spec.prompt else "")
+        )
     ids_a = tokenizer([lead + t for t in texts], add_special_tokens=False, verbose=False)["input_ids"]  # whole texts: no length warning
     ids_b = tokenizer(list(pairs), add_special_tokens=False, verbose=False)["input_ids"] if pairs is not None else [None] * len(ids_a)
     out: dict[str, list] = {}
@@ -189,8 +205,10 @@ def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, spec: L
             # A pair keeps (the head of) its second text in every window; the first text is chunked.
             b_kept = truncate(b, min(len(b), budget // 2), "head") if b is not None else None
             size = budget - (len(b_kept) if b_kept is not None else 0)
-            rows = [tpl.build(before + a[s : s + size] + after, b_kept)
-                    for s in window_starts(len(a), size, min(spec.chunk_stride, size - 1), spec.max_chunks)]
+            rows = [
+                tpl.build(before + a[s : s + size] + after, b_kept)
+                for s in window_starts(len(a), size, min(spec.chunk_stride, size - 1), spec.max_chunks)
+            ]
         else:
             keep_a, keep_b = pair_budget(len(a), len(b), budget) if b is not None else (budget, 0)
             b_kept = truncate(b, keep_b, spec.truncation, spec.head_fraction) if b is not None else None

@@ -154,9 +154,7 @@ def _select_columns(ds: datasets.Dataset, split: str, cfg: DataConfig) -> datase
         return _select_label_columns(ds, split, cfg)
     given = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
     if len(set(given)) != len(given):  # one column in two roles would silently drop a role below
-        raise DataError(
-            f"data.text_column, data.label_column and data.text_pair_column must name different columns, got {given}"
-        )
+        raise DataError(f"data.text_column, data.label_column and data.text_pair_column must name different columns, got {given}")
     wanted = {cfg.text_column: "text", cfg.label_column: "label"}
     if cfg.text_pair_column:
         wanted[cfg.text_pair_column] = "text_pair"
@@ -193,9 +191,7 @@ def _require_columns(ds: datasets.Dataset, split: str, wanted: dict[str, str]) -
             key = {"text": "text_column", "label": "label_column", "text_pair": "text_pair_column"}.get(role, role)
             near = difflib.get_close_matches(col, ds.column_names, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else ""
-            raise DataError(
-                f"{split} split has no column '{col}' (data.{key}){hint}; the columns are: {', '.join(ds.column_names)}"
-            )
+            raise DataError(f"{split} split has no column '{col}' (data.{key}){hint}; the columns are: {', '.join(ds.column_names)}")
 
 
 def map_labels(raw: dict[str, datasets.Dataset], label_map: dict[str, str | None]) -> dict[str, datasets.Dataset]:
@@ -205,8 +201,9 @@ def map_labels(raw: dict[str, datasets.Dataset], label_map: dict[str, str | None
     if unknown:
         near = difflib.get_close_matches(unknown[0], sorted(present), n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise DataError(f"data.label_map names '{unknown[0]}', which is not a label of the data{hint}; its labels are "
-                        f"{', '.join(sorted(present)[:20])}")
+        raise DataError(
+            f"data.label_map names '{unknown[0]}', which is not a label of the data{hint}; its labels are {', '.join(sorted(present)[:20])}"
+        )
     out = {}
     for split, ds in raw.items():
         renamed = [label_map.get(str(v), v) for v in ds["label"]]
@@ -240,7 +237,9 @@ def _set_label(ds: datasets.Dataset, targets: np.ndarray) -> datasets.Dataset:
 
 
 # ---- splits ---------------------------------------------------------------------------
-def _stratified_split(ds: datasets.Dataset, fraction: float, seed: int, stratified: bool = True) -> tuple[datasets.Dataset, datasets.Dataset]:
+def _stratified_split(
+    ds: datasets.Dataset, fraction: float, seed: int, stratified: bool = True
+) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(rest, held_out): a deterministic split, stratified on the ``label`` column (class ids)
     when ``stratified`` (single-label), else a seeded random one (multi-label, regression)."""
     from sklearn.model_selection import train_test_split
@@ -264,8 +263,7 @@ def stratified_sample(ds: datasets.Dataset, n: int, seed: int, stratified: bool 
     return _stratified_split(ds, n / len(ds), seed, stratified)[1]
 
 
-def _split(enc: dict[str, datasets.Dataset], raw_has_test: bool, cfg: DataConfig, stratify: bool,
-           names: list[str]) -> datasets.DatasetDict:
+def _split(enc: dict[str, datasets.Dataset], raw_has_test: bool, cfg: DataConfig, stratify: bool, names: list[str]) -> datasets.DatasetDict:
     """Held-out splits the source lacks; fractions are of the whole source, so 80/10/10 means what it says."""
     train = enc["train"]
     total = len(train)
@@ -327,13 +325,16 @@ def load_data(cfg: DataConfig, num_labels: int | None = None) -> TextData:
             "fix model.num_labels or remove it"
         )
     if cfg.samples_per_class is not None and name != "single_label":
-        raise ConfigError(f"data.samples_per_class draws examples per class and needs single-label data, but this is "
-                          f"{name} data; use data.max_samples to train on fewer examples")
+        raise ConfigError(
+            f"data.samples_per_class draws examples per class and needs single-label data, but this is "
+            f"{name} data; use data.max_samples to train on fewer examples"
+        )
     return TextData(splits=_split(enc, "test" in raw, cfg, task.stratify, names), labels=names, task=name)
 
 
-def unlabelled_texts(data_cfg: DataConfig, source: str, text_column: str, validation_fraction: float, seed: int,
-                     what: str) -> tuple[list[str], list[str], str]:
+def unlabelled_texts(
+    data_cfg: DataConfig, source: str, text_column: str, validation_fraction: float, seed: int, what: str
+) -> tuple[list[str], list[str], str]:
     """(training texts, held-out texts, a description) of ``source`` read as unlabelled text (``what`` names the
     setting: adapt, transfer.domain_adversarial). A recipe YAML gives the training texts of its data section (its
     label_map, fractions and seed: the texts a model trained by that recipe learns from). A source with a label column is split as a recipe on it would
@@ -347,11 +348,19 @@ def unlabelled_texts(data_cfg: DataConfig, source: str, text_column: str, valida
         if not Path(source).is_file():
             raise DataError(f"{what}: recipe '{source}' does not exist; name an existing recipe YAML, a file or a dataset")
         data = load_data(RecipeConfig.from_yaml(source).data)
-        return (list(data.splits["train"]["text"]), list(data.splits["validation"]["text"]),
-                f"the training texts of recipe '{source}'")
-    cfg = dataclasses.replace(data_cfg, source=source, train_file=None, validation_file=None, test_file=None,
-                              text_column=text_column, text_pair_column=None, label_columns=None, samples_per_class=None,
-                              max_samples=None)
+        return (list(data.splits["train"]["text"]), list(data.splits["validation"]["text"]), f"the training texts of recipe '{source}'")
+    cfg = dataclasses.replace(
+        data_cfg,
+        source=source,
+        train_file=None,
+        validation_file=None,
+        test_file=None,
+        text_column=text_column,
+        text_pair_column=None,
+        label_columns=None,
+        samples_per_class=None,
+        max_samples=None,
+    )
     if Path(source).is_file():  # any format the reader takes, plain lines (column text) included
         df = read_table(source, text_columns=[text_column], where=f"{what}.source")
         columns = [str(c) for c in df.columns]
@@ -361,8 +370,7 @@ def unlabelled_texts(data_cfg: DataConfig, source: str, text_column: str, valida
         columns = raw.column_names
         rows = raw[text_column] if text_column in columns else []
     if text_column not in columns:
-        raise DataError(f"{what}: '{source}' has no column '{text_column}' (columns: {', '.join(columns)}); "
-                        f"set {what}.text_column")
+        raise DataError(f"{what}: '{source}' has no column '{text_column}' (columns: {', '.join(columns)}); set {what}.text_column")
     if cfg.label_column in columns:  # labelled: only what a recipe on it would train on
         data = load_data(cfg)
         return list(data.splits["train"]["text"]), list(data.splits["validation"]["text"]), f"the training texts of '{source}'"

@@ -26,7 +26,6 @@ import gzip
 import io
 import json
 import lzma
-import re
 import shlex
 import sys
 import warnings
@@ -42,8 +41,13 @@ from nlp_transfer.tasks.labels import label_key, label_names, zero_one  # noqa: 
 
 INPUT_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "lines")
 _EXTENSIONS = {
-    ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
-    ".parquet": "parquet", ".txt": "lines",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".txt": "lines",
 }
 _DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
 _BOM = b"\xef\xbb\xbf"
@@ -152,8 +156,10 @@ def _not_utf8(raw: bytes, offset: int, path: str) -> str:
     if path == "-":
         return f"standard input is not UTF-8 text: {where}); send UTF-8 text (e.g. pipe it through iconv -f latin1 -t utf-8)"
     if _suffixes(path)[1]:
-        return (f"'{path}' is not UTF-8 text: {where} after decompression); decompress it, save it as UTF-8 "
-                "(e.g. iconv -f latin1 -t utf-8) and compress it again")
+        return (
+            f"'{path}' is not UTF-8 text: {where} after decompression); decompress it, save it as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8) and compress it again"
+        )
     p = Path(path)
     fixed = shlex.quote(str(p.with_name(f"{p.stem}-utf8{p.suffix}")))
     return f"'{path}' is not UTF-8 text: {where}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 {shlex.quote(path)} > {fixed})"
@@ -378,7 +384,7 @@ def _parse(raw: bytes, path: str, fmt: str, text_columns: Sequence[str]) -> pd.D
         if not text.strip():
             raise NoRowsError(_name(path), "it is empty")
         del text  # checked; pandas parses the bytes itself
-        body = raw[len(_BOM):] if raw.startswith(_BOM) else raw
+        body = raw[len(_BOM) :] if raw.startswith(_BOM) else raw
         return _read_csv(body, path, "\t" if fmt == "tsv" else ",", text_columns)
     rows = _read_json(text, path) if fmt == "json" else _read_jsonl(text, path)
     return _from_records(rows, text_columns)
@@ -467,8 +473,14 @@ def read_inputs(
 
 
 def inputs_from_frame(
-    df: pd.DataFrame, path: str, fmt: str, text_column: str = "text", text_pair_column: str | None = None,
-    label_column: str | None = None, id_column: str | None = None, label_columns: list[str] | None = None,
+    df: pd.DataFrame,
+    path: str,
+    fmt: str,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    label_columns: list[str] | None = None,
 ) -> Inputs:
     """:class:`Inputs` from a table :func:`read_table` typed (or one chunk of it, :mod:`nlp_transfer.data.stream`)."""
     if fmt == "lines":

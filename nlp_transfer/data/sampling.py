@@ -7,7 +7,7 @@ A class absent from training gets weight 0 (it cannot be learnt; sklearn would f
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -56,7 +56,9 @@ def per_class_sample(y: Sequence[int], n: int, seed: int, names: Sequence[str]) 
     for c, name in enumerate(names):
         idx = np.flatnonzero(y == c)
         if len(idx) < n:
-            raise ConfigError(f"data.samples_per_class={n} but class '{name}' has only {len(idx)} training examples; "
-                              f"use at most {len(idx)} (or null for every example)")
+            raise ConfigError(
+                f"data.samples_per_class={n} but class '{name}' has only {len(idx)} training examples; "
+                f"use at most {len(idx)} (or null for every example)"
+            )
         picked.append(idx[rng.permutation(len(idx))[:n]])
     return np.sort(np.concatenate(picked))

@@ -30,8 +30,14 @@ from nlp_transfer.errors import DataError
 _OPEN = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
-def iter_inputs(path: str = "-", fmt: str | None = None, text_column: str = "text", text_pair_column: str | None = None,
-                id_column: str | None = None, chunk_rows: int = 10_000) -> Iterator[R.Inputs]:
+def iter_inputs(
+    path: str = "-",
+    fmt: str | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    id_column: str | None = None,
+    chunk_rows: int = 10_000,
+) -> Iterator[R.Inputs]:
     """:class:`~nlp_transfer.data.reader.Inputs` of up to ``chunk_rows`` rows each, in file order (see the module)."""
     fmt = R.infer_format(path, fmt)
     if fmt not in R.INPUT_FORMATS:
@@ -43,8 +49,9 @@ def iter_inputs(path: str = "-", fmt: str | None = None, text_column: str = "tex
     for df in _exact(_frames(path, fmt, as_text, chunk_rows), chunk_rows):
         if len(df):
             rows += len(df)
-            yield R.inputs_from_frame(R._normalise(df.reset_index(drop=True), as_text), path, fmt, text_column, text_pair_column,
-                                      id_column=id_column)
+            yield R.inputs_from_frame(
+                R._normalise(df.reset_index(drop=True), as_text), path, fmt, text_column, text_pair_column, id_column=id_column
+            )
     if rows == 0:
         raise DataError(f"{R._name(path)} has no texts to read (it is empty{' or only a header' if fmt in ('csv', 'tsv') else ''})")
 
@@ -91,7 +98,9 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
 
 def _frames(path: str, fmt: str, as_text: Sequence[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
     if fmt == "lines":
-        yield from _batched((line for _, line in _lines(path) if line.strip()), chunk_rows, lambda b: pd.DataFrame({"text": pd.Series(b, dtype=object)}))
+        yield from _batched(
+            (line for _, line in _lines(path) if line.strip()), chunk_rows, lambda b: pd.DataFrame({"text": pd.Series(b, dtype=object)})
+        )
     elif fmt == "jsonl":
         yield from _batched(_json_lines(path), chunk_rows, lambda b: R._from_records(b, as_text))
     elif fmt in ("csv", "tsv"):
@@ -122,11 +131,14 @@ def _json_lines(path: str) -> Iterator[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"could not read {R._name(path)} as jsonl: line {n} is not valid JSON ({e.msg}: column {e.colno}); "
-                            "fix or remove that line") from None
+            raise DataError(
+                f"could not read {R._name(path)} as jsonl: line {n} is not valid JSON ({e.msg}: column {e.colno}); fix or remove that line"
+            ) from None
         if not isinstance(row, dict):
-            raise DataError(f"could not read {R._name(path)} as jsonl: line {n} is {R._json_kind(row)}, not an object; "
-                            "write one {...} object per line")
+            raise DataError(
+                f"could not read {R._name(path)} as jsonl: line {n} is {R._json_kind(row)}, not an object; "
+                "write one {...} object per line"
+            )
         yield row
 
 
@@ -134,16 +146,19 @@ def _csv_frames(path: str, sep: str, as_text: Sequence[str], chunk_rows: int) ->
     fmt = "tsv" if sep == "\t" else "csv"
     source = _binary(path)
     try:
-        reader = pd.read_csv(source, sep=sep, chunksize=chunk_rows, dtype={c: str for c in as_text} or None,
-                             **{**R._CSV_OPTIONS, "low_memory": True})
+        reader = pd.read_csv(
+            source, sep=sep, chunksize=chunk_rows, dtype={c: str for c in as_text} or None, **{**R._CSV_OPTIONS, "low_memory": True}
+        )
         yield from reader
     except pd.errors.EmptyDataError:
         return
     except UnicodeDecodeError:
         raise DataError(f"{R._name(path)} is not UTF-8 text; save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     except (pd.errors.ParserError, ValueError) as e:
-        raise DataError(f"could not read {R._name(path)} as {fmt}: {R._first_line(e)}; every row needs one field per header "
-                        f"column (quote fields that contain {sep!r} or a line break)") from None
+        raise DataError(
+            f"could not read {R._name(path)} as {fmt}: {R._first_line(e)}; every row needs one field per header "
+            f"column (quote fields that contain {sep!r} or a line break)"
+        ) from None
 
 
 def _parquet_frames(path: str, as_text: Sequence[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -159,7 +174,9 @@ def _parquet_frames(path: str, as_text: Sequence[str], chunk_rows: int) -> Itera
         for batch in parquet.iter_batches(batch_size=chunk_rows):
             yield R.parquet_frame(pa.Table.from_batches([batch]), path, as_text)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"could not read {R._name(path)} as parquet: {R._first_line(e)}; check that it is a complete Parquet file") from None
+        raise DataError(
+            f"could not read {R._name(path)} as parquet: {R._first_line(e)}; check that it is a complete Parquet file"
+        ) from None
 
 
 def _existing(path: str) -> Path:

@@ -30,9 +30,7 @@ logger = logging.getLogger("nlp_transfer")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The default list: no transfer (TF-IDF baseline, added separately; the architecture from random
 # weights), then more and more of the pretrained network adapted.
-DEFAULT_RECIPES = tuple(
-    f"recipes/rotten_tomatoes/minilm-{m}.yaml" for m in ("scratch", "feature_extraction", "partial", "full")
-)
+DEFAULT_RECIPES = tuple(f"recipes/rotten_tomatoes/minilm-{m}.yaml" for m in ("scratch", "feature_extraction", "partial", "full"))
 BASELINE = "TF-IDF + logistic regression"
 _MODES = {
     "feature_extraction": "feature extraction (frozen, head only)",
@@ -153,8 +151,13 @@ def _unique_names(cfgs: list[RecipeConfig]) -> list[str]:
 
 
 def compare(
-    recipes, runs_dir: str | Path, overrides: list[str] = (), baseline: bool = True, progress: bool = True,
-    overwrite: bool = False, target: str | Target | None = None,
+    recipes,
+    runs_dir: str | Path,
+    overrides: list[str] = (),
+    baseline: bool = True,
+    progress: bool = True,
+    overwrite: bool = False,
+    target: str | Target | None = None,
 ) -> Comparison:
     """Train each recipe (run directories under ``runs_dir``) and write the comparison there:
     ``comparison.md``, ``comparison.json`` (the rows) and ``comparison.png``.
@@ -201,8 +204,7 @@ def compare(
         seconds = result.timing.get("total_seconds", time.perf_counter() - t0)
         epochs = None if cfg.model.head == "logreg" else cfg.train.epochs  # one scikit-learn fit, no epochs
         on_target = None if target is None else _score_target(result.output_dir, target, progress)
-        row = _row(describe(cfg), name, cfg.transfer.mode, cfg.model.pretrained, epochs, result.test, seconds,
-                   result.output_dir, on_target)
+        row = _row(describe(cfg), name, cfg.transfer.mode, cfg.model.pretrained, epochs, result.test, seconds, result.output_dir, on_target)
         row["trained_parameters"] = result.parameters.get("trainable")
         if job_data is not data:
             row["reference"] = True
@@ -228,9 +230,16 @@ def _score_target(run_dir, target: Target, progress: bool) -> dict:
 
 def _row(method, recipe, mode, pretrained, epochs, test: dict, seconds: float, run_dir, on_target: dict | None = None) -> dict:
     row = {
-        "method": method, "recipe": recipe, "mode": mode, "pretrained": pretrained, "epochs": epochs,
-        "accuracy": test["accuracy"], "f1_macro": test["f1_macro"], "seconds": round(float(seconds), 1),
-        "run_dir": str(run_dir) if run_dir is not None else None, "trained_parameters": None,
+        "method": method,
+        "recipe": recipe,
+        "mode": mode,
+        "pretrained": pretrained,
+        "epochs": epochs,
+        "accuracy": test["accuracy"],
+        "f1_macro": test["f1_macro"],
+        "seconds": round(float(seconds), 1),
+        "run_dir": str(run_dir) if run_dir is not None else None,
+        "trained_parameters": None,
     }
     if on_target is not None:
         row["target_accuracy"], row["target_f1_macro"] = on_target["accuracy"], on_target["f1_macro"]
@@ -303,12 +312,15 @@ def target_table(rows: list[dict], data, cfg: RecipeConfig, target: Target) -> s
         source = "- | -" if ref else f"{r['accuracy']:.4f} | {r['f1_macro']:.4f}"
         drop = "-" if ref else f"{100 * (r['accuracy'] - r['target_accuracy']):+.1f}"
         if "gap_recovered_accuracy" in r:
-            gap = " / ".join("-" if r[f"gap_recovered_{k}"] is None else f"{100 * r[f'gap_recovered_{k}']:.0f}%"
-                             for k in ("accuracy", "f1_macro"))
+            gap = " / ".join(
+                "-" if r[f"gap_recovered_{k}"] is None else f"{100 * r[f'gap_recovered_{k}']:.0f}%" for k in ("accuracy", "f1_macro")
+            )
         else:
             gap = "100% (reference)" if ref else "0% (source-only)" if r is source_only else "-"
-        lines.append(f"| {name} | {'target labels' if ref else 'source labels'} | {source} | {r['target_accuracy']:.4f} | "
-                     f"{r['target_f1_macro']:.4f} | {drop} | {gap} | {r['seconds']:,.1f} |")
+        lines.append(
+            f"| {name} | {'target labels' if ref else 'source labels'} | {source} | {r['target_accuracy']:.4f} | "
+            f"{r['target_f1_macro']:.4f} | {drop} | {gap} | {r['seconds']:,.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -323,12 +335,19 @@ def _count(n: int | None) -> str:
 def write_comparison(rows: list[dict], table: str, out: Path, cfg: RecipeConfig | None = None) -> dict[str, Path]:
     from nlp_transfer.reporting.plots import plot_comparison
 
-    return write_results(out, "comparison", table, rows, cfg, "test accuracy, macro F1, wall time",
-                         lambda path, title: plot_comparison(rows, path, title), alt="comparison")
+    return write_results(
+        out,
+        "comparison",
+        table,
+        rows,
+        cfg,
+        "test accuracy, macro F1, wall time",
+        lambda path, title: plot_comparison(rows, path, title),
+        alt="comparison",
+    )
 
 
-def write_results(out: Path, stem: str, table: str, payload, cfg: RecipeConfig | None, what: str, plot,
-                  alt: str) -> dict[str, Path]:
+def write_results(out: Path, stem: str, table: str, payload, cfg: RecipeConfig | None, what: str, plot, alt: str) -> dict[str, Path]:
     """``<stem>.md`` (the table, with the plot linked), ``<stem>.json`` (``payload``) and ``<stem>.png``
     (``plot(path, title)``; none without matplotlib) in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)

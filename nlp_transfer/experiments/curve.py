@@ -56,8 +56,16 @@ def size_name(per_class: int | None) -> str:
     return "all" if per_class is None else str(per_class)
 
 
-def curve(recipes, per_class: list[int | None], seeds: int, runs_dir: str | Path, zero_shot=None, overrides: list[str] = (),
-          keep_models: bool = False, progress: bool = False) -> Curve:
+def curve(
+    recipes,
+    per_class: list[int | None],
+    seeds: int,
+    runs_dir: str | Path,
+    zero_shot=None,
+    overrides: list[str] = (),
+    keep_models: bool = False,
+    progress: bool = False,
+) -> Curve:
     """Train every recipe at every size and seed (resuming finished points) and write the curve files."""
     from nlp_transfer.data.loading import load_data
 
@@ -65,8 +73,9 @@ def curve(recipes, per_class: list[int | None], seeds: int, runs_dir: str | Path
     every = list(overrides) + ["data.samples_per_class=null", "data.sample_seed=0"]
     cfgs = load_recipes(list(recipes) + ([zero_shot] if zero_shot else []), every)
     if zero_shot and cfgs[-1].transfer.mode != "zero_shot":
-        raise ConfigError(f"--zero-shot recipe '{cfgs[-1].name}' has transfer.mode={cfgs[-1].transfer.mode}; give one with "
-                          "transfer.mode=zero_shot")
+        raise ConfigError(
+            f"--zero-shot recipe '{cfgs[-1].name}' has transfer.mode={cfgs[-1].transfer.mode}; give one with transfer.mode=zero_shot"
+        )
     if seeds < 1 or not per_class:
         raise ConfigError("a curve needs at least one size (--per-class) and one seed (--seeds)")
     out = Path(runs_dir)
@@ -83,9 +92,8 @@ def curve(recipes, per_class: list[int | None], seeds: int, runs_dir: str | Path
                 logger.info(f"{method}: not run at {', '.join(skipped)} per class (setfit is for up to {SETFIT_MAX})")
             sizes = [n for n in sizes if n is not None and n <= SETFIT_MAX]
         for size in sizes:
-            for seed in ([0] if size == 0 else seeds_for(size, seeds)):
-                points.append(_point(out, method, cfg, data, None if size == 0 else size, seed, keep_models, progress,
-                                     zero=size == 0))
+            for seed in [0] if size == 0 else seeds_for(size, seeds):
+                points.append(_point(out, method, cfg, data, None if size == 0 else size, seed, keep_models, progress, zero=size == 0))
     summary = summarize(points)
     table = curve_table(summary, data, cfgs[0])
     return Curve(points, summary, table, write_curve(points, summary, table, out, cfgs[0]))
@@ -95,8 +103,9 @@ def _slug(method: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in method.lower()).strip("-")[:80]
 
 
-def _point(out: Path, method: str, cfg: RecipeConfig | None, data, per_class, seed: int, keep_models: bool,
-           progress: bool, zero: bool = False) -> dict:
+def _point(
+    out: Path, method: str, cfg: RecipeConfig | None, data, per_class, seed: int, keep_models: bool, progress: bool, zero: bool = False
+) -> dict:
     """One (method, size, seed): read back if finished, else trained now and saved atomically."""
     from nlp_transfer.data.loading import with_few_shot
 
@@ -129,9 +138,17 @@ def _point(out: Path, method: str, cfg: RecipeConfig | None, data, per_class, se
                 if f.name not in ("metrics.json", "recipe.yaml", "summary.md", "nlp_transfer.json"):
                     f.unlink() if f.is_file() else shutil.rmtree(f)
         gc.collect()
-    point = {"method": method, "recipe": cfg.name if cfg else None, "per_class": 0 if zero else per_class, "seed": seed,
-             "train_size": 0 if zero else len(few.splits["train"]), "accuracy": test["accuracy"], "f1_macro": test["f1_macro"],
-             "seconds": round(time.perf_counter() - t0, 1), "recipe_key": recipe}
+    point = {
+        "method": method,
+        "recipe": cfg.name if cfg else None,
+        "per_class": 0 if zero else per_class,
+        "seed": seed,
+        "train_size": 0 if zero else len(few.splits["train"]),
+        "accuracy": test["accuracy"],
+        "f1_macro": test["f1_macro"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "recipe_key": recipe,
+    }
     (tmp / "point.json").write_text(json.dumps(point, indent=2))
     if where.exists():
         shutil.rmtree(where)
@@ -166,9 +183,19 @@ def summarize(points: list[dict]) -> list[dict]:
     for (method, per_class), ps in groups.items():
         acc, acc_sd = _mean_std([p["accuracy"] for p in ps])
         f1, f1_sd = _mean_std([p["f1_macro"] for p in ps])
-        rows.append({"method": method, "per_class": per_class, "seeds": len(ps), "accuracy": acc, "accuracy_std": acc_sd,
-                     "f1_macro": f1, "f1_macro_std": f1_sd, "train_size": ps[0]["train_size"],
-                     "seconds": sum(p["seconds"] for p in ps) / len(ps)})
+        rows.append(
+            {
+                "method": method,
+                "per_class": per_class,
+                "seeds": len(ps),
+                "accuracy": acc,
+                "accuracy_std": acc_sd,
+                "f1_macro": f1,
+                "f1_macro_std": f1_sd,
+                "train_size": ps[0]["train_size"],
+                "seconds": sum(p["seconds"] for p in ps) / len(ps),
+            }
+        )
     for method in {r["method"] for r in rows}:
         mine = [r for r in rows if r["method"] == method]
         full = next((r for r in mine if r["per_class"] is None), None)
@@ -191,12 +218,17 @@ def curve_table(summary: list[dict], data=None, cfg: RecipeConfig | None = None)
     lines = []
     if data is not None and cfg is not None:
         sizes_ = data.sizes()
-        lines += [f"Data: `{cfg.data.source or cfg.data.train_file}`, {len(data.labels)} classes; training examples drawn per "
-                  f"class from train {sizes_['train']:,}, validation {sizes_['validation']:,} and test {sizes_['test']:,} whole "
-                  f"(split seed {cfg.data.split_seed}). Mean ± standard deviation over seeds (their number in brackets).", ""]
+        lines += [
+            f"Data: `{cfg.data.source or cfg.data.train_file}`, {len(data.labels)} classes; training examples drawn per "
+            f"class from train {sizes_['train']:,}, validation {sizes_['validation']:,} and test {sizes_['test']:,} whole "
+            f"(split seed {cfg.data.split_seed}). Mean ± standard deviation over seeds (their number in brackets).",
+            "",
+        ]
     for metric, title in (("accuracy", "test accuracy"), ("f1_macro", "test macro F1")):
-        lines += [f"| {title}, labels per class | " + " | ".join(label(s) for s in sizes) + " | 95% of full data at | mean time per run (s) |",
-                  "|---|" + "---:|" * (len(sizes) + 2)]
+        lines += [
+            f"| {title}, labels per class | " + " | ".join(label(s) for s in sizes) + " | 95% of full data at | mean time per run (s) |",
+            "|---|" + "---:|" * (len(sizes) + 2),
+        ]
         for m in methods:
             row = []
             for s in sizes:
@@ -213,6 +245,13 @@ def curve_table(summary: list[dict], data=None, cfg: RecipeConfig | None = None)
 def write_curve(points: list[dict], summary: list[dict], table: str, out: Path, cfg: RecipeConfig | None = None) -> dict[str, Path]:
     from nlp_transfer.reporting.plots import plot_curve
 
-    return write_results(out, "curve", table, {"points": points, "summary": summary}, cfg,
-                         "test accuracy against labels per class", lambda path, title: plot_curve(summary, path, title),
-                         alt="label-efficiency curve")
+    return write_results(
+        out,
+        "curve",
+        table,
+        {"points": points, "summary": summary},
+        cfg,
+        "test accuracy against labels per class",
+        lambda path, title: plot_curve(summary, path, title),
+        alt="label-efficiency curve",
+    )

@@ -72,8 +72,7 @@ def resolve_layers(spec: list[str], num_layers: int, name: str) -> list[int]:
 def _check_poolings(poolings: list[str], model, name: str) -> None:
     for p in poolings:
         if p == "cls" and model.meta.get("kind") == "decoder":
-            raise ConfigError(f"--pooling cls reads the first token, which in decoder '{name}' has seen nothing after it; "
-                              "use last or mean")
+            raise ConfigError(f"--pooling cls reads the first token, which in decoder '{name}' has seen nothing after it; use last or mean")
         if p == "pooler" and getattr(model.backbone, "pooler", None) is None:
             raise ConfigError(f"--pooling pooler but '{name}' has no pooler; use mean, last, cls or max")
 
@@ -81,16 +80,36 @@ def _check_poolings(poolings: list[str], model, name: str) -> None:
 def _load(cfg: RecipeConfig, name: str, labels: list[str]):
     from nlp_transfer.recipes import build_classifier
 
-    model_cfg = dataclasses.replace(cfg.model, name_or_path=name, pooling="auto", feature_layer=None, head="linear",
-                                    gguf_file=None if name != cfg.model.name_or_path else cfg.model.gguf_file)
+    model_cfg = dataclasses.replace(
+        cfg.model,
+        name_or_path=name,
+        pooling="auto",
+        feature_layer=None,
+        head="linear",
+        gguf_file=None if name != cfg.model.name_or_path else cfg.model.gguf_file,
+    )
     model, tokenizer = build_classifier(model_cfg, labels)
     return model.eval(), tokenizer, model_cfg
 
 
 # ---- encoding, through the feature cache ------------------------------------------------------------
-def encode_candidate(model, tokenizer, ds, layers: list[int], poolings: list[str], accelerator, *, batch_size: int,
-                     max_length: int, cache_dir: str | None, use_cache: bool, desc: str, progress: bool,
-                     model_fp: str | None = None, fast_kernels: bool = True) -> tuple[dict[tuple[int, str], torch.Tensor], float, bool]:
+def encode_candidate(
+    model,
+    tokenizer,
+    ds,
+    layers: list[int],
+    poolings: list[str],
+    accelerator,
+    *,
+    batch_size: int,
+    max_length: int,
+    cache_dir: str | None,
+    use_cache: bool,
+    desc: str,
+    progress: bool,
+    model_fp: str | None = None,
+    fast_kernels: bool = True,
+) -> tuple[dict[tuple[int, str], torch.Tensor], float, bool]:
     """{(layer, pooling): features [N, H]} of tokenized ``ds``; the encode seconds (0 when every one came from the
     cache) and whether they all did. One forward pass reads every layer."""
     from nlp_transfer.data.batching import PadCollator
@@ -105,8 +124,9 @@ def encode_candidate(model, tokenizer, ds, layers: list[int], poolings: list[str
         model_fp = model_fp or fingerprint_model(model)
         tokens_fp = fingerprint_tokens(ds)
         for n, p in combos:
-            keys[(n, p)] = feature_key(model_fp, tokens_fp, pooling=p, max_length=max_length,
-                                       precision=accelerator.mixed_precision, tokenizer=tokenizer, layer=n)
+            keys[(n, p)] = feature_key(
+                model_fp, tokens_fp, pooling=p, max_length=max_length, precision=accelerator.mixed_precision, tokenizer=tokenizer, layer=n
+            )
         found = {c: cache.load(keys[c][0], len(ds)) for c in combos}
         if all(v is not None for v in found.values()):
             return found, 0.0, True
@@ -114,8 +134,15 @@ def encode_candidate(model, tokenizer, ds, layers: list[int], poolings: list[str
     t0 = time.perf_counter()
     fast = fast_kernels and accelerator.device.type == "cpu"  # the CPU attention kernel and allocator, as training encodes
     with speedups(model, dropout=False, attention=fast, first_token=False, allocator=fast):
-        rows = encode_rows(lambda b: model.layer_features(**b, layers=layers, poolings=poolings), ds, PadCollator(tokenizer),
-                           batch_size, accelerator, desc, progress)
+        rows = encode_rows(
+            lambda b: model.layer_features(**b, layers=layers, poolings=poolings),
+            ds,
+            PadCollator(tokenizer),
+            batch_size,
+            accelerator,
+            desc,
+            progress,
+        )
     seconds = time.perf_counter() - t0
     stacked = torch.stack(rows)  # [N, layers * poolings, H]
     feats = {c: stacked[:, i].contiguous() for i, c in enumerate(combos)}
@@ -153,8 +180,12 @@ def probe(task: str, train: tuple, validation: tuple, test: tuple, labels: list[
             best = (val, c, predict, measure)
     _, c, predict, measure = best
     test_metrics = measure(yt, predict(xt))
-    return {"score": float(test_metrics[metric]), "metric": metric, "C": c,
-            **({"f1_macro": float(test_metrics["f1_macro"])} if "f1_macro" in test_metrics and metric != "f1_macro" else {})}
+    return {
+        "score": float(test_metrics[metric]),
+        "metric": metric,
+        "C": c,
+        **({"f1_macro": float(test_metrics["f1_macro"])} if "f1_macro" in test_metrics and metric != "f1_macro" else {}),
+    }
 
 
 def _binary_logreg(x, y, c, seed):
@@ -194,9 +225,20 @@ def rank_correlations(rows: list[dict], estimators: list[str]) -> dict:
 
 
 # ---- the whole selection ----------------------------------------------------------------------------
-def rank_checkpoints(cfg: RecipeConfig, candidates: list[str], layers: list[str], poolings: list[str], out: str | Path, *,
-                     max_samples: int = 1000, validate: bool = False, estimators: list[str] | None = None,
-                     base_recipe: str | None = None, reference_run: str | None = None, progress: bool = True) -> Selection:
+def rank_checkpoints(
+    cfg: RecipeConfig,
+    candidates: list[str],
+    layers: list[str],
+    poolings: list[str],
+    out: str | Path,
+    *,
+    max_samples: int = 1000,
+    validate: bool = False,
+    estimators: list[str] | None = None,
+    base_recipe: str | None = None,
+    reference_run: str | None = None,
+    progress: bool = True,
+) -> Selection:
     """Score every (checkpoint, layer, pooling) of ``candidates`` on ``cfg``'s data; write ``out``/ranking.json,
     ranking.md, recipe.yaml and a plot of score by layer per checkpoint (all at the end: nothing before)."""
     from accelerate import Accelerator
@@ -228,8 +270,9 @@ def rank_checkpoints(cfg: RecipeConfig, candidates: list[str], layers: list[str]
         r["rank"] = i
     timing = _timing(cands, time.perf_counter() - t_start, reference, validate)
     validation = _validation(rows, estimators, timing) if validate else None
-    sel = Selection(rows, cands, recommend(rows, data.task), validation, sample, timing, estimators,
-                    str(cfg.data.source or cfg.data.train_file))
+    sel = Selection(
+        rows, cands, recommend(rows, data.task), validation, sample, timing, estimators, str(cfg.data.source or cfg.data.train_file)
+    )
     sel.files = _write(Path(out), sel, cfg, base_recipe)
     return sel
 
@@ -252,9 +295,11 @@ def _samples(cfg: RecipeConfig, max_samples: int, validate: bool):
     splits = ("train", "validation", "test") if validate else ("train",)
     sampled = {s: stratified_sample(data.splits[s], max_samples, seed, stratify) for s in splits}
     sample = {s: len(d) for s, d in sampled.items()} | {"train_split": len(data.splits["train"]), "task": data.task}
-    logger.info(f"{cfg.data.source or cfg.data.train_file}: {data.task} data, {len(data.labels)} labels; scoring on "
-                f"{sample['train']:,} of {sample['train_split']:,} training examples"
-                + (f", probes on {sample['validation']:,} validation / {sample['test']:,} test examples" if validate else ""))
+    logger.info(
+        f"{cfg.data.source or cfg.data.train_file}: {data.task} data, {len(data.labels)} labels; scoring on "
+        f"{sample['train']:,} of {sample['train_split']:,} training examples"
+        + (f", probes on {sample['validation']:,} validation / {sample['test']:,} test examples" if validate else "")
+    )
     return data, sampled, sample
 
 
@@ -276,33 +321,60 @@ def _score_candidate(cfg, name, data, sampled, layers, poolings, estimators, val
     tokens = tokenize(datasets.DatasetDict(sampled), tokenizer, model_cfg.max_length, LongTextSpec.from_config(model_cfg))
     y = {s: np.asarray(tokens[s]["labels"]) for s in tokens}
     fp = fingerprint_model(model) if cfg.transfer.cache_features else None
-    enc = dict(batch_size=cfg.train.eval_batch_size, max_length=model_cfg.max_length, cache_dir=cfg.transfer.cache_dir,
-               use_cache=cfg.transfer.cache_features, progress=progress, model_fp=fp, fast_kernels=cfg.train.fast_kernels)
-    feats, enc_seconds, hit = encode_candidate(model, tokenizer, tokens["train"], layer_list, poolings, accelerator,
-                                               desc=f"{name}: encoding", **enc)
+    enc = dict(
+        batch_size=cfg.train.eval_batch_size,
+        max_length=model_cfg.max_length,
+        cache_dir=cfg.transfer.cache_dir,
+        use_cache=cfg.transfer.cache_features,
+        progress=progress,
+        model_fp=fp,
+        fast_kernels=cfg.train.fast_kernels,
+    )
+    feats, enc_seconds, hit = encode_candidate(
+        model, tokenizer, tokens["train"], layer_list, poolings, accelerator, desc=f"{name}: encoding", **enc
+    )
     held, probe_encode = {}, 0.0
     for split in ("validation", "test") if validate else ():
-        held[split], s, _ = encode_candidate(model, tokenizer, tokens[split], layer_list, poolings, accelerator,
-                                             desc=f"{name}: encoding {split}", **enc)
+        held[split], s, _ = encode_candidate(
+            model, tokenizer, tokens[split], layer_list, poolings, accelerator, desc=f"{name}: encoding {split}", **enc
+        )
         probe_encode += s
-    rows = score_features(feats, y["train"], data.task, estimators,
-                          {"checkpoint": name, "kind": model.meta.get("kind"), "num_layers": depth})
+    rows = score_features(
+        feats, y["train"], data.task, estimators, {"checkpoint": name, "kind": model.meta.get("kind"), "num_layers": depth}
+    )
     probe_seconds = probe_encode
     for row in rows if validate else ():
         t1 = time.perf_counter()
         c = (row["layer"], row["pooling"])
-        row["probe"] = probe(data.task, (feats[c], y["train"]), (held["validation"][c], y["validation"]),
-                             (held["test"][c], y["test"]), data.labels, cfg.train.seed)
+        row["probe"] = probe(
+            data.task,
+            (feats[c], y["train"]),
+            (held["validation"][c], y["validation"]),
+            (held["test"][c], y["test"]),
+            data.labels,
+            cfg.train.seed,
+        )
         row["seconds"]["probe"] = round(time.perf_counter() - t1, 4)
         probe_seconds += row["seconds"]["probe"]
     score_seconds = sum(sum(v for k, v in r["seconds"].items() if k != "probe") for r in rows)
-    cand = {"checkpoint": name, "kind": model.meta.get("kind"), "num_layers": depth, "layers": layer_list,
-            "poolings": list(poolings), "load_seconds": round(load_seconds, 2), "encode_seconds": round(enc_seconds, 2),
-            "from_cache": hit, "score_seconds": round(score_seconds, 3),
-            **({"probe_seconds": round(probe_seconds, 2), "probe_encode_seconds": round(probe_encode, 2)} if validate else {})}
-    logger.info(f"{name}: {depth} layers; {len(feats)} feature sets ({len(layer_list)} layers x {len(poolings)} poolings) "
-                + ("from the cache" if hit else f"encoded in {enc_seconds:.1f}s") + f", scored in {score_seconds:.2f}s"
-                + (f"; probes {probe_seconds:.1f}s" if validate else ""))
+    cand = {
+        "checkpoint": name,
+        "kind": model.meta.get("kind"),
+        "num_layers": depth,
+        "layers": layer_list,
+        "poolings": list(poolings),
+        "load_seconds": round(load_seconds, 2),
+        "encode_seconds": round(enc_seconds, 2),
+        "from_cache": hit,
+        "score_seconds": round(score_seconds, 3),
+        **({"probe_seconds": round(probe_seconds, 2), "probe_encode_seconds": round(probe_encode, 2)} if validate else {}),
+    }
+    logger.info(
+        f"{name}: {depth} layers; {len(feats)} feature sets ({len(layer_list)} layers x {len(poolings)} poolings) "
+        + ("from the cache" if hit else f"encoded in {enc_seconds:.1f}s")
+        + f", scored in {score_seconds:.2f}s"
+        + (f"; probes {probe_seconds:.1f}s" if validate else "")
+    )
     return rows, cand
 
 
@@ -334,24 +406,40 @@ def _timing(cands: list[dict], total: float, reference: dict | None, validate: b
     encode = sum(c["encode_seconds"] for c in cands)
     scores = sum(c["score_seconds"] for c in cands)
     load = sum(c["load_seconds"] for c in cands)
-    t = {"load_seconds": round(load, 2), "encode_seconds": round(encode, 2), "score_seconds": round(scores, 3),
-         "selection_seconds": round(encode + scores, 2), "wall_seconds": round(total, 2)}
+    t = {
+        "load_seconds": round(load, 2),
+        "encode_seconds": round(encode, 2),
+        "score_seconds": round(scores, 3),
+        "selection_seconds": round(encode + scores, 2),
+        "wall_seconds": round(total, 2),
+    }
     if validate:
         t["probe_seconds"] = round(sum(c["probe_seconds"] for c in cands), 2)
     if reference:
-        t["reference"] = {**reference, "selection_share": round((encode + scores) / reference["seconds"], 4),
-                          "with_loading_share": round((encode + scores + load) / reference["seconds"], 4)}
+        t["reference"] = {
+            **reference,
+            "selection_share": round((encode + scores) / reference["seconds"], 4),
+            "with_loading_share": round((encode + scores + load) / reference["seconds"], 4),
+        }
     return t
 
 
 def _validation(rows: list[dict], estimators: list[str], timing: dict) -> dict:
     best_probe = max(rows, key=lambda r: r["probe"]["score"])
-    out = {"metric": rows[0]["probe"]["metric"], "correlations": rank_correlations(rows, estimators),
-           "best_by_probe": _ident(best_probe), "best_probe_score": best_probe["probe"]["score"], "picks": {}}
+    out = {
+        "metric": rows[0]["probe"]["metric"],
+        "correlations": rank_correlations(rows, estimators),
+        "best_by_probe": _ident(best_probe),
+        "best_probe_score": best_probe["probe"]["score"],
+        "picks": {},
+    }
     for e in estimators:
         pick = max((r for r in rows if r.get(e) is not None), key=lambda r: r[e])
-        out["picks"][e] = {**_ident(pick), "probe_score": pick["probe"]["score"],
-                           "regret": round(best_probe["probe"]["score"] - pick["probe"]["score"], 4)}
+        out["picks"][e] = {
+            **_ident(pick),
+            "probe_score": pick["probe"]["score"],
+            "regret": round(best_probe["probe"]["score"] - pick["probe"]["score"], 4),
+        }
     per_ckpt = {}
     for name in dict.fromkeys(r["checkpoint"] for r in rows):
         sub = [r for r in rows if r["checkpoint"] == name]
@@ -361,10 +449,16 @@ def _validation(rows: list[dict], estimators: list[str], timing: dict) -> dict:
     by_probe = sorted(rows, key=lambda r: -r["probe"]["score"])
     probe_rank = {id(r): i for i, r in enumerate(by_probe, 1)}
     gaps = sorted(rows, key=lambda r: r["rank"] - probe_rank[id(r)])
-    out["misranked"] = [{**_ident(r), "rank": r["rank"], "probe_rank": probe_rank[id(r)]}
-                        for r in (gaps[0], gaps[-1]) if r["rank"] != probe_rank[id(r)]] if len(rows) > 2 else []
-    out["scores_vs_probes"] = {"score_seconds": timing["score_seconds"], "selection_seconds": timing["selection_seconds"],
-                               "probe_seconds": timing["probe_seconds"]}
+    out["misranked"] = (
+        [{**_ident(r), "rank": r["rank"], "probe_rank": probe_rank[id(r)]} for r in (gaps[0], gaps[-1]) if r["rank"] != probe_rank[id(r)]]
+        if len(rows) > 2
+        else []
+    )
+    out["scores_vs_probes"] = {
+        "score_seconds": timing["score_seconds"],
+        "selection_seconds": timing["selection_seconds"],
+        "probe_seconds": timing["probe_seconds"],
+    }
     return out
 
 
@@ -378,14 +472,26 @@ def recommend(rows: list[dict], task: str = "single_label") -> dict:
     frozen features with the logreg probe (a linear head for multi-label and regression data); against the same
     checkpoint's last layer with the same pooling."""
     best = rows[0]
-    last = next((r for r in rows if r["checkpoint"] == best["checkpoint"] and r["pooling"] == best["pooling"]
-                 and r["layer"] == r["num_layers"]), None)
+    last = next(
+        (r for r in rows if r["checkpoint"] == best["checkpoint"] and r["pooling"] == best["pooling"] and r["layer"] == r["num_layers"]),
+        None,
+    )
     layer = None if best["layer"] == best["num_layers"] else best["layer"]
-    overrides = [f"model.name_or_path={best['checkpoint']}", f"model.feature_layer={'null' if layer is None else layer}",
-                 f"model.pooling={best['pooling']}", "transfer.mode=feature_extraction",
-                 f"model.head={'logreg' if task == 'single_label' else 'linear'}"]
-    return {**_ident(best), "num_layers": best["num_layers"], "feature_layer": layer, PRIMARY: best[PRIMARY],
-            "last_layer_" + PRIMARY: last[PRIMARY] if last else None, "overrides": overrides}
+    overrides = [
+        f"model.name_or_path={best['checkpoint']}",
+        f"model.feature_layer={'null' if layer is None else layer}",
+        f"model.pooling={best['pooling']}",
+        "transfer.mode=feature_extraction",
+        f"model.head={'logreg' if task == 'single_label' else 'linear'}",
+    ]
+    return {
+        **_ident(best),
+        "num_layers": best["num_layers"],
+        "feature_layer": layer,
+        PRIMARY: best[PRIMARY],
+        "last_layer_" + PRIMARY: last[PRIMARY] if last else None,
+        "overrides": overrides,
+    }
 
 
 def recipe_for(rec: dict, cfg: RecipeConfig) -> RecipeConfig:
@@ -402,10 +508,17 @@ def _fmt(v, digits: int = 4) -> str:
 
 def ranking_table(sel: Selection, top: int | None = None) -> str:
     sample, validation, rows = sel.sample, sel.validation, sel.rows
-    lines = [f"Data: `{Path(sel.source).name if os.sep in sel.source else sel.source}` ({sample['task']}), scored on "
-             f"{sample['train']:,} of {sample['train_split']:,} training examples"
-             + (f"; probes fitted on them, C picked on {sample['validation']:,} validation examples, scored on "
-                f"{sample['test']:,} test examples" if validation else "") + ".", ""]
+    lines = [
+        f"Data: `{Path(sel.source).name if os.sep in sel.source else sel.source}` ({sample['task']}), scored on "
+        f"{sample['train']:,} of {sample['train_split']:,} training examples"
+        + (
+            f"; probes fitted on them, C picked on {sample['validation']:,} validation examples, scored on {sample['test']:,} test examples"
+            if validation
+            else ""
+        )
+        + ".",
+        "",
+    ]
     head = ["rank", "checkpoint", "layer", "pooling"] + [ESTIMATOR_NAMES[e] for e in sel.estimators]
     if validation:
         head.append(f"probe test {validation['metric']}")
@@ -428,8 +541,10 @@ def ranking_table(sel: Selection, top: int | None = None) -> str:
 def _recommendation_line(rec: dict) -> str:
     last = rec.get("last_layer_" + PRIMARY)
     vs = "" if rec["feature_layer"] is None or last is None else f"; its last layer: {last:.4f}"
-    return (f"Recommended: **{rec['checkpoint']}, layer {rec['layer']} of {rec['num_layers']}, {rec['pooling']} pooling** "
-            f"(LogME {rec[PRIMARY]:.4f}{vs}).")
+    return (
+        f"Recommended: **{rec['checkpoint']}, layer {rec['layer']} of {rec['num_layers']}, {rec['pooling']} pooling** "
+        f"(LogME {rec[PRIMARY]:.4f}{vs})."
+    )
 
 
 def _validation_lines(v: dict) -> str:
@@ -437,31 +552,45 @@ def _validation_lines(v: dict) -> str:
         return ", ".join(f"{ESTIMATOR_NAMES[e]} τ {x['kendall_tau']:.2f} / ρ {x['spearman_rho']:.2f}" for e, x in c.items())
 
     b = v["best_by_probe"]
-    picks = "; ".join(f"{ESTIMATOR_NAMES[e]} picks {p['checkpoint']} layer {p['layer']} {p['pooling']} "
-                      f"({p['probe_score']:.4f}, {p['regret'] * 100:.1f} points below)" if p["regret"] > 0 else
-                      f"{ESTIMATOR_NAMES[e]} picks it too" for e, p in v["picks"].items())
+    picks = "; ".join(
+        f"{ESTIMATOR_NAMES[e]} picks {p['checkpoint']} layer {p['layer']} {p['pooling']} "
+        f"({p['probe_score']:.4f}, {p['regret'] * 100:.1f} points below)"
+        if p["regret"] > 0
+        else f"{ESTIMATOR_NAMES[e]} picks it too"
+        for e, p in v["picks"].items()
+    )
     within = "; ".join(f"{name}: {corr(c)}" for name, c in v["per_checkpoint"].items())
-    wrong = "; ".join(f"{m['checkpoint']} layer {m['layer']} {m['pooling']} is LogME's #{m['rank']} but the probe's "
-                      f"#{m['probe_rank']}" for m in v["misranked"])
+    wrong = "; ".join(
+        f"{m['checkpoint']} layer {m['layer']} {m['pooling']} is LogME's #{m['rank']} but the probe's #{m['probe_rank']}"
+        for m in v["misranked"]
+    )
     s = v["scores_vs_probes"]
-    return (f"Rank correlation with the probe's test {v['metric']}, all rows: {corr(v['correlations'])}. "
-            + (f"Within one checkpoint: {within}. " if within else "")
-            + f"The probe's best: {b['checkpoint']} layer {b['layer']} {b['pooling']} ({v['best_probe_score']:.4f}); {picks}. "
-            + (f"Most misranked by LogME: {wrong}. " if wrong else "")
-            + f"Scoring took {s['selection_seconds']:.1f}s (encoding included; the estimators alone {s['score_seconds']:.2f}s), "
-            f"the probes {s['probe_seconds']:.1f}s more (held-out encoding and fits).")
+    return (
+        f"Rank correlation with the probe's test {v['metric']}, all rows: {corr(v['correlations'])}. "
+        + (f"Within one checkpoint: {within}. " if within else "")
+        + f"The probe's best: {b['checkpoint']} layer {b['layer']} {b['pooling']} ({v['best_probe_score']:.4f}); {picks}. "
+        + (f"Most misranked by LogME: {wrong}. " if wrong else "")
+        + f"Scoring took {s['selection_seconds']:.1f}s (encoding included; the estimators alone {s['score_seconds']:.2f}s), "
+        f"the probes {s['probe_seconds']:.1f}s more (held-out encoding and fits)."
+    )
 
 
 def _timing_line(t: dict, cands: list[dict]) -> str:
-    each = ", ".join(f"{c['checkpoint']} {c['encode_seconds'] + c['score_seconds']:.1f}s"
-                     + (" (features from the cache)" if c["from_cache"] else "") for c in cands)
-    s = (f"Selection time: {t['selection_seconds']:.1f}s ({each}; encoding {t['encode_seconds']:.1f}s, estimators "
-         f"{t['score_seconds']:.2f}s; loading the checkpoints {t['load_seconds']:.1f}s more).")
+    each = ", ".join(
+        f"{c['checkpoint']} {c['encode_seconds'] + c['score_seconds']:.1f}s" + (" (features from the cache)" if c["from_cache"] else "")
+        for c in cands
+    )
+    s = (
+        f"Selection time: {t['selection_seconds']:.1f}s ({each}; encoding {t['encode_seconds']:.1f}s, estimators "
+        f"{t['score_seconds']:.2f}s; loading the checkpoints {t['load_seconds']:.1f}s more)."
+    )
     ref = t.get("reference")
     if ref:
         shares = ", ".join(f"{c['checkpoint']} {(c['encode_seconds'] + c['score_seconds']) / ref['seconds'] * 100:.1f}%" for c in cands)
-        s += (f" That is {ref['selection_share'] * 100:.1f}% of the reference run `{ref['run']}` "
-              f"({ref['seconds']:.0f}s; {shares}; {ref['with_loading_share'] * 100:.1f}% with loading).")
+        s += (
+            f" That is {ref['selection_share'] * 100:.1f}% of the reference run `{ref['run']}` "
+            f"({ref['seconds']:.0f}s; {shares}; {ref['with_loading_share'] * 100:.1f}% with loading)."
+        )
     return s
 
 
@@ -487,28 +616,46 @@ def _write(out: Path, sel: Selection, cfg: RecipeConfig, base_recipe: str | None
     recipes = {"recipe": recipe_for(rec, cfg)}
     if rec["feature_layer"] is not None:
         files["recipe_last_layer"] = out / "recipe-last-layer.yaml"
-        recipes["recipe_last_layer"] = recipe_for({**rec, "feature_layer": None, "layer": rec["num_layers"],
-                                                   "overrides": [o if not o.startswith("model.feature_layer=") else
-                                                                 "model.feature_layer=null" for o in rec["overrides"]]}, cfg)
+        recipes["recipe_last_layer"] = recipe_for(
+            {
+                **rec,
+                "feature_layer": None,
+                "layer": rec["num_layers"],
+                "overrides": [o if not o.startswith("model.feature_layer=") else "model.feature_layer=null" for o in rec["overrides"]],
+            },
+            cfg,
+        )
     rec["recipe"], rec["base_recipe"] = str(files["recipe"]), base_recipe
     plots = {}
     with tempfile.TemporaryDirectory(dir=out, prefix=".plots-") as tmp:
         for c in sel.candidates:
             name = c["checkpoint"]
             stem = f"layers-{Path(name).name}.png"
-            png = plot_layer_scores([r for r in sel.rows if r["checkpoint"] == name], sel.estimators, Path(tmp) / stem,
-                                    f"{name}: score by layer")
+            png = plot_layer_scores(
+                [r for r in sel.rows if r["checkpoint"] == name], sel.estimators, Path(tmp) / stem, f"{name}: score by layer"
+            )
             if png is not None:
                 os.replace(png, out / stem)
                 plots[name] = out / stem
     images = "\n".join(f"![{name}: score by layer]({p.name})" for name, p in plots.items())
-    payload = {"data": sel.source, "sample": sel.sample, "estimators": sel.estimators, "candidates": sel.candidates,
-               "rows": sel.rows, "recommendation": rec, "validation": sel.validation, "timing": sel.timing}
+    payload = {
+        "data": sel.source,
+        "sample": sel.sample,
+        "estimators": sel.estimators,
+        "candidates": sel.candidates,
+        "rows": sel.rows,
+        "recommendation": rec,
+        "validation": sel.validation,
+        "timing": sel.timing,
+    }
     _atomic_write(files["json"], json.dumps(payload, indent=2))
     for key, recipe in recipes.items():
-        _atomic_write(files[key], f"# Written by scripts/select.py: {recipe.model.name_or_path}, layer "
-                      f"{recipe.model.feature_layer or 'last'}, {recipe.model.pooling} pooling.\n# Train it: "
-                      f"accelerate launch scripts/train.py --config {files[key]}\n" + recipe.to_yaml())
+        _atomic_write(
+            files[key],
+            f"# Written by scripts/select.py: {recipe.model.name_or_path}, layer "
+            f"{recipe.model.feature_layer or 'last'}, {recipe.model.pooling} pooling.\n# Train it: "
+            f"accelerate launch scripts/train.py --config {files[key]}\n" + recipe.to_yaml(),
+        )
     _atomic_write(files["table"], sel.table() + ("\n\n" + images if images else "") + "\n")
     files.update({f"plot:{k}": v for k, v in plots.items()})
     return files

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,11 +33,11 @@ class Evaluation:
     """Predictions on labelled texts and what they score."""
 
     metrics: dict
-    predictions: "object"  # the task's predictions container (nlp_transfer.tasks)
+    predictions: object  # the task's predictions container (nlp_transfer.tasks)
     y_true: np.ndarray
     texts: list[str]
     text_pairs: list[str] | None = None
-    task: "str | Task" = "single_label"
+    task: str | Task = "single_label"
 
     def __post_init__(self) -> None:
         self.task = get_task(self.task)
@@ -102,8 +102,12 @@ class Evaluation:
 
 
 def evaluate_texts(
-    predictor, texts: Sequence[str], labels: Sequence, text_pairs: Sequence[str] | None = None,
-    batch_size: int | None = None, progress: bool = False,
+    predictor,
+    texts: Sequence[str],
+    labels: Sequence,
+    text_pairs: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
 ) -> Evaluation:
     """Predict ``texts`` with ``predictor`` and score against ``labels``: names or integers
     (single-label); lists of names, or strings joined by the run's ``data.label_separator`` or
@@ -119,5 +123,7 @@ def evaluate_texts(
     preds = predictor.predict(texts, text_pairs=text_pairs, batch_size=batch_size, progress=progress)
     metrics = model.task.score(preds.logits, y, predictor.labels, model.thresholds)
     with torch.no_grad():
-        metrics["loss"] = float(model.loss_fn(torch.from_numpy(preds.logits).to(predictor.device), torch.from_numpy(y).to(predictor.device)))
+        metrics["loss"] = float(
+            model.loss_fn(torch.from_numpy(preds.logits).to(predictor.device), torch.from_numpy(y).to(predictor.device))
+        )
     return Evaluation(metrics, preds, y, texts, list(text_pairs) if text_pairs is not None else None, model.task)

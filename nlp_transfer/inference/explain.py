@@ -23,9 +23,9 @@ Truncated texts: words outside the kept tokens get no attribution (``None``).
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,8 +57,11 @@ class Explanation:
         return float(sum(a for _, a in self.words if a is not None))
 
     def to_record(self) -> dict:
-        return {"explained_label": self.label, "attributions": [[w, None if a is None else round(a, 6)] for w, a in self.words],
-                "attribution_delta": round(self.delta, 6)}
+        return {
+            "explained_label": self.label,
+            "attributions": [[w, None if a is None else round(a, 6)] for w, a in self.words],
+            "attribution_delta": round(self.delta, 6),
+        }
 
     def as_text(self, digits: int = 2) -> str:
         """``word(+0.12) word(-0.03) ...``: the words with their attributions."""
@@ -68,8 +71,10 @@ class Explanation:
 def _word_spans(tokenizer, text: str) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """(token ids of ``text``, the word index of each token, each word's character span), no special tokens."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ModelError(f"explanations merge tokens to words with a fast tokenizer; {type(tokenizer).__name__} is not one "
-                         "(save the run with a tokenizers-backed tokenizer)")
+        raise ModelError(
+            f"explanations merge tokens to words with a fast tokenizer; {type(tokenizer).__name__} is not one "
+            "(save the run with a tokenizers-backed tokenizer)"
+        )
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, offsets, wids = enc["input_ids"], enc["offset_mapping"], enc.word_ids()
     # Tokens of one word (the pre-tokenizer's split) share a word index; a word's span covers its tokens.
@@ -115,7 +120,9 @@ class _Explainer:
         s = self.spec
         if s.chunking:
             size = self.budget
-            return [list(range(a, min(a + size, n_tokens))) for a in window_starts(n_tokens, size, min(s.chunk_stride, size - 1), s.max_chunks)]
+            return [
+                list(range(a, min(a + size, n_tokens))) for a in window_starts(n_tokens, size, min(s.chunk_stride, size - 1), s.max_chunks)
+            ]
         return [truncate(list(range(n_tokens)), self.budget, s.truncation, s.head_fraction)]
 
     def _inputs(self, ids: list[int], positions: list[int]) -> tuple[dict, int]:
@@ -149,9 +156,15 @@ class _Explainer:
             base = ids_in.clone()
             base[0, start : start + len(positions)] = self.pad_id
             extra = (batch["attention_mask"], batch.get("token_type_ids"))
-            attr, d = self.lig.attribute(ids_in, baselines=base, target=target, additional_forward_args=extra,
-                                         n_steps=self.n_steps, internal_batch_size=self.internal_batch_size,
-                                         return_convergence_delta=True)
+            attr, d = self.lig.attribute(
+                ids_in,
+                baselines=base,
+                target=target,
+                additional_forward_args=extra,
+                n_steps=self.n_steps,
+                internal_batch_size=self.internal_batch_size,
+                return_convergence_delta=True,
+            )
             per_token = attr.sum(-1)[0].detach().float().cpu().numpy()
             with torch.no_grad():
                 baseline += w * float(self._forward(base, *extra)[0, target])
@@ -164,12 +177,25 @@ class _Explainer:
         full = self.lead + text
         # Byte-level BPE offsets may include the space before a word: words are shown without it.
         words = [(full[a:b].strip(), float(word_attr[i]) if seen[i] else None) for i, (a, b) in enumerate(spans)]
-        return {"target": target, "logit": float(doc[target]), "baseline_logit": baseline, "delta": delta, "words": words,
-                "windows": len(wins), "tokens": tokens}
+        return {
+            "target": target,
+            "logit": float(doc[target]),
+            "baseline_logit": baseline,
+            "delta": delta,
+            "words": words,
+            "windows": len(wins),
+            "tokens": tokens,
+        }
 
 
-def explain_texts(predictor, texts: Sequence[str], targets: Sequence[int] | None = None, n_steps: int = N_STEPS,
-                  internal_batch_size: int | None = None, progress: bool = False) -> list[Explanation]:
+def explain_texts(
+    predictor,
+    texts: Sequence[str],
+    targets: Sequence[int] | None = None,
+    n_steps: int = N_STEPS,
+    internal_batch_size: int | None = None,
+    progress: bool = False,
+) -> list[Explanation]:
     """An :class:`Explanation` per text (see the module docstring); ``targets``: the output index to explain per
     text (default: the predicted label). Sentence pairs are not explained."""
     if isinstance(texts, str):
@@ -193,8 +219,7 @@ def explain_texts(predictor, texts: Sequence[str], targets: Sequence[int] | None
             label = predictor.labels[t] if scores is not None else "value"
             score = float(scores[i, t]) if scores is not None else float(np.asarray(preds.values)[i])
             tokens = r.pop("tokens")
-            out.append(Explanation(texts[i], label, score, r["words"], r["delta"], r["logit"], r["baseline_logit"],
-                                   r["windows"], tokens))
+            out.append(Explanation(texts[i], label, score, r["words"], r["delta"], r["logit"], r["baseline_logit"], r["windows"], tokens))
     finally:
         model.train(was_training)
     return out
@@ -211,30 +236,38 @@ def _colour(a: float | None, scale: float) -> str:
 def explanation_html(ex: Explanation) -> str:
     """The words of one explanation on a green (towards the label) to red (against it) background."""
     scale = max((abs(a) for _, a in ex.words if a is not None), default=0.0)
-    spans = [f'<span style="background:{_colour(a, scale)}" title="{"" if a is None else f"{a:+.4f}"}">{html.escape(w)}</span>'
-             for w, a in ex.words]
+    spans = [
+        f'<span style="background:{_colour(a, scale)}" title="{"" if a is None else f"{a:+.4f}"}">{html.escape(w)}</span>'
+        for w, a in ex.words
+    ]
     return " ".join(spans)
 
 
 def write_explanations_html(path: str | Path, sections: list[tuple[str, list[tuple[dict, Explanation]]]], title: str) -> Path:
     """``explanations.html``: per section, each example's facts (``dict``: column -> value) and its coloured words."""
-    css = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.7}"
-           ".ex{border-top:1px solid #ccc;padding:.6em 0}.facts{color:#444;font-size:90%}span{padding:1px 2px;border-radius:3px}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             "<p>Integrated Gradients (captum) on the token embeddings, merged to words: <span style='background:rgba(0,150,0,.6)'>"
-             "green</span> pushed the text towards the explained (predicted) label, <span style='background:rgba(210,0,0,.6)'>red"
-             "</span> against it, shaded by size within each example (hover for the value). Delta: captum's convergence delta, "
-             "the gap between the attributions' sum and the logit's change from the all-padding baseline.</p>"]
+    css = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.7}"
+        ".ex{border-top:1px solid #ccc;padding:.6em 0}.facts{color:#444;font-size:90%}span{padding:1px 2px;border-radius:3px}"
+    )
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p>Integrated Gradients (captum) on the token embeddings, merged to words: <span style='background:rgba(0,150,0,.6)'>"
+        "green</span> pushed the text towards the explained (predicted) label, <span style='background:rgba(210,0,0,.6)'>red"
+        "</span> against it, shaded by size within each example (hover for the value). Delta: captum's convergence delta, "
+        "the gap between the attributions' sum and the logit's change from the all-padding baseline.</p>",
+    ]
     for heading, items in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if not items:
             parts.append("<p>none</p>")
         for facts, ex in items:
             cells = "; ".join(f"{html.escape(str(k))}: <b>{html.escape(str(v))}</b>" for k, v in facts.items())
-            parts.append(f"<div class='ex'><div class='facts'>{cells}; explained: <b>{html.escape(ex.label)}</b>, logit "
-                         f"{ex.logit:+.3f} (baseline {ex.baseline_logit:+.3f}), delta {ex.delta:+.4f}"
-                         f"{f', {ex.windows} windows' if ex.windows > 1 else ''}</div><div>{explanation_html(ex)}</div></div>")
+            parts.append(
+                f"<div class='ex'><div class='facts'>{cells}; explained: <b>{html.escape(ex.label)}</b>, logit "
+                f"{ex.logit:+.3f} (baseline {ex.baseline_logit:+.3f}), delta {ex.delta:+.4f}"
+                f"{f', {ex.windows} windows' if ex.windows > 1 else ''}</div><div>{explanation_html(ex)}</div></div>"
+            )
     parts.append("</body></html>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,8 +288,9 @@ def least_confident(predictions, n: int) -> list[int]:
     return [int(i) for i in np.argsort(margin, kind="stable")[:n]]
 
 
-def explain_evaluation(predictor, ev, path: str | Path, n: int = 10, n_steps: int = N_STEPS, title: str = "Explanations",
-                       progress: bool = False) -> Path:
+def explain_evaluation(
+    predictor, ev, path: str | Path, n: int = 10, n_steps: int = N_STEPS, title: str = "Explanations", progress: bool = False
+) -> Path:
     """``explanations.html`` of an evaluation: its ``n`` most confident mistakes and its ``n`` least confident examples."""
     wrong = ev.misclassified()[:n] if ev.task.has_classes else []
     unsure = least_confident(ev.predictions, n)
@@ -273,6 +307,8 @@ def explain_evaluation(predictor, ev, path: str | Path, n: int = 10, n_steps: in
             f["score"] = f"{float(score[i]):.3f}"
         return f
 
-    sections = [(f"Misclassified, most confident first ({len(wrong)})", [(facts(r["row"]), by_row[k]) for k, r in enumerate(wrong)]),
-                (f"Least confident ({len(unsure)})", [(facts(i), by_row[len(wrong) + k]) for k, i in enumerate(unsure)])]
+    sections = [
+        (f"Misclassified, most confident first ({len(wrong)})", [(facts(r["row"]), by_row[k]) for k, r in enumerate(wrong)]),
+        (f"Least confident ({len(unsure)})", [(facts(i), by_row[len(wrong) + k]) for k, i in enumerate(unsure)]),
+    ]
     return write_explanations_html(path, sections, title)

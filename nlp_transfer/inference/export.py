@@ -24,11 +24,11 @@ import torch
 
 from nlp_transfer.errors import ConfigError, ModelError
 from nlp_transfer.inference.onnx import ONNX_FILE
+from nlp_transfer.inference.predictor import check_run_dir
 from nlp_transfer.manifest import read_manifest, write_manifest
 from nlp_transfer.models.adapters import merge
 from nlp_transfer.models.classifier import TextClassifier
 from nlp_transfer.models.hub import load_tokenizer
-from nlp_transfer.inference.predictor import check_run_dir
 
 # What the run directory holds besides the model: copied as they are (the results belong to the same weights).
 RUN_FILES = ("recipe.yaml", "metrics.json", "summary.md")
@@ -46,8 +46,10 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
     src, out = check_run_dir(run_dir), Path(output_dir)
     manifest = read_manifest(src)
     if manifest.adapter is None:
-        raise ConfigError(f"'{src}' is not an adapter run (its weights are already whole); --merge applies to runs "
-                          "trained with transfer.mode lora, dora or ia3")
+        raise ConfigError(
+            f"'{src}' is not an adapter run (its weights are already whole); --merge applies to runs "
+            "trained with transfer.mode lora, dora or ia3"
+        )
     if out.exists() and not overwrite:
         raise ConfigError(f"output directory '{out}' already exists; pass --overwrite or choose another")
     if out.resolve() == src.resolve():
@@ -63,13 +65,13 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
         after = model(**probe)["logits"].float()
     diff = float((before - after).abs().max())
     if not diff <= tolerance:
-        raise ModelError(f"the merged model's logits differ from the adapter run's by {diff:.2e} (more than {tolerance:g}); "
-                         "nothing was written")
+        raise ModelError(
+            f"the merged model's logits differ from the adapter run's by {diff:.2e} (more than {tolerance:g}); nothing was written"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        model.save_pretrained(tmp, tokenizer, precision=manifest.precision, eval_batch_size=manifest.eval_batch_size,
-                              name=manifest.name)
+        model.save_pretrained(tmp, tokenizer, precision=manifest.precision, eval_batch_size=manifest.eval_batch_size, name=manifest.name)
         for f in [*RUN_FILES, *(p.name for p in src.glob("*.png"))]:
             if (src / f).is_file():
                 shutil.copy2(src / f, tmp / f)
@@ -85,8 +87,10 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
 # ---- ONNX ----------------------------------------------------------------------------------
 QUANTIZATIONS = ("int8",)
 OPSET = 18  # the dynamo exporter's own opset (converting it down breaks some graphs)
-_PROBES = (["a probe sentence for the export check", "short"],
-           ["three texts of different lengths", "a second, somewhat longer probe text for the check", "x"])
+_PROBES = (
+    ["a probe sentence for the export check", "short"],
+    ["three texts of different lengths", "a second, somewhat longer probe text for the check", "x"],
+)
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -108,8 +112,9 @@ class OnnxExportResult:
     size_bytes: int
 
 
-def export_onnx(run_dir: str | Path, output_dir: str | Path, quantize: str | None = None, overwrite: bool = False,
-                tolerance: float = 1e-4) -> OnnxExportResult:
+def export_onnx(
+    run_dir: str | Path, output_dir: str | Path, quantize: str | None = None, overwrite: bool = False, tolerance: float = 1e-4
+) -> OnnxExportResult:
     """Write ``run_dir``'s classifier as ONNX (tokens -> logits, dynamic batch and sequence axes) with its
     tokenizer and manifest into ``output_dir``; ``quantize="int8"``: dynamic int8 quantization of the weights
     (onnxruntime's ``quantize_dynamic``, a scale per output channel). The fp32 graph's logits are checked against PyTorch's (fp32) on two
@@ -127,11 +132,15 @@ def export_onnx(run_dir: str | Path, output_dir: str | Path, quantize: str | Non
     src, out = check_run_dir(run_dir), Path(output_dir)
     manifest = read_manifest(src)
     if manifest.backend == "onnx":
-        raise ConfigError(f"'{src}' is already an ONNX export; export the PyTorch run it came from "
-                          f"({(manifest.onnx or {}).get('source_run', 'see its manifest')})")
+        raise ConfigError(
+            f"'{src}' is already an ONNX export; export the PyTorch run it came from "
+            f"({(manifest.onnx or {}).get('source_run', 'see its manifest')})"
+        )
     if manifest.adapter is not None:
-        raise ConfigError(f"'{src}' is an adapter run ({manifest.adapter.get('method', 'peft')}); merge it first: "
-                          f"scripts/export.py {src} MERGED --merge, then scripts/export.py MERGED OUT --onnx")
+        raise ConfigError(
+            f"'{src}' is an adapter run ({manifest.adapter.get('method', 'peft')}); merge it first: "
+            f"scripts/export.py {src} MERGED --merge, then scripts/export.py MERGED OUT --onnx"
+        )
     if quantize not in (None, *QUANTIZATIONS):
         raise ConfigError(f"unknown quantization '{quantize}'; use {', '.join(QUANTIZATIONS)}")
     if out.exists() and not overwrite:
@@ -151,12 +160,20 @@ def export_onnx(run_dir: str | Path, output_dir: str | Path, quantize: str | Non
         if quantize == "int8":
             diff = _quantize_int8(path, model, probes, names)
         tokenizer.save_pretrained(tmp)
-        onnx_meta = {"file": ONNX_FILE, "inputs": names, "opset": OPSET, "quantize": quantize,
-                     "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-                     "max_logit_difference": diff, "source_run": str(src)}
+        onnx_meta = {
+            "file": ONNX_FILE,
+            "inputs": names,
+            "opset": OPSET,
+            "quantize": quantize,
+            "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+            "max_logit_difference": diff,
+            "source_run": str(src),
+        }
         note = "an ONNX export: load with nlp_transfer.load_run (onnxruntime) or onnxruntime itself"
-        write_manifest(tmp, dataclasses.replace(manifest, backend="onnx", onnx=onnx_meta, precision="no",
-                                                transformers_class=None, transformers_note=note))
+        write_manifest(
+            tmp,
+            dataclasses.replace(manifest, backend="onnx", onnx=onnx_meta, precision="no", transformers_class=None, transformers_note=note),
+        )
         for f in [*RUN_FILES, *(p.name for p in src.glob("*.png"))]:
             if (src / f).is_file():
                 shutil.copy2(src / f, tmp / f)
@@ -180,13 +197,25 @@ def _torch_to_onnx(wrapper: torch.nn.Module, probe: dict, names: list[str], path
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
-            quiet(torch.onnx.export, wrapper, tuple(probe[n] for n in names), str(path), dynamo=True, opset_version=OPSET,
-                  input_names=names, output_names=["logits"], dynamic_shapes=(tuple({0: dynamic, 1: dynamic} for _ in names),),
-                  external_data=big, verbose=False, optimize=True)
+            quiet(
+                torch.onnx.export,
+                wrapper,
+                tuple(probe[n] for n in names),
+                str(path),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=names,
+                output_names=["logits"],
+                dynamic_shapes=(tuple({0: dynamic, 1: dynamic} for _ in names),),
+                external_data=big,
+                verbose=False,
+                optimize=True,
+            )
         except Exception as e:  # the exporter's own error types
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise ModelError(f"torch.onnx could not export this model ({type(e).__name__}: {first}); "
-                             "predict with the PyTorch run instead") from None
+            raise ModelError(
+                f"torch.onnx could not export this model ({type(e).__name__}: {first}); predict with the PyTorch run instead"
+            ) from None
         finally:
             exporter_log.setLevel(level)
 
@@ -208,9 +237,8 @@ def _check_onnx(model: TextClassifier, path: Path, probes: list[dict], names: li
 def _quantize_int8(path: Path, model: TextClassifier, probes: list[dict], names: list[str]) -> float:
     """Replace ``path`` with its dynamically int8-quantized version; the logit difference that leaves (not checked:
     quantization changes logits by design; scripts/bench.py measures agreement and accuracy)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = path.with_name("model-fp32.onnx")
     graph = onnx.load(str(path))

@@ -22,9 +22,9 @@ recipe's checkpoint, frozen, as its ``feature_extraction`` would pool them
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,8 +41,9 @@ COLUMNS = ("rank", "row", "text", "given_label", "suggested_label", "score", "su
 
 
 @torch.inference_mode()
-def pooled_features(predictor, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int | None = None,
-                    progress: bool = False) -> np.ndarray:
+def pooled_features(
+    predictor, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int | None = None, progress: bool = False
+) -> np.ndarray:
     """The pooled features [N, H] the head of ``predictor``'s model reads (chunked texts: their windows' mean)."""
     model, spec = predictor.model, predictor.spec
     enc = encode(predictor.tokenizer, list(texts), list(text_pairs) if text_pairs is not None else None, spec)
@@ -68,8 +69,9 @@ def pooled_features(predictor, texts: Sequence[str], text_pairs: Sequence[str] |
     return out
 
 
-def out_of_sample_probabilities(features: np.ndarray, labels: np.ndarray, num_labels: int, folds: int = FOLDS, C: float = 1.0,
-                                seed: int = 0) -> np.ndarray:
+def out_of_sample_probabilities(
+    features: np.ndarray, labels: np.ndarray, num_labels: int, folds: int = FOLDS, C: float = 1.0, seed: int = 0
+) -> np.ndarray:
     """Class probabilities [N, C] for every example from a logistic regression fitted on the other ``folds - 1`` folds."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -77,8 +79,10 @@ def out_of_sample_probabilities(features: np.ndarray, labels: np.ndarray, num_la
     counts = np.bincount(labels, minlength=num_labels)
     present = counts[counts > 0]
     if len(present) < 2 or present.min() < folds:
-        raise DataError(f"label issues need at least {folds} examples of each label and two labels; the smallest label has "
-                        f"{int(present.min()) if len(present) else 0}: use more data or fewer folds (--folds)")
+        raise DataError(
+            f"label issues need at least {folds} examples of each label and two labels; the smallest label has "
+            f"{int(present.min()) if len(present) else 0}: use more data or fewer folds (--folds)"
+        )
     probs = np.zeros((len(labels), num_labels))
     for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
         w, b = fit_logreg(features[train], labels[train], num_labels, C, seed)
@@ -115,21 +119,38 @@ def rank_label_issues(labels: np.ndarray, probs: np.ndarray, names: Sequence[str
     flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
     order = np.argsort(quality, kind="stable")
     suggested = probs.argmax(-1)
-    rows = [{"rank": r + 1, "row": int(i), "text": texts[i], "given_label": names[labels[i]], "suggested_label": names[suggested[i]],
-             "score": float(quality[i]), "suggested_probability": float(probs[i, suggested[i]]), "flagged": bool(flagged[i])}
-            for r, i in enumerate(order)]
+    rows = [
+        {
+            "rank": r + 1,
+            "row": int(i),
+            "text": texts[i],
+            "given_label": names[labels[i]],
+            "suggested_label": names[suggested[i]],
+            "score": float(quality[i]),
+            "suggested_probability": float(probs[i, suggested[i]]),
+            "flagged": bool(flagged[i]),
+        }
+        for r, i in enumerate(order)
+    ]
     return LabelIssues(rows, probs, int(flagged.sum()))
 
 
-def find_label_issues(features: np.ndarray, labels: np.ndarray, names: Sequence[str], texts: Sequence[str], folds: int = FOLDS,
-                      C: float | None = None, seed: int = 0) -> LabelIssues:
+def find_label_issues(
+    features: np.ndarray,
+    labels: np.ndarray,
+    names: Sequence[str],
+    texts: Sequence[str],
+    folds: int = FOLDS,
+    C: float | None = None,
+    seed: int = 0,
+) -> LabelIssues:
     """Out-of-sample probabilities from cross-validated logistic regression probes, then :func:`rank_label_issues`.
 
     ``C`` None: each of :data:`C_GRID` is tried and the one with the lowest out-of-sample log loss kept (an
     over-confident probe gives every example a quality near 0 or 1, and the ranking loses its order)."""
     x, labels = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     search = {}
-    for c in ([C] if C is not None else C_GRID):
+    for c in [C] if C is not None else C_GRID:
         probs = out_of_sample_probabilities(x, labels, len(names), folds, c, seed)
         search[c] = (-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean(), probs)
     best = min(search, key=lambda c: search[c][0])
@@ -155,8 +176,14 @@ def precision_at(issues: LabelIssues, truly_wrong: np.ndarray, k: int | None = N
     top = [r["row"] for r in issues.rows[:k]]
     flagged = [r["row"] for r in issues.rows if r["flagged"]]
     hit = sum(r in wrong for r in flagged)
-    return {"k": k, "precision_at_k": sum(r in wrong for r in top) / max(k, 1), "flipped": len(wrong),
-            "flagged": len(flagged), "flagged_precision": hit / max(len(flagged), 1), "flagged_recall": hit / max(len(wrong), 1)}
+    return {
+        "k": k,
+        "precision_at_k": sum(r in wrong for r in top) / max(k, 1),
+        "flipped": len(wrong),
+        "flagged": len(flagged),
+        "flagged_precision": hit / max(len(flagged), 1),
+        "flagged_recall": hit / max(len(wrong), 1),
+    }
 
 
 def write_label_issues(issues: LabelIssues, path: str | Path, extra: dict[int, dict] | None = None) -> Path:
@@ -169,16 +196,23 @@ def write_label_issues(issues: LabelIssues, path: str | Path, extra: dict[int, d
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in issues.rows:
-            w.writerow({**r, "score": f"{r['score']:.6f}", "suggested_probability": f"{r['suggested_probability']:.6f}",
-                        **extra.get(r["row"], {})})
+            w.writerow(
+                {**r, "score": f"{r['score']:.6f}", "suggested_probability": f"{r['suggested_probability']:.6f}", **extra.get(r["row"], {})}
+            )
     return path
 
 
 def issues_table(issues: LabelIssues, show: int = 10, cell=lambda s: s) -> str:
     """Markdown: the ``show`` most suspect examples."""
-    lines = [f"{issues.num_flagged:,} of {len(issues.rows):,} labels flagged by cleanlab; the {min(show, len(issues.rows))} "
-             "most suspect (lowest label quality) first:", "", "| rank | row | text | given | suggested | score |",
-             "|---:|---:|---|---|---|---:|"]
-    lines += [f"| {r['rank']} | {r['row']} | {cell(r['text'])} | {r['given_label']} | {r['suggested_label']} | {r['score']:.3f} |"
-              for r in issues.top(show)]
+    lines = [
+        f"{issues.num_flagged:,} of {len(issues.rows):,} labels flagged by cleanlab; the {min(show, len(issues.rows))} "
+        "most suspect (lowest label quality) first:",
+        "",
+        "| rank | row | text | given | suggested | score |",
+        "|---:|---:|---|---|---|---:|",
+    ]
+    lines += [
+        f"| {r['rank']} | {r['row']} | {cell(r['text'])} | {r['given_label']} | {r['suggested_label']} | {r['score']:.3f} |"
+        for r in issues.top(show)
+    ]
     return "\n".join(lines)

@@ -36,8 +36,13 @@ class OnnxModel:
         _, default = self.task.threshold_plan("per_label", self.labels)  # as TextClassifier.set_task decides them
         given = manifest.thresholds
         self.thresholds = [float(t) for t in given] if given is not None and default is not None else default
-        self.meta = {"kind": manifest.kind, "label_separator": manifest.label_separator,
-                     "label_columns": manifest.label_columns, "max_length": manifest.max_length, "long_text": manifest.long_text}
+        self.meta = {
+            "kind": manifest.kind,
+            "label_separator": manifest.label_separator,
+            "label_columns": manifest.label_columns,
+            "max_length": manifest.max_length,
+            "long_text": manifest.long_text,
+        }
         self.pooling = manifest.pooling
 
     @property
@@ -60,8 +65,9 @@ class OnnxRunner:
         providers = ["CPUExecutionProvider"]
         if device and device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ModelError(f"device '{device}' asked for, but this onnxruntime has no CUDA provider; "
-                                 "install onnxruntime-gpu or use --device cpu")
+                raise ModelError(
+                    f"device '{device}' asked for, but this onnxruntime has no CUDA provider; install onnxruntime-gpu or use --device cpu"
+                )
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
@@ -95,6 +101,5 @@ def require_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise ModelError("ONNX runs need onnxruntime (and exports need onnx and onnxscript): "
-                         "pip install 'nlp-transfer[onnx]'") from None
+        raise ModelError("ONNX runs need onnxruntime (and exports need onnx and onnxscript): pip install 'nlp-transfer[onnx]'") from None
     return onnxruntime

@@ -16,8 +16,8 @@ tokenization, batching, long-text windows and their aggregation, and post-proces
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,8 +49,16 @@ class Predictor:
     """
 
     def __init__(
-        self, model: TextClassifier, tokenizer, max_length: int = 128, device: str | None = None, precision: str = "no",
-        batch_size: int = 64, spec: LongTextSpec | None = None, calibration: dict | None = None, runner=None,
+        self,
+        model: TextClassifier,
+        tokenizer,
+        max_length: int = 128,
+        device: str | None = None,
+        precision: str = "no",
+        batch_size: int = 64,
+        spec: LongTextSpec | None = None,
+        calibration: dict | None = None,
+        runner=None,
     ):
         # ``runner``: another backend's "logits of one padded batch" (an ONNX run's OnnxRunner); ``model`` is
         # then the manifest's stand-in (labels, task, loss, thresholds) and everything else is shared.
@@ -134,7 +142,7 @@ class Predictor:
             raise ModelError(f"a {self.task} run predicts numbers, not probabilities; use predict()")
         return predictions.probabilities
 
-    def predict(self, texts: Sequence[str], **kw) -> "Predictions | MultiLabelPredictions | RegressionPredictions":
+    def predict(self, texts: Sequence[str], **kw) -> Predictions | MultiLabelPredictions | RegressionPredictions:
         """Predictions for ``texts`` (a list), by the run's task: labels with ``.probabilities``, ``.scores``
         and ``.logits`` (single-label); label lists with ``.probabilities`` and ``.thresholds``
         (multi-label); numbers with ``.values`` (regression).
@@ -152,8 +160,9 @@ class Predictor:
     def explain(self, texts: Sequence[str], **kw):
         """Word attributions (Integrated Gradients) towards each text's predicted label (see :mod:`nlp_transfer.inference.explain`)."""
         if self.runner is not None:
-            raise ModelError("explanations need gradients, which an ONNX export does not give; explain with the PyTorch "
-                             "run it was exported from")
+            raise ModelError(
+                "explanations need gradients, which an ONNX export does not give; explain with the PyTorch run it was exported from"
+            )
         from nlp_transfer.inference.explain import explain_texts  # captum is imported only here
 
         return explain_texts(self, texts, **kw)
@@ -172,8 +181,10 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
     manifest = read_manifest(d)
     if manifest.backend == "onnx":
         if precision not in (None, "no"):
-            raise ModelError(f"'{d}' is an ONNX export, which runs in its own precision (fp32 or int8); "
-                             "drop --precision, or predict with the PyTorch run it was exported from")
+            raise ModelError(
+                f"'{d}' is an ONNX export, which runs in its own precision (fp32 or int8); "
+                "drop --precision, or predict with the PyTorch run it was exported from"
+            )
         model, runner = OnnxModel(manifest), OnnxRunner(onnx_path(d, manifest), device)
     else:
         model, runner = TextClassifier.from_pretrained(d), None
@@ -182,8 +193,17 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
     except (OSError, ValueError) as e:
         raise ModelError(f"the tokenizer in '{d}' could not be loaded ({str(e).splitlines()[0][:200]}); copy the run again") from None
     spec = LongTextSpec(max_length=manifest.max_length, **manifest.long_text)
-    return Predictor(model, tokenizer, manifest.max_length, device, precision or manifest.precision, manifest.eval_batch_size, spec,
-                     manifest.calibration if calibrated else None, runner=runner)
+    return Predictor(
+        model,
+        tokenizer,
+        manifest.max_length,
+        device,
+        precision or manifest.precision,
+        manifest.eval_batch_size,
+        spec,
+        manifest.calibration if calibrated else None,
+        runner=runner,
+    )
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

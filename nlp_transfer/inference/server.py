@@ -135,11 +135,22 @@ def metadata(run_dir: Path, predictor, limits: Limits) -> dict:
     except (OSError, ValueError):
         metrics = {}
     return {
-        "run": str(run_dir), "name": m.name, "labels": m.labels, "task": m.task, "kind": m.kind,
-        "checkpoint": m.source_checkpoint, "backend": m.backend, "quantize": (m.onnx or {}).get("quantize"),
-        "max_length": m.max_length, "chunking": bool(m.long_text.get("chunking")),
-        "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars, "max_batch_size": limits.max_batch_size,
-                   "max_wait_ms": limits.max_wait_ms},
+        "run": str(run_dir),
+        "name": m.name,
+        "labels": m.labels,
+        "task": m.task,
+        "kind": m.kind,
+        "checkpoint": m.source_checkpoint,
+        "backend": m.backend,
+        "quantize": (m.onnx or {}).get("quantize"),
+        "max_length": m.max_length,
+        "chunking": bool(m.long_text.get("chunking")),
+        "limits": {
+            "max_texts": limits.max_texts,
+            "max_chars": limits.max_chars,
+            "max_batch_size": limits.max_batch_size,
+            "max_wait_ms": limits.max_wait_ms,
+        },
         "metrics": {"test": metrics.get("test"), "validation": metrics.get("validation")},
     }
 
@@ -163,8 +174,11 @@ def create_app(run_dir: str | Path, limits: Limits | None = None, device: str | 
         yield
         task.cancel()
 
-    app = FastAPI(title=f"nlp-transfer: {meta['name'] or run_dir.name}", lifespan=lifespan,
-                  description=f"Classifies texts with the run '{run_dir}' ({meta['task']}, labels: {', '.join(meta['labels'])}).")
+    app = FastAPI(
+        title=f"nlp-transfer: {meta['name'] or run_dir.name}",
+        lifespan=lifespan,
+        description=f"Classifies texts with the run '{run_dir}' ({meta['task']}, labels: {', '.join(meta['labels'])}).",
+    )
 
     def error(status: int, message: str, **extra) -> JSONResponse:
         return JSONResponse({"error": message, **extra}, status_code=status)
@@ -173,12 +187,15 @@ def create_app(run_dir: str | Path, limits: Limits | None = None, device: str | 
     async def invalid(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error(400, "the request body is not valid JSON; send {\"texts\": [\"...\"]}")
+            return error(400, 'the request body is not valid JSON; send {"texts": ["..."]}')
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
-        return error(422, f"{where}: {first.get('msg', 'invalid request')}; send {{\"texts\": [\"...\"]}} "
-                          "(a list of strings, optionally \"text_pairs\" of the same length)",
-                     detail=json.loads(json.dumps(errors, default=str)))
+        return error(
+            422,
+            f'{where}: {first.get("msg", "invalid request")}; send {{"texts": ["..."]}} '
+            '(a list of strings, optionally "text_pairs" of the same length)',
+            detail=json.loads(json.dumps(errors, default=str)),
+        )
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest):

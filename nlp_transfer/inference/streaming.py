@@ -26,10 +26,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from nlp_transfer.data.reader import Inputs
 from nlp_transfer.errors import DataError
@@ -92,14 +92,32 @@ def complete_rows(path: Path, fmt: str, chunk_rows: int | None = None) -> int:
 
 def _slice(inputs: Inputs, start: int) -> Inputs:
     cut = lambda v: v[start:] if v is not None else None  # noqa: E731
-    return Inputs(inputs.texts[start:], inputs.source, inputs.text_column, cut(inputs.text_pairs), inputs.text_pair_column,
-                  cut(inputs.labels), cut(inputs.ids), inputs.id_column)
+    return Inputs(
+        inputs.texts[start:],
+        inputs.source,
+        inputs.text_column,
+        cut(inputs.text_pairs),
+        inputs.text_pair_column,
+        cut(inputs.labels),
+        cut(inputs.ids),
+        inputs.id_column,
+    )
 
 
 def predict_stream(
-    predictor, chunks: Iterable[Inputs], output: str | None, fmt: str = "csv", *, resume: bool = False, rank: int = 0,
-    world: int = 1, chunk_rows: int = 10_000, batch_size: int | None = None, progress: bool = False,
-    barrier: Callable[[], None] | None = None, explain: bool = False,
+    predictor,
+    chunks: Iterable[Inputs],
+    output: str | None,
+    fmt: str = "csv",
+    *,
+    resume: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    chunk_rows: int = 10_000,
+    batch_size: int | None = None,
+    progress: bool = False,
+    barrier: Callable[[], None] | None = None,
+    explain: bool = False,
 ) -> StreamResult:
     """Predict ``chunks`` (from :func:`nlp_transfer.data.stream.iter_inputs` with ``chunk_rows``) into
     ``output`` (``None`` or ``-``: standard output) as CSV or JSONL, in input order (see the module).
@@ -165,8 +183,10 @@ def _check_parts(out: Path, world: int, chunk_rows: int) -> None:
     expected = {part_path(out, r, world, chunk_rows).name for r in range(world)}
     other = [p for p in _parts(out) if p.name not in expected and (world > 1 or p.name != part_path(out).name)]
     if other:
-        raise DataError(f"'{out}' has partial output from a run with another number of processes or chunk size "
-                        f"({other[0].name}); resume with the same ones, or drop --resume to start again")
+        raise DataError(
+            f"'{out}' has partial output from a run with another number of processes or chunk size "
+            f"({other[0].name}); resume with the same ones, or drop --resume to start again"
+        )
 
 
 def merge_parts(out: Path, world: int, chunk_rows: int, fmt: str) -> int:

@@ -65,9 +65,17 @@ def render_rows(rows: list[dict], classes: list[str], fmt: str, header: bool = T
         for r in rows:
             buf.write(json.dumps(r, ensure_ascii=False) + "\n")
         return buf.getvalue()
-    flat = [{**{k: ("|".join(v) if k == "labels" else json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v)
-                for k, v in r.items() if k != "probabilities"},
-             **{f"prob_{c}": p for c, p in r.get("probabilities", {}).items()}} for r in rows]
+    flat = [
+        {
+            **{
+                k: ("|".join(v) if k == "labels" else json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v)
+                for k, v in r.items()
+                if k != "probabilities"
+            },
+            **{f"prob_{c}": p for c, p in r.get("probabilities", {}).items()},
+        }
+        for r in rows
+    ]
     fields = list(flat[0]) if flat else ["label", "score", *[f"prob_{c}" for c in classes]]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     if header:

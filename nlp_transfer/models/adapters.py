@@ -79,8 +79,7 @@ def save_adapter(backbone: nn.Module, directory: Path) -> None:
     config.inference_mode = True
     config.save_pretrained(str(directory))
     weights = get_peft_model_state_dict(backbone)
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(directory / ADAPTER_WEIGHTS),
-              metadata={"format": "pt"})
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
 
 
 def load_adapter(base: nn.Module, directory: Path, expected_fingerprint: str | None, base_name: str) -> nn.Module:
@@ -98,13 +97,17 @@ def load_adapter(base: nn.Module, directory: Path, expected_fingerprint: str | N
         return peft_call(PeftModel.from_pretrained, base, str(directory))
     except Exception as e:  # noqa: BLE001 - peft, safetensors and torch each raise their own types here
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"the adapter in '{directory}' could not be loaded ({type(e).__name__}: {first[:200]}); "
-                         "the run directory is damaged: copy it again or retrain") from None
+        raise ModelError(
+            f"the adapter in '{directory}' could not be loaded ({type(e).__name__}: {first[:200]}); "
+            "the run directory is damaged: copy it again or retrain"
+        ) from None
 
 
 def merge(backbone: nn.Module) -> nn.Module:
     """The base model with the adapter folded into its weights (a plain transformers model)."""
     if prompt_length(backbone):
-        raise ModelError("a prompt_tuning adapter adds virtual input tokens and has no weights to fold into the model; "
-                         "keep the adapter run as it is (load_run reads it)")
+        raise ModelError(
+            "a prompt_tuning adapter adds virtual input tokens and has no weights to fold into the model; "
+            "keep the adapter run as it is (load_run reads it)"
+        )
     return peft_call(backbone.merge_and_unload, safe_merge=True)

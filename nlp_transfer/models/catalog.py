@@ -6,8 +6,8 @@ Packages are located with ``importlib.util.find_spec`` and never imported. Insta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from nlp_transfer.errors import ModelError
 from nlp_transfer.utils import paths

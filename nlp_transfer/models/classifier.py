@@ -25,9 +25,23 @@ from nlp_transfer.utils.logs import quiet
 
 HEAD_FILE = "head.safetensors"
 # Manifest fields that describe the model itself (kept in TextClassifier.meta); the rest describe the run.
-MODEL_FIELDS = ("kind", "head", "head_dropout", "head_hidden_size", "head_activation", "max_length", "long_text",
-                "source_checkpoint", "feature_layer", "backbone_dtype", "pad_token", "label_separator", "label_columns", "adapter",
-                "merged_adapter")
+MODEL_FIELDS = (
+    "kind",
+    "head",
+    "head_dropout",
+    "head_hidden_size",
+    "head_activation",
+    "max_length",
+    "long_text",
+    "source_checkpoint",
+    "feature_layer",
+    "backbone_dtype",
+    "pad_token",
+    "label_separator",
+    "label_columns",
+    "adapter",
+    "merged_adapter",
+)
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooler_output: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,8 +96,17 @@ class TextClassifier(nn.Module):
     loss when ``labels`` are given; ``thresholds`` are the multi-label decision thresholds (saved
     with the model); ``meta`` holds the manifest fields that describe the model (:data:`MODEL_FIELDS`)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, pooling: str, labels: list[str], meta: dict | None = None,
-                 task: "str | Task" = "single_label", loss: dict | None = None, thresholds: list[float] | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        pooling: str,
+        labels: list[str],
+        meta: dict | None = None,
+        task: str | Task = "single_label",
+        loss: dict | None = None,
+        thresholds: list[float] | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -100,7 +123,7 @@ class TextClassifier(nn.Module):
         ref = self.head[-1].weight
         self.class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=ref.device)
 
-    def set_task(self, task: "str | Task", loss_fn: nn.Module | None = None, thresholds: list[float] | None = None) -> "TextClassifier":
+    def set_task(self, task: str | Task, loss_fn: nn.Module | None = None, thresholds: list[float] | None = None) -> TextClassifier:
         """Train and predict for ``task`` with ``loss_fn`` (default: the task's own loss)."""
         self.task = get_task(task)
         self.loss_fn = loss_fn if loss_fn is not None else self.task.build_loss()
@@ -129,8 +152,7 @@ class TextClassifier(nn.Module):
             kwargs["position_ids"] = (kwargs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
         return kwargs
 
-    def layer_features(self, input_ids, attention_mask, layers: list[int], poolings: list[str], token_type_ids=None,
-                       **_) -> torch.Tensor:
+    def layer_features(self, input_ids, attention_mask, layers: list[int], poolings: list[str], token_type_ids=None, **_) -> torch.Tensor:
         """Pooled features of several layers in one forward pass: [B, len(layers) * len(poolings), H], layer-major.
 
         Layer N's vector is what :meth:`encode` gives with ``model.feature_layer: N`` (the final norm of
@@ -148,6 +170,7 @@ class TextClassifier(nn.Module):
                 states[n] = output[0] if isinstance(output, tuple) else output
                 if n == deepest:
                     raise _Stop
+
             return hook
 
         handles = [blocks[n - 1].register_forward_hook(keep(n)) for n in sorted(set(layers))]
@@ -195,8 +218,17 @@ class TextClassifier(nn.Module):
         pooler = getattr(base, "pooler", None) if self.pooling == "pooler" else None
         return pool(hidden, mask, self.pooling, pooler(hidden) if pooler is not None else None)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, features=None, labels=None,
-                features_only: bool = False, n_source: int | None = None, domain_lambda: float | None = None):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        features=None,
+        labels=None,
+        features_only: bool = False,
+        n_source: int | None = None,
+        domain_lambda: float | None = None,
+    ):
         """``{"loss", "logits"}``; ``features_only``: ``{"features"}``, the pooled vectors (contrastive training).
 
         Domain-adversarial training (``domain_lambda`` set, a ``domain_head`` attached): the first ``n_source``
@@ -229,8 +261,16 @@ class TextClassifier(nn.Module):
     def manifest(self, **run: object) -> RunManifest:
         """The run manifest of this model; ``run`` adds what the run decided (precision, eval_batch_size, name)."""
         fields = {k: v for k, v in self.meta.items() if k in MODEL_FIELDS}
-        return RunManifest(labels=self.labels, task=self.task.name, pooling=self.pooling, thresholds=self.thresholds,
-                           loss=getattr(self.loss_fn, "spec", None), versions=library_versions(), **fields, **run)
+        return RunManifest(
+            labels=self.labels,
+            task=self.task.name,
+            pooling=self.pooling,
+            thresholds=self.thresholds,
+            loss=getattr(self.loss_fn, "spec", None),
+            versions=library_versions(),
+            **fields,
+            **run,
+        )
 
     def save_pretrained(self, directory: str | Path, tokenizer=None, **run: object) -> None:
         """Weights, head, tokenizer and the manifest (:meth:`manifest`, with ``run``) into ``directory``."""
@@ -261,7 +301,7 @@ class TextClassifier(nn.Module):
             tokenizer.save_pretrained(d)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TextClassifier":
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> TextClassifier:
         """A saved model; a missing, damaged or foreign file is a one-line :class:`ModelError`."""
         from safetensors.torch import load_file
         from transformers import AutoModel
@@ -272,13 +312,14 @@ class TextClassifier(nn.Module):
         try:
             # A bf16 backbone stays bf16; an adapter run: the adapter on its base checkpoint.
             backbone = base if base is not None else quiet(AutoModel.from_pretrained, str(d), dtype="auto")
-            head = build_head(backbone.config.hidden_size, len(m.labels), m.head, m.head_dropout, m.head_hidden_size,
-                              m.head_activation)
+            head = build_head(backbone.config.hidden_size, len(m.labels), m.head, m.head_dropout, m.head_hidden_size, m.head_activation)
             head.load_state_dict(load_file(str(d / HEAD_FILE)))
         except Exception as e:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types here
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"the model weights in '{d}' could not be loaded ({type(e).__name__}: {first[:200]}); "
-                             "the run directory is damaged: copy it again or retrain") from None
+            raise ModelError(
+                f"the model weights in '{d}' could not be loaded ({type(e).__name__}: {first[:200]}); "
+                "the run directory is damaged: copy it again or retrain"
+            ) from None
         if getattr(backbone, "pooler", None) is not None and m.pooling != "pooler":
             backbone.pooler = None
         if base is not None:
@@ -304,9 +345,12 @@ def _adapter_base(d: Path, m: RunManifest) -> nn.Module:
             base = quiet(AutoModel.from_pretrained, found)  # where training found it (the fingerprint still decides)
     except (OSError, ModelError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ModelError(f"the adapter run '{d}' needs its base checkpoint '{name}'" + (f" (GGUF file {gguf})" if gguf else "")
-                         + f", which could not be loaded ({first}); make that checkpoint available "
-                         "(the manifest's adapter.base_checkpoint names it), or retrain") from None
+        raise ModelError(
+            f"the adapter run '{d}' needs its base checkpoint '{name}'"
+            + (f" (GGUF file {gguf})" if gguf else "")
+            + f", which could not be loaded ({first}); make that checkpoint available "
+            "(the manifest's adapter.base_checkpoint names it), or retrain"
+        ) from None
     if m.feature_layer is not None:  # as training cut it (before the fingerprint is checked)
         keep_layers(base, m.feature_layer, f"'{name}'")
     if m.kind == "decoder":  # as the decoder recipe left it: no cache, the pad token (and its row, if added)

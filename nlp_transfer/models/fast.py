@@ -64,9 +64,12 @@ GLIBC_MMAP_MAX, GLIBC_TRIM_THRESHOLD = 65536, 128 * 1024
 _P = inspect.Parameter
 # BertLayer.forward in transformers 5.x (RoBERTa, ELECTRA, XLM-R ... copy it): what first_token_forward replaces.
 LAYER_SIGNATURE = (
-    ("self", _P.POSITIONAL_OR_KEYWORD), ("hidden_states", _P.POSITIONAL_OR_KEYWORD),
-    ("attention_mask", _P.POSITIONAL_OR_KEYWORD), ("encoder_hidden_states", _P.POSITIONAL_OR_KEYWORD),
-    ("encoder_attention_mask", _P.POSITIONAL_OR_KEYWORD), ("cache", _P.POSITIONAL_OR_KEYWORD),
+    ("self", _P.POSITIONAL_OR_KEYWORD),
+    ("hidden_states", _P.POSITIONAL_OR_KEYWORD),
+    ("attention_mask", _P.POSITIONAL_OR_KEYWORD),
+    ("encoder_hidden_states", _P.POSITIONAL_OR_KEYWORD),
+    ("encoder_attention_mask", _P.POSITIONAL_OR_KEYWORD),
+    ("cache", _P.POSITIONAL_OR_KEYWORD),
     ("kwargs", _P.VAR_KEYWORD),
 )
 
@@ -119,7 +122,7 @@ def apply_fast_dropout(model: nn.Module) -> tuple[int, Callable[[], None]]:
 
 
 # ---- attention --------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def attention_kwargs() -> frozenset[str]:
     """The keyword arguments transformers hands to attention functions (``TransformersKwargs``,
     ``FlashAttentionKwargs``): what eager attention accepts, and all a layer may pass on."""
@@ -150,14 +153,15 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout: 
     causal = kwargs.get("is_causal")
     if causal is None:  # as SDPA reads it: an explicit None means "the module decides"
         causal = getattr(module, "is_causal", False)
-    if not (dropout > 0.0 and query.device.type == "cpu" and torch.is_grad_enabled() and not causal
-            and key.shape[1] == query.shape[1]):
+    if not (dropout > 0.0 and query.device.type == "cpu" and torch.is_grad_enabled() and not causal and key.shape[1] == query.shape[1]):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     # BertSelfAttention hands on encoder_hidden_states=None: a None switches nothing on, so it may pass.
     unknown = [k for k in kwargs.keys() - attention_kwargs() if kwargs[k] is not None]
     if unknown:
-        raise TypeError(f"{ATTENTION} attention: unsupported keyword argument(s) {', '.join(sorted(unknown))}; "
-                        "its eager path would ignore them (switch train.fast_kernels off for this model)")
+        raise TypeError(
+            f"{ATTENTION} attention: unsupported keyword argument(s) {', '.join(sorted(unknown))}; "
+            "its eager path would ignore them (switch train.fast_kernels off for this model)"
+        )
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
@@ -200,8 +204,11 @@ def apply_attention(model: nn.Module) -> tuple[list[str], Callable[[], None]]:
     """Switch every submodule whose config uses ``sdpa`` to :data:`ATTENTION`. Returns the
     names of the switched modules and the undo (each config back to what it was)."""
     # Parents pass their choice on to submodels; remember every config so the undo is exact.
-    before = [(name, m, m.config._attn_implementation) for name, m in model.named_modules()
-              if hasattr(m, "set_attn_implementation") and hasattr(getattr(m, "config", None), "_attn_implementation")]
+    before = [
+        (name, m, m.config._attn_implementation)
+        for name, m in model.named_modules()
+        if hasattr(m, "set_attn_implementation") and hasattr(getattr(m, "config", None), "_attn_implementation")
+    ]
 
     def undo() -> None:
         for _, m, previous in before:  # outermost first, so inner models get their own value last
@@ -224,8 +231,9 @@ def apply_attention(model: nn.Module) -> tuple[list[str], Callable[[], None]]:
 
 
 # ---- first-token last layer -------------------------------------------------------------
-def first_token_forward(layer, hidden_states, attention_mask=None, encoder_hidden_states=None,
-                        encoder_attention_mask=None, cache=None, **kwargs):
+def first_token_forward(
+    layer, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None, cache=None, **kwargs
+):
     """A BERT-style layer's forward for the first position only: [B, T, H] in, [B, 1, H] out.
 
     Keys and values still come from every token; the query, the attention output, the
@@ -233,11 +241,16 @@ def first_token_forward(layer, hidden_states, attention_mask=None, encoder_hidde
     layer's own forward for that position. Takes exactly ``BertLayer.forward``'s arguments and
     raises for what it cannot honour, instead of computing something else quietly.
     """
-    for name, arg in (("encoder_hidden_states", encoder_hidden_states),
-                      ("encoder_attention_mask", encoder_attention_mask), ("cache", cache)):
+    for name, arg in (
+        ("encoder_hidden_states", encoder_hidden_states),
+        ("encoder_attention_mask", encoder_attention_mask),
+        ("cache", cache),
+    ):
         if arg is not None:
-            raise TypeError(f"first-token layer: {name} is not supported (it runs self-attention for position 0 "
-                            "of an encoder only); leave first_token off")
+            raise TypeError(
+                f"first-token layer: {name} is not supported (it runs self-attention for position 0 "
+                "of an encoder only); leave first_token off"
+            )
     unknown = kwargs.keys() - attention_kwargs()
     if unknown:
         raise TypeError(f"first-token layer: unexpected keyword argument(s) {', '.join(sorted(unknown))}")
@@ -246,8 +259,7 @@ def first_token_forward(layer, hidden_states, attention_mask=None, encoder_hidde
         raise TypeError("first-token layer: output_attentions is not supported; leave first_token off")
     # The class forward checkpoints itself (GradientCheckpointingLayer); this instance forward must too.
     if getattr(layer, "gradient_checkpointing", False) and layer.training and torch.is_grad_enabled():
-        return layer._gradient_checkpointing_func(functools.partial(_first_token_step, layer, **kwargs),
-                                                  hidden_states, attention_mask)
+        return layer._gradient_checkpointing_func(functools.partial(_first_token_step, layer, **kwargs), hidden_states, attention_mask)
     return _first_token_step(layer, hidden_states, attention_mask, **kwargs)
 
 
@@ -265,8 +277,7 @@ def _first_token_step(layer, hidden_states, attention_mask, **kwargs):
     if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
         attention_mask = attention_mask[:, :, :1]
     attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
-    out, _ = attend(sa, query, key, value, attention_mask, dropout=sa.dropout.p if sa.training else 0.0,
-                    scaling=sa.scaling, **kwargs)
+    out, _ = attend(sa, query, key, value, attention_mask, dropout=sa.dropout.p if sa.training else 0.0, scaling=sa.scaling, **kwargs)
     attention_output = layer.attention.output(out.reshape(b, 1, -1).contiguous(), first)
     return layer.feed_forward_chunk(attention_output)
 
@@ -408,8 +419,7 @@ def transformers_problem() -> str | None:
     (lo, hi), v = TESTED_TRANSFORMERS, transformers_version()
     if v is not None and lo <= v < hi:
         return None
-    return (f"transformers {getattr(transformers, '__version__', '?')} is outside the tested range "
-            f">={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}")
+    return f"transformers {getattr(transformers, '__version__', '?')} is outside the tested range >={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}"
 
 
 # ---- the context manager ----------------------------------------------------------------
@@ -447,8 +457,11 @@ def _attention(model: nn.Module, stack: ExitStack, report: SpeedUps) -> None:
         problem = problem or "this transformers has no AttentionInterface"
     if problem:
         return report.notes.append(f"fast attention: {problem}")
-    impls = {m.config._attn_implementation for m in model.modules()
-             if hasattr(m, "set_attn_implementation") and hasattr(getattr(m, "config", None), "_attn_implementation")}
+    impls = {
+        m.config._attn_implementation
+        for m in model.modules()
+        if hasattr(m, "set_attn_implementation") and hasattr(getattr(m, "config", None), "_attn_implementation")
+    }
     if "sdpa" not in impls:
         found = ", ".join(sorted(map(str, impls))) or "no transformers model"
         return report.notes.append(f"fast attention: nothing uses sdpa attention (found {found})")
@@ -489,8 +502,9 @@ def _allocator(stack: ExitStack, report: SpeedUps) -> None:
 
 
 @contextmanager
-def speedups(model: nn.Module, *, dropout: bool = True, attention: bool = True, first_token: bool = False,
-             allocator: bool = True) -> Iterator[SpeedUps]:
+def speedups(
+    model: nn.Module, *, dropout: bool = True, attention: bool = True, first_token: bool = False, allocator: bool = True
+) -> Iterator[SpeedUps]:
     """Apply the chosen speed-ups to ``model`` for the ``with`` block; yields a :class:`SpeedUps`.
 
     ``model`` is any module; ``first_token`` also wants ``model.pooling`` (cls or pooler) and

@@ -32,8 +32,7 @@ def resolve_checkpoint(name_or_path: str, gguf_file: str | None = None) -> str:
         return str(p)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelError(
-            f"checkpoint path '{name_or_path}' does not exist; fix model.name_or_path "
-            f"(catalog names: {', '.join(catalog.MODELS)})"
+            f"checkpoint path '{name_or_path}' does not exist; fix model.name_or_path (catalog names: {', '.join(catalog.MODELS)})"
         )
     return name_or_path  # a hub id, for online users
 
@@ -65,8 +64,7 @@ def load_backbone(cfg: ModelConfig):
         backbone = quiet(AutoModel.from_pretrained, path, dtype=dtype) if cfg.pretrained else _random_backbone(path).to(dtype)
     except OSError as e:
         raise ModelError(
-            f"could not load checkpoint '{cfg.name_or_path}': {str(e).splitlines()[0]} "
-            f"(catalog names: {', '.join(catalog.MODELS)})"
+            f"could not load checkpoint '{cfg.name_or_path}': {str(e).splitlines()[0]} (catalog names: {', '.join(catalog.MODELS)})"
         ) from None
     if cfg.feature_layer is not None:  # the layers above it never run: drop them
         keep_layers(backbone, cfg.feature_layer, f"'{cfg.name_or_path}'")
@@ -101,4 +99,3 @@ def check_max_length(cfg: ModelConfig, config) -> None:
             f"(its config's max_position_embeddings); set model.max_length to at most {limit}, "
             "and model.chunking=true to use longer texts whole"
         )
-

@@ -27,8 +27,9 @@ def native_classifier(model) -> tuple[nn.Module | None, str]:
     """
     head, backbone = model.head, model.backbone
     if is_adapted(backbone):
-        return None, ("an adapter run (the base checkpoint is not saved): `scripts/export.py RUN OUT --merge` writes one "
-                      "with the adapter folded in")
+        return None, (
+            "an adapter run (the base checkpoint is not saved): `scripts/export.py RUN OUT --merge` writes one with the adapter folded in"
+        )
     if model.pooling != "pooler":
         return None, f"pooling '{model.pooling}' is not the architecture's own (pooler)"
     if not (isinstance(head, nn.Sequential) and len(head) == 2 and isinstance(head[0], nn.Dropout) and isinstance(head[1], nn.Linear)):

@@ -23,8 +23,7 @@ def resolve_layer(layer: int, num_layers: int, what: str = "model.feature_layer"
     """Layer ``layer`` (from 1; negative: from the top, -1 = the last) as a number 1..``num_layers``."""
     n = num_layers + 1 + layer if layer < 0 else layer
     if not 1 <= n <= num_layers:
-        raise ConfigError(f"{what}={layer} but {name} has {num_layers} layers; use 1..{num_layers} "
-                          f"(or -{num_layers}..-1 from the top)")
+        raise ConfigError(f"{what}={layer} but {name} has {num_layers} layers; use 1..{num_layers} (or -{num_layers}..-1 from the top)")
     return n
 
 

@@ -8,8 +8,8 @@ backend is left alone. Without matplotlib every function logs a note and returns
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -40,7 +40,9 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path | None:
+def plot_confusion_matrix(
+    cm: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = "Confusion matrix"
+) -> Path | None:
     """Counts, coloured by the share of each true class (row), rows true and columns predicted."""
     cm = np.asarray(cm, dtype=np.int64)
     n = len(labels)
@@ -77,8 +79,16 @@ def plot_reliability(reliability: dict, path: str | Path, title: str = "") -> Pa
         conf = np.array([np.nan if c is None else c for c in b["confidence"]], dtype=float)
         ax, axn = axes[0, col], axes[1, col]
         ax.bar(centres, np.nan_to_num(acc), width=1 / n, edgecolor="black", color="tab:blue", alpha=0.8, label="accuracy")
-        ax.bar(centres, np.nan_to_num(conf - acc), bottom=np.nan_to_num(acc), width=1 / n, color="tab:red", alpha=0.3,
-               hatch="//", label="gap to confidence")
+        ax.bar(
+            centres,
+            np.nan_to_num(conf - acc),
+            bottom=np.nan_to_num(acc),
+            width=1 / n,
+            color="tab:red",
+            alpha=0.3,
+            hatch="//",
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
         ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy" if col == 0 else None, title=name)
         axn.bar(centres, b["count"], width=1 / n, color="gray", edgecolor="black")
@@ -89,8 +99,13 @@ def plot_reliability(reliability: dict, path: str | Path, title: str = "") -> Pa
     return _save(fig, path)
 
 
-def plot_learning_curves(epochs: list[dict], path: str | Path, best_epoch: int | None = None, title: str = "",
-                         scores: Sequence[tuple[str, str]] = (("accuracy", "accuracy"), ("f1_macro", "macro F1"))) -> Path | None:
+def plot_learning_curves(
+    epochs: list[dict],
+    path: str | Path,
+    best_epoch: int | None = None,
+    title: str = "",
+    scores: Sequence[tuple[str, str]] = (("accuracy", "accuracy"), ("f1_macro", "macro F1")),
+) -> Path | None:
     """Train and validation loss (left) and validation ``scores`` ((metric, label) pairs: the task's
     ``plot_scores``) on the right, per epoch."""
     fig = _figure(figsize=(10, 3.8))
@@ -131,8 +146,11 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> Path
     rows scored on a target domain (``target_accuracy``, ``target_f1_macro``) show source test accuracy, target
     accuracy, target macro F1 and wall time (the in-domain reference, ``reference``, has no source bar)."""
     target = any("target_accuracy" in r for r in rows)
-    panels = ((("accuracy", "source test accuracy"), ("target_accuracy", "target accuracy"), ("target_f1_macro", "target macro F1"))
-              if target else (("accuracy", "test accuracy"), ("f1_macro", "test macro F1"))) + (("seconds", "wall time (s)"),)
+    panels = (
+        (("accuracy", "source test accuracy"), ("target_accuracy", "target accuracy"), ("target_f1_macro", "target macro F1"))
+        if target
+        else (("accuracy", "test accuracy"), ("f1_macro", "test macro F1"))
+    ) + (("seconds", "wall time (s)"),)
     fig = _figure(figsize=(4.4 * len(panels), 0.9 + 0.45 * len(rows)))
     if fig is None:
         return None

@@ -29,8 +29,11 @@ def write_plots(run_dir: Path, cfg, metrics: dict) -> list[str]:
     task = get_task(metrics.get("task", "single_label"))
     written = [plot_learning_curves(metrics["epochs"], run_dir / CURVES_PNG, metrics["best_epoch"], cfg.name, task.plot_scores)]
     if "confusion_matrix" in t:  # classes only: multi-label and regression have none
-        written.append(plot_confusion_matrix(t["confusion_matrix"], t["labels"], run_dir / CONFUSION_PNG,
-                                             f"{cfg.name}: test (best epoch {metrics['best_epoch']})"))
+        written.append(
+            plot_confusion_matrix(
+                t["confusion_matrix"], t["labels"], run_dir / CONFUSION_PNG, f"{cfg.name}: test (best epoch {metrics['best_epoch']})"
+            )
+        )
     reliability = (metrics.get("calibration") or {}).get("reliability")
     if reliability:
         written.append(plot_reliability(reliability, run_dir / RELIABILITY_PNG, f"{cfg.name}: reliability"))
@@ -41,11 +44,13 @@ def _setup_lines(cfg, metrics: dict) -> list[str]:
     """Few-shot sampling, long-text handling and class balancing, where the recipe sets them."""
     lines = []
     if getattr(cfg.data, "samples_per_class", None):
-        lines.append(f"- few-shot: {cfg.data.samples_per_class} training examples per class (drawn with seed "
-                     f"{cfg.data.sample_seed}); validation and test whole")
+        lines.append(
+            f"- few-shot: {cfg.data.samples_per_class} training examples per class (drawn with seed "
+            f"{cfg.data.sample_seed}); validation and test whole"
+        )
     long_text = long_text_notes(cfg.model)
     if long_text:
-        note = (" (`load_run` does the same; plain transformers loading would truncate instead)" if cfg.model.chunking else "")
+        note = " (`load_run` does the same; plain transformers loading would truncate instead)" if cfg.model.chunking else ""
         lines.append(f"- long texts: {long_text[0]}{note}")
     weights = (metrics.get("setup") or {}).get("class_weights")
     balance = imbalance_notes(cfg.train)
@@ -97,14 +102,21 @@ def calibration_lines(cal: dict, png: str | None = None) -> list[str]:
         fitted = f"temperature **{cal['temperature']:.3f}** (probabilities are softmax(logits / T); labels unchanged)"
     else:
         fitted = "Platt scaling per label (sigmoid(a * logit + b), a > 0; thresholds mapped the same way, decisions unchanged)"
-    lines = ["## Calibration", "", f"Fitted on validation: {fitted}. Lower is better for every measure; "
-             f"`load_run(...).predict` and `scripts/predict.py` apply it (`--no-calibration`: raw scores).", "",
-             "| split | " + " | ".join(f"{t} before | {t} after" for _, t in CALIBRATION_MEASURES) + " |",
-             "|---|" + "---:|---:|" * len(CALIBRATION_MEASURES)]
+    lines = [
+        "## Calibration",
+        "",
+        f"Fitted on validation: {fitted}. Lower is better for every measure; "
+        f"`load_run(...).predict` and `scripts/predict.py` apply it (`--no-calibration`: raw scores).",
+        "",
+        "| split | " + " | ".join(f"{t} before | {t} after" for _, t in CALIBRATION_MEASURES) + " |",
+        "|---|" + "---:|---:|" * len(CALIBRATION_MEASURES),
+    ]
     for split in ("validation", "test"):
         if split in cal:
             r = cal[split]
-            lines.append(f"| {split} | " + " | ".join(f"{r[k + '_before']:.4f} | {r[k + '_after']:.4f}" for k, _ in CALIBRATION_MEASURES) + " |")
+            lines.append(
+                f"| {split} | " + " | ".join(f"{r[k + '_before']:.4f} | {r[k + '_after']:.4f}" for k, _ in CALIBRATION_MEASURES) + " |"
+            )
     if png:
         lines += ["", f"![reliability diagram]({png})"]
     return lines + [""]
@@ -112,8 +124,11 @@ def calibration_lines(cal: dict, png: str | None = None) -> list[str]:
 
 def _epoch_lines(metrics: dict, pngs: list[str]) -> list[str]:
     # The task's columns, where every epoch has them (another objective may validate with its loss alone).
-    cols = [(k, t) for k, t in get_task(metrics.get("task", "single_label")).epoch_columns
-            if all(k in e["validation"] for e in metrics["epochs"])]
+    cols = [
+        (k, t)
+        for k, t in get_task(metrics.get("task", "single_label")).epoch_columns
+        if all(k in e["validation"] for e in metrics["epochs"])
+    ]
     lines = [
         "## Epochs",
         "",
@@ -150,8 +165,16 @@ def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
     lines += calibration_lines(metrics.get("calibration") or {}, RELIABILITY_PNG if RELIABILITY_PNG in pngs else None)
     lines += _epoch_lines(metrics, pngs) + _data_lines(metrics)
     lines += ["", "## Loading this run", "", loading_instructions(read_manifest(run_dir))]
-    lines += ["", "## Recipe", "", "Resolved (`recipe.yaml`; `scripts/train.py --config recipe.yaml output.dir=NEW_DIR` trains it again):",
-              "", "```yaml", cfg.to_yaml().rstrip(), "```"]
+    lines += [
+        "",
+        "## Recipe",
+        "",
+        "Resolved (`recipe.yaml`; `scripts/train.py --config recipe.yaml output.dir=NEW_DIR` trains it again):",
+        "",
+        "```yaml",
+        cfg.to_yaml().rstrip(),
+        "```",
+    ]
     path = run_dir / SUMMARY_FILE
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -19,8 +19,12 @@ def _read_run(d: str | Path) -> tuple[dict, RecipeConfig]:
 
 
 # Extra test-metric columns a table can show (--metric), with their headers.
-METRIC_COLUMNS = {"recall_macro": "test macro recall", "precision_macro": "test macro precision", "f1_weighted": "test weighted F1",
-                  "f1_micro": "test micro F1"}
+METRIC_COLUMNS = {
+    "recall_macro": "test macro recall",
+    "precision_macro": "test macro precision",
+    "f1_weighted": "test weighted F1",
+    "f1_micro": "test micro F1",
+}
 
 
 # Extra run columns (--column): what a run costs besides time.
@@ -61,14 +65,17 @@ def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[st
         f"{sizes['validation']:,} / test {sizes['test']:,} (split seed {first_cfg.data.split_seed}); test-set figures.",
         "",
         "| method | settings | trained params | test accuracy | test macro F1 | "
-        + "".join(f"{METRIC_COLUMNS[m]} | " for m in metrics) + "wall time (s) | train tokens/s |"
+        + "".join(f"{METRIC_COLUMNS[m]} | " for m in metrics)
+        + "wall time (s) | train tokens/s |"
         + "".join(f" {RUN_COLUMNS[c]} |" for c in columns),
         "|---|---|---:|---:|---:|" + "---:|" * len(metrics) + "---:|---:|" + "---:|" * len(columns),
     ]
     for name, how, t, secs, tps, params, more in rows:
         extra = "".join(f"{t[m]:.4f} | " for m in metrics)
-        lines.append(f"| {name} | {how} | {params} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {extra}{secs:.1f} | {tps} |"
-                     + "".join(f" {v} |" for v in more))
+        lines.append(
+            f"| {name} | {how} | {params} | {t['accuracy']:.4f} | {t['f1_macro']:.4f} | {extra}{secs:.1f} | {tps} |"
+            + "".join(f" {v} |" for v in more)
+        )
     return "\n".join(lines)
 
 
@@ -79,8 +86,9 @@ def calibration_table(run_dirs: list[str]) -> str:
         m, cfg = _read_run(d)
         cal = m.get("calibration")
         if not cal:
-            raise ModelError(f"'{d}' has no calibration in its metrics.json (a regression run, or trained before calibration "
-                             "existed); train it again")
+            raise ModelError(
+                f"'{d}' has no calibration in its metrics.json (a regression run, or trained before calibration existed); train it again"
+            )
         name = _row(m, cfg)[0]
         t = f"{cal['temperature']:.3f}" if "temperature" in cal else "Platt per label"
         for split in ("validation", "test"):

@@ -47,5 +47,17 @@ def get_task(task: "str | Task") -> Task:
     return TASK_TYPES[task]
 
 
-__all__ = ["Task", "TaskLoss", "get_task", "TASK_TYPES", "infer_task", "label_key", "tune_thresholds", "THRESHOLD_GRID",
-           "REGRESSION_MIN_DISTINCT", "Predictions", "MultiLabelPredictions", "RegressionPredictions"]
+__all__ = [
+    "Task",
+    "TaskLoss",
+    "get_task",
+    "TASK_TYPES",
+    "infer_task",
+    "label_key",
+    "tune_thresholds",
+    "THRESHOLD_GRID",
+    "REGRESSION_MIN_DISTINCT",
+    "Predictions",
+    "MultiLabelPredictions",
+    "RegressionPredictions",
+]

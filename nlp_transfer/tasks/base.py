@@ -7,7 +7,8 @@ reports ask it, and never compare task names themselves.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ class TaskLoss(nn.Module):
     ``spec`` is what built it (saved in the run manifest, so a reloaded run reports the same loss).
     """
 
-    def __init__(self, task: "Task", fn: nn.Module, spec: dict | None = None):
+    def __init__(self, task: Task, fn: nn.Module, spec: dict | None = None):
         super().__init__()
         self.task, self.fn, self.spec = task, fn, dict(spec or {})
 
@@ -72,8 +73,12 @@ class Task:
     def build_loss(self, loss: str = "auto", huber_delta: float = 1.0) -> TaskLoss:
         """The training loss with the recipe's options: the one place losses are built."""
         name = self.resolve_loss(loss)
-        fn = {"cross_entropy": nn.CrossEntropyLoss, "bce": nn.BCEWithLogitsLoss, "mse": nn.MSELoss,
-              "huber": lambda: nn.HuberLoss(delta=huber_delta)}[name]()
+        fn = {
+            "cross_entropy": nn.CrossEntropyLoss,
+            "bce": nn.BCEWithLogitsLoss,
+            "mse": nn.MSELoss,
+            "huber": lambda: nn.HuberLoss(delta=huber_delta),
+        }[name]()
         return TaskLoss(self, fn, {"loss": name, **({"huber_delta": huber_delta} if name == "huber" else {})})
 
     def check_recipe(self, train_cfg, head: str) -> None:
@@ -103,8 +108,9 @@ class Task:
         """The names of the model's outputs, from the training split's label cells."""
         raise NotImplementedError
 
-    def targets(self, values: Sequence, names: Sequence[str], where: str, separator: str | None = None,
-                unknown: tuple[str, str] = UNSEEN) -> np.ndarray:
+    def targets(
+        self, values: Sequence, names: Sequence[str], where: str, separator: str | None = None, unknown: tuple[str, str] = UNSEEN
+    ) -> np.ndarray:
         """Label cells as the model's targets: ids [N], 0/1 rows [N, L] or numbers [N]; a label outside
         ``names`` is an error worded by ``unknown`` (:data:`~nlp_transfer.tasks.labels.UNSEEN` or ``UNKNOWN_TO_MODEL``)."""
         raise NotImplementedError
@@ -153,7 +159,7 @@ class Task:
         """One Markdown line with the metrics that matter (bold: the main ones)."""
         raise NotImplementedError
 
-    def mistakes(self, predictions, y_true: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, "callable"]:
+    def mistakes(self, predictions, y_true: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, callable]:
         """(rows to show, worst first; ``cells(i)`` -> the columns of row ``i``) of the wrong predictions."""
         raise NotImplementedError
 

@@ -169,11 +169,13 @@ def calibration_record(calibration: dict, splits: dict[str, tuple[np.ndarray, np
     for name, (logits, y) in splits.items():
         before, after = probabilities(logits, multi), probabilities(calibrated_logits(logits, calibration), multi)
         m0, m1 = measures(before, y, multi, n_bins), measures(after, y, multi, n_bins)
-        rec[name] = {**{f"{k}_before": m0[k] for k in MEASURES}, **{f"{k}_after": m1[k] for k in MEASURES},
-                     "num_examples": int(len(y))}
+        rec[name] = {**{f"{k}_before": m0[k] for k in MEASURES}, **{f"{k}_after": m1[k] for k in MEASURES}, "num_examples": int(len(y))}
         last = name, before, after, y
     if last is not None:
         name, before, after, y = last
-        rec["reliability"] = {"split": name, "before": reliability_bins(before, y, multi, n_bins),
-                              "after": reliability_bins(after, y, multi, n_bins)}
+        rec["reliability"] = {
+            "split": name,
+            "before": reliability_bins(before, y, multi, n_bins),
+            "after": reliability_bins(after, y, multi, n_bins),
+        }
     return rec

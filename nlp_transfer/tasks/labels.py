@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -64,8 +64,10 @@ def unknown_labels(keys: Iterable[str], known, quote: bool = True) -> str:
 
 # How an unknown label is reported: (what it is, what the known ones are).
 UNSEEN = ("the training split never saw", "known labels: {names}")
-UNKNOWN_TO_MODEL = ("the model does not know",
-                    "the model's labels are: {names} (fix the label column or evaluate a run trained on these labels)")
+UNKNOWN_TO_MODEL = (
+    "the model does not know",
+    "the model's labels are: {names} (fix the label column or evaluate a run trained on these labels)",
+)
 
 
 def _unknown_error(where: str, shown: str, names: Sequence[str], unknown: tuple[str, str]) -> DataError:
@@ -118,8 +120,7 @@ def label_names(rows, names: Sequence[str]) -> list[list[str]]:
     return [[n for n, on in zip(names, row) if on] for row in rows]
 
 
-def multi_hot(sets: Sequence[Sequence[str]], names: Sequence[str], where: str,
-              unknown: tuple[str, str] = UNSEEN) -> list[list[float]]:
+def multi_hot(sets: Sequence[Sequence[str]], names: Sequence[str], where: str, unknown: tuple[str, str] = UNSEEN) -> list[list[float]]:
     """0/1 rows (one column per name) from label sets; names outside ``names`` are an error."""
     index = {n: i for i, n in enumerate(names)}
     shown = unknown_labels((x for s in sets for x in s), index)
@@ -182,8 +183,12 @@ def infer_task(requested: str, values: Sequence, *, label_columns=None, label_se
     multi_hint = bool(label_columns) or label_separator is not None or any(isinstance(v, (list, tuple, np.ndarray)) for v in values)
     if requested != "auto":
         if multi_hint and requested != "multi_label":
-            what = "data.label_columns" if label_columns else ("data.label_separator" if label_separator is not None else "list-valued labels")
-            raise ConfigError(f"data.task={requested} but the data has {what}, which describe multi-label data; set data.task to multi_label or auto")
+            what = (
+                "data.label_columns" if label_columns else ("data.label_separator" if label_separator is not None else "list-valued labels")
+            )
+            raise ConfigError(
+                f"data.task={requested} but the data has {what}, which describe multi-label data; set data.task to multi_label or auto"
+            )
         return requested
     if multi_hint:
         return "multi_label"

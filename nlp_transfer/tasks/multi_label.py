@@ -10,7 +10,7 @@ and used by ``load_run``; the test split never tunes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -70,8 +70,10 @@ class MultiLabelPredictions(list):
 
     def to_records(self) -> list[dict]:
         """One dict per text: ``labels`` (a list) and ``probabilities`` (label -> probability)."""
-        return [{"labels": list(labels), "probabilities": {c: float(x) for c, x in zip(self.classes, p)}}
-                for labels, p in zip(self, self.probabilities)]
+        return [
+            {"labels": list(labels), "probabilities": {c: float(x) for c, x in zip(self.classes, p)}}
+            for labels, p in zip(self, self.probabilities)
+        ]
 
 
 class MultiLabel(Task):
@@ -92,7 +94,9 @@ class MultiLabel(Task):
     def threshold_plan(self, setting, labels):
         if isinstance(setting, str):
             if setting not in THRESHOLD_MODES:
-                raise ConfigError(f"train.thresholds='{setting}' is not valid; use per_label, global, a number or a list of numbers in [0, 1]")
+                raise ConfigError(
+                    f"train.thresholds='{setting}' is not valid; use per_label, global, a number or a list of numbers in [0, 1]"
+                )
             return setting, [0.5] * len(labels)
         if isinstance(setting, (int, float)):
             return None, [float(setting)] * len(labels)
@@ -110,8 +114,10 @@ class MultiLabel(Task):
     def label_names(self, train_values, data_cfg) -> list[str]:
         if data_cfg.label_columns:
             return list(data_cfg.label_columns)
-        sets = [label_set(v, data_cfg.label_separator, f"train split, row {i} (column '{data_cfg.label_column}'),")
-                for i, v in enumerate(train_values)]
+        sets = [
+            label_set(v, data_cfg.label_separator, f"train split, row {i} (column '{data_cfg.label_column}'),")
+            for i, v in enumerate(train_values)
+        ]
         names = build_label_names([x for row in sets for x in row])
         if not names:
             raise DataError(
@@ -152,9 +158,11 @@ class MultiLabel(Task):
         return {n: int(c) for n, c in zip(names, counts)}
 
     def headline(self, m: dict) -> str:
-        return (f"micro F1 **{m['f1_micro']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, micro precision {m['precision_micro']:.4f}, "
-                f"micro recall {m['recall_micro']:.4f}, macro precision {m['precision_macro']:.4f}, macro recall "
-                f"{m['recall_macro']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} {number_line(m)}")
+        return (
+            f"micro F1 **{m['f1_micro']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, micro precision {m['precision_micro']:.4f}, "
+            f"micro recall {m['recall_micro']:.4f}, macro precision {m['precision_macro']:.4f}, macro recall "
+            f"{m['recall_macro']:.4f}, subset accuracy {m['subset_accuracy']:.4f}, Hamming loss {m['hamming_loss']:.4f} {number_line(m)}"
+        )
 
     def mistakes(self, p, y_true, names):
         n_wrong = (p.ids != y_true.astype(np.int64)).sum(1)

@@ -6,7 +6,7 @@ while predictions are off in scale, and predictions are returned as numbers).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -67,9 +67,11 @@ class Regression(Task):
         return {"target": {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()), "max": float(y.max())}}
 
     def headline(self, m: dict) -> str:
-        return (f"MSE **{m['mse']:.4f}**, MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, Pearson **{m['pearson']:.4f}**, "
-                f"Spearman {m['spearman']:.4f} {number_line(m)}; the target's mean {m['target_mean']:.4f}, "
-                f"standard deviation {m['target_std']:.4f}")
+        return (
+            f"MSE **{m['mse']:.4f}**, MAE {m['mae']:.4f}, RMSE {m['rmse']:.4f}, Pearson **{m['pearson']:.4f}**, "
+            f"Spearman {m['spearman']:.4f} {number_line(m)}; the target's mean {m['target_mean']:.4f}, "
+            f"standard deviation {m['target_std']:.4f}"
+        )
 
     def mistakes_heading(self, n_wrong, n_total, shown) -> str:
         return f"## Largest errors (the {shown} of {n_total:,} furthest off)"

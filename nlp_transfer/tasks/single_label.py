@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -97,20 +97,25 @@ class SingleLabel(Task):
         return f"accuracy {m['accuracy']:.4f}, macro F1 {m['f1_macro']:.4f}"
 
     def headline(self, m: dict) -> str:
-        return (f"accuracy **{m['accuracy']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, macro precision {m['precision_macro']:.4f}, "
-                f"macro recall {m['recall_macro']:.4f}, weighted F1 {m['f1_weighted']:.4f} {number_line(m)}")
+        return (
+            f"accuracy **{m['accuracy']:.4f}**, macro F1 **{m['f1_macro']:.4f}**, macro precision {m['precision_macro']:.4f}, "
+            f"macro recall {m['recall_macro']:.4f}, weighted F1 {m['f1_weighted']:.4f} {number_line(m)}"
+        )
 
     def mistakes(self, p, y_true, names):
         wrong = np.flatnonzero(p.ids != y_true)
         wrong = wrong[np.argsort(-p.scores[wrong], kind="stable")]  # most confident first
 
         def cells(i):
-            return {"true": names[y_true[i]], "predicted": p[i], "score": float(p.scores[i]),
-                    "true_probability": float(p.probabilities[i, y_true[i]])}
+            return {
+                "true": names[y_true[i]],
+                "predicted": p[i],
+                "score": float(p.scores[i]),
+                "true_probability": float(p.probabilities[i, y_true[i]]),
+            }
 
         return wrong, cells
 
     def mistake_table(self, rows, cell) -> list[str]:
         out = ["| row | text | true | predicted | score |", "|---:|---|---|---|---:|"]
         return out + [f"| {r['row']} | {cell(r['text'])} | {r['true']} | {r['predicted']} | {r['score']:.3f} |" for r in rows]
-

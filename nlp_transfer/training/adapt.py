@@ -68,11 +68,14 @@ def resolve_objective(cfg: RecipeConfig) -> str:
     decoder = is_decoder_checkpoint(cfg.model)
     objective = cfg.adapt.objective if cfg.adapt.objective != "auto" else ("clm" if decoder else "mlm")
     if objective == "mlm" and decoder:
-        raise ConfigError(f"adapt.objective=mlm needs a masked language model, but '{cfg.model.name_or_path}' is a decoder; "
-                          "use adapt.objective=clm (or auto)")
+        raise ConfigError(
+            f"adapt.objective=mlm needs a masked language model, but '{cfg.model.name_or_path}' is a decoder; "
+            "use adapt.objective=clm (or auto)"
+        )
     if objective == "clm" and not decoder:
-        raise ConfigError(f"adapt.objective=clm needs a decoder, but '{cfg.model.name_or_path}' is an encoder; "
-                          "use adapt.objective=mlm (or auto)")
+        raise ConfigError(
+            f"adapt.objective=clm needs a decoder, but '{cfg.model.name_or_path}' is an encoder; use adapt.objective=mlm (or auto)"
+        )
     return objective
 
 
@@ -89,11 +92,14 @@ def build_language_model(cfg: RecipeConfig, objective: str):
     try:
         model, info = quiet(cls.from_pretrained, path, output_loading_info=True)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot build a {'masked' if objective == 'mlm' else 'causal'} language model from "
-                          f"'{cfg.model.name_or_path}': {str(e).splitlines()[0][:200]}") from None
+        raise ConfigError(
+            f"cannot build a {'masked' if objective == 'mlm' else 'causal'} language model from "
+            f"'{cfg.model.name_or_path}': {str(e).splitlines()[0][:200]}"
+        ) from None
     if objective == "mlm" and tokenizer.mask_token is None:
-        raise ConfigError(f"'{cfg.model.name_or_path}''s tokenizer has no mask token, so it cannot be masked; use adapt.objective=clm "
-                          "with a decoder")
+        raise ConfigError(
+            f"'{cfg.model.name_or_path}''s tokenizer has no mask token, so it cannot be masked; use adapt.objective=clm with a decoder"
+        )
     if objective == "clm":
         ensure_pad_token(tokenizer, model)
         model.config.use_cache = False
@@ -101,9 +107,11 @@ def build_language_model(cfg: RecipeConfig, objective: str):
     out_emb, in_emb = model.get_output_embeddings(), model.get_input_embeddings()
     tied = out_emb is not None and out_emb.weight is in_emb.weight
     if new:
-        note = (f"the checkpoint has no language-model head: built {type(model).__name__}'s ({', '.join(new[:4])}"
-                f"{', ...' if len(new) > 4 else ''}), initialised as the architecture does"
-                + (", its output layer tied to the word embeddings" if tied else ""))
+        note = (
+            f"the checkpoint has no language-model head: built {type(model).__name__}'s ({', '.join(new[:4])}"
+            f"{', ...' if len(new) > 4 else ''}), initialised as the architecture does"
+            + (", its output layer tied to the word embeddings" if tied else "")
+        )
     else:
         note = f"the checkpoint's own language-model head ({type(model).__name__}" + (", tied to the word embeddings)" if tied else ")")
     return model, tokenizer, note
@@ -133,8 +141,7 @@ class MaskingCollator:
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         with warnings.catch_warnings():  # whole words are always masked with [MASK]: transformers warns so
             warnings.simplefilter("ignore")
-            self.mlm = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=probability,
-                                                       whole_word_mask=whole_word)
+            self.mlm = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=probability, whole_word_mask=whole_word)
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         offsets = [r["offset_mapping"] for r in rows] if self.mlm.whole_word_mask else None
@@ -147,8 +154,7 @@ class MaskingCollator:
             for i, o in enumerate(offsets):
                 off[i, : len(o)] = np.asarray(o, dtype=np.int64).reshape(-1, 2)
         self.mlm.generator = torch.Generator().manual_seed(_batch_seed(self.seed, [r["input_ids"] for r in rows]))
-        batch["input_ids"], batch["labels"] = self.mlm.torch_mask_tokens(ids.clone(), special_tokens_mask=never.long(),
-                                                                         offset_mapping=off)
+        batch["input_ids"], batch["labels"] = self.mlm.torch_mask_tokens(ids.clone(), special_tokens_mask=never.long(), offset_mapping=off)
         return batch
 
 
@@ -229,8 +235,10 @@ class AdaptLog(Hook):
 
     def on_epoch_end(self, s, record: dict) -> None:
         val = record["validation"]
-        s.info(f"epoch {record['epoch']}/{s.cfg.train.epochs} | step {s.state.step} | train loss {record['train_loss']:.4f} | "
-               f"validation loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f} | {record['seconds']:.1f}s")
+        s.info(
+            f"epoch {record['epoch']}/{s.cfg.train.epochs} | step {s.state.step} | train loss {record['train_loss']:.4f} | "
+            f"validation loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f} | {record['seconds']:.1f}s"
+        )
 
 
 def adapt(cfg: RecipeConfig, progress: bool = True) -> AdaptResult:
@@ -271,9 +279,11 @@ def adapt(cfg: RecipeConfig, progress: bool = True) -> AdaptResult:
     s.cfg = cfg = _loop_recipe(cfg, len(loaders[0]), acc.num_processes)
     if resume_from is not None:  # a damaged or mismatched checkpoint fails now, before any work
         ckpt.check_checkpoint(resume_from, cfg, s.precision, acc.num_processes)
-    s.info(f"{cfg.name}: adapting {cfg.model.name_or_path} by {objective} on {what} ({len(train_texts):,} texts, "
-           f"{len(val_texts):,} held out); {note}; {sum(p.numel() for p in model.parameters()):,} parameters train; "
-           f"precision {s.precision}; {acc.num_processes} process(es) on {acc.device}")
+    s.info(
+        f"{cfg.name}: adapting {cfg.model.name_or_path} by {objective} on {what} ({len(train_texts):,} texts, "
+        f"{len(val_texts):,} held out); {note}; {sum(p.numel() for p in model.parameters()):,} parameters train; "
+        f"precision {s.precision}; {acc.num_processes} process(es) on {acc.device}"
+    )
     _prepare(s, model, tokenizer, loaders, objective)
     if resume_from is not None:
         s.state, _ = ckpt.load_checkpoint(acc, resume_from)
@@ -284,10 +294,15 @@ def adapt(cfg: RecipeConfig, progress: bool = True) -> AdaptResult:
         hooks.append(Checkpointing())
     if not s.state.stopped:
         fit(s, LanguageModelling(), hooks)
-    result = AdaptResult(out, objective, s.state.history, s.state.step,
-                         {"source": cfg.adapt.source, "what": what, "train": len(train_texts), "validation": len(val_texts)},
-                         {"total_seconds": round(time.perf_counter() - t_start, 2), "train_seconds": round(s.state.train_seconds, 2)},
-                         note)
+    result = AdaptResult(
+        out,
+        objective,
+        s.state.history,
+        s.state.step,
+        {"source": cfg.adapt.source, "what": what, "train": len(train_texts), "validation": len(val_texts)},
+        {"total_seconds": round(time.perf_counter() - t_start, 2), "train_seconds": round(s.state.train_seconds, 2)},
+        note,
+    )
     if acc.is_main_process:
         write_adapted(cfg, acc.unwrap_model(s.model, keep_fp32_wrapper=False), s.tokenizer, result)
         if ckpt.enabled(cfg) or cfg.train.resume:
@@ -304,12 +319,12 @@ def _loaders(cfg: RecipeConfig, objective: str, tokenizer, train_texts, val_text
     whole = objective == "mlm" and a.whole_word_mask
     if whole and not getattr(tokenizer, "is_fast", False):
         raise ConfigError("adapt.whole_word_mask needs a fast tokenizer (word boundaries from its offsets); set it to false")
-    collate = (MaskingCollator(tokenizer, a.mask_probability, whole, cfg.train.seed) if objective == "mlm"
-               else CausalCollator(tokenizer))
+    collate = MaskingCollator(tokenizer, a.mask_probability, whole, cfg.train.seed) if objective == "mlm" else CausalCollator(tokenizer)
     train_ds = tokenize_texts(train_texts, tokenizer, cfg.model.max_length, whole)
     val_ds = tokenize_texts(val_texts, tokenizer, cfg.model.max_length, whole)
-    train, sampler = loader(train_ds, cfg.train.batch_size, collate, shuffle=True, seed=cfg.train.seed,
-                            group=cfg.train.group_by_length, processes=processes)
+    train, sampler = loader(
+        train_ds, cfg.train.batch_size, collate, shuffle=True, seed=cfg.train.seed, group=cfg.train.group_by_length, processes=processes
+    )
     val, _ = loader(val_ds, cfg.train.eval_batch_size, collate, shuffle=False)
     return train, val, sampler
 
@@ -360,10 +375,19 @@ def write_adapted(cfg: RecipeConfig, lm, tokenizer, result: AdaptResult) -> None
         base.resize_token_embeddings(lm.get_input_embeddings().num_embeddings, mean_resizing=False)
     missing, unexpected = base.load_state_dict(trained, strict=False)
     kept = sorted({k.split(".")[0] for k in missing})
-    record = {"base_checkpoint": cfg.model.name_or_path, "gguf_file": cfg.model.gguf_file, "objective": result.objective,
-              "head": result.head_note, "untrained_kept": kept, "texts": result.texts, "steps": result.steps,
-              "history": result.history, "timing": result.timing, "adapt": dataclasses.asdict(cfg.adapt),
-              "unexpected_keys": unexpected[:10]}
+    record = {
+        "base_checkpoint": cfg.model.name_or_path,
+        "gguf_file": cfg.model.gguf_file,
+        "objective": result.objective,
+        "head": result.head_note,
+        "untrained_kept": kept,
+        "texts": result.texts,
+        "steps": result.steps,
+        "history": result.history,
+        "timing": result.timing,
+        "adapt": dataclasses.asdict(cfg.adapt),
+        "unexpected_keys": unexpected[:10],
+    }
     with atomic_directory(out) as tmp:
         quiet(base.save_pretrained, tmp)
         tokenizer.save_pretrained(tmp)

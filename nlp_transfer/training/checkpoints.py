@@ -37,8 +37,16 @@ FORMAT = 1
 _NAME = re.compile(r"^step-(\d{8})$")
 # Recipe keys that may differ between the interrupted and the resumed run.
 _FREE_KEYS = {
-    "train.resume", "train.save_checkpoints", "train.save_every_steps", "train.keep_checkpoints", "train.log_every",
-    "train.report_to", "train.num_threads", "output.dir", "output.overwrite", "output.checkpoint_dir",
+    "train.resume",
+    "train.save_checkpoints",
+    "train.save_every_steps",
+    "train.keep_checkpoints",
+    "train.log_every",
+    "train.report_to",
+    "train.num_threads",
+    "output.dir",
+    "output.overwrite",
+    "output.checkpoint_dir",
 }
 
 
@@ -108,8 +116,7 @@ def _comparable(recipe: dict) -> dict:
     return {k: v for k, v in flat.items() if k not in _FREE_KEYS}
 
 
-def save_checkpoint(accelerator, root: Path, state: LoopState, best_state: dict | None, cfg, precision: str,
-                    keep: int) -> Path:
+def save_checkpoint(accelerator, root: Path, state: LoopState, best_state: dict | None, cfg, precision: str, keep: int) -> Path:
     """Write a checkpoint of the current step (every process calls this), then prune to ``keep``."""
     root = Path(root)
     final = root / f"step-{state.step:08d}"
@@ -129,8 +136,14 @@ def save_checkpoint(accelerator, root: Path, state: LoopState, best_state: dict 
     if accelerator.is_main_process:
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
-            "format": FORMAT, "step": state.step, "epoch": state.epoch, "batches_done": state.batches_done,
-            "num_processes": accelerator.num_processes, "precision": precision, "recipe": cfg.to_dict(), "files": files,
+            "format": FORMAT,
+            "step": state.step,
+            "epoch": state.epoch,
+            "batches_done": state.batches_done,
+            "num_processes": accelerator.num_processes,
+            "precision": precision,
+            "recipe": cfg.to_dict(),
+            "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         _fsync_tree(tmp)
@@ -166,13 +179,16 @@ def read_manifest(path: Path) -> dict:
         manifest = json.loads((path / MANIFEST).read_text())
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise TrainingError(f"checkpoint '{path}' is incomplete or damaged (no readable {MANIFEST}); "
-                            "resume from an older one (--resume PATH) or start again") from None
+        raise TrainingError(
+            f"checkpoint '{path}' is incomplete or damaged (no readable {MANIFEST}); "
+            "resume from an older one (--resume PATH) or start again"
+        ) from None
     for name, size in files.items():
         p = path / name
         if not p.is_file() or p.stat().st_size != size:
-            raise TrainingError(f"checkpoint '{path}' is damaged ({name} is missing or truncated); "
-                                "resume from an older one (--resume PATH) or start again")
+            raise TrainingError(
+                f"checkpoint '{path}' is damaged ({name} is missing or truncated); resume from an older one (--resume PATH) or start again"
+            )
     return manifest
 
 
@@ -188,8 +204,10 @@ def check_checkpoint(path: Path, cfg, precision: str, num_processes: int) -> dic
             f"{num_processes}; resume with the same launch configuration"
         )
     if manifest.get("precision") != precision:
-        raise ConfigError(f"checkpoint '{path}' was trained with precision {manifest.get('precision')}, this run uses "
-                          f"{precision}; set train.mixed_precision={manifest.get('precision')}")
+        raise ConfigError(
+            f"checkpoint '{path}' was trained with precision {manifest.get('precision')}, this run uses "
+            f"{precision}; set train.mixed_precision={manifest.get('precision')}"
+        )
     then, now = _comparable(manifest.get("recipe") or {}), _comparable(cfg.to_dict())
     for key in sorted(then.keys() | now.keys()):
         if then.get(key) != now.get(key):
@@ -213,6 +231,7 @@ def load_checkpoint(accelerator, path: Path) -> tuple[LoopState, dict | None]:
             best_state = load_file(str(path / BEST))
     except Exception as e:  # noqa: BLE001 - any failure to read it means the same thing to the user
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrainingError(f"checkpoint '{path}' could not be loaded ({first}); resume from an older one "
-                            "(--resume PATH) or start again") from None
+        raise TrainingError(
+            f"checkpoint '{path}' could not be loaded ({first}); resume from an older one (--resume PATH) or start again"
+        ) from None
     return state, best_state

@@ -8,8 +8,9 @@ from nlp_transfer.data.chunking import per_document
 
 
 @torch.inference_mode()
-def evaluate(model, loader, accelerator, labels: list[str], aggregate: str = "mean", tune: str | None = None,
-             outputs: dict | None = None) -> dict:
+def evaluate(
+    model, loader, accelerator, labels: list[str], aggregate: str = "mean", tune: str | None = None, outputs: dict | None = None
+) -> dict:
     """The task's metrics on a prepared loader.
 
     Batches with ``doc_id`` (chunking) hold windows: their logits are gathered with the

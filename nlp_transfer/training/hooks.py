@@ -8,8 +8,8 @@ what the hooks before it decided).
 
 from __future__ import annotations
 
-from nlp_transfer.metrics import is_better, scalar_metrics
 import nlp_transfer.training.checkpoints as ckpt
+from nlp_transfer.metrics import is_better, scalar_metrics
 from nlp_transfer.transfer.modes import apply_transfer
 from nlp_transfer.transfer.prefix import frozen_modules
 
@@ -70,8 +70,10 @@ class EpochLog(Hook):
         epoch, epochs, val = record["epoch"], s.cfg.train.epochs, record["validation"]
         improved = s.state.best_epoch == epoch
         if improved or epoch % max(1, epochs // 10) == 0 or epoch == epochs:
-            s.info(f"epoch {epoch}/{epochs} | train loss {record['train_loss']:.4f} | validation "
-                   f"{s.task.log_line(val)} loss {val['loss']:.4f}{' *' if improved else ''} | {record['seconds']:.1f}s")
+            s.info(
+                f"epoch {epoch}/{epochs} | train loss {record['train_loss']:.4f} | validation "
+                f"{s.task.log_line(val)} loss {val['loss']:.4f}{' *' if improved else ''} | {record['seconds']:.1f}s"
+            )
 
 
 class EarlyStopping(Hook):
@@ -82,8 +84,10 @@ class EarlyStopping(Hook):
         patience, st = s.cfg.train.early_stopping_patience, s.state
         if patience and st.stale >= patience and record["epoch"] < s.cfg.train.epochs:
             st.stopped = True
-            s.info(f"early stopping after epoch {record['epoch']}: no {s.objective.metric} improvement for "
-                   f"{st.stale} epoch(s); best epoch {st.best_epoch}")
+            s.info(
+                f"early stopping after epoch {record['epoch']}: no {s.objective.metric} improvement for "
+                f"{st.stale} epoch(s); best epoch {st.best_epoch}"
+            )
 
 
 class Checkpointing(Hook):
@@ -100,8 +104,9 @@ class Checkpointing(Hook):
     @staticmethod
     def save(s) -> None:
         s.running.write_into(s.state)
-        ckpt.save_checkpoint(s.accelerator, ckpt.checkpoint_root(s.cfg), s.state, s.best_state, s.cfg, s.precision,
-                             s.cfg.train.keep_checkpoints)
+        ckpt.save_checkpoint(
+            s.accelerator, ckpt.checkpoint_root(s.cfg), s.state, s.best_state, s.cfg, s.precision, s.cfg.train.keep_checkpoints
+        )
 
 
 def default_hooks(cfg) -> list[Hook]:

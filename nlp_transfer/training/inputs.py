@@ -64,12 +64,19 @@ def build_inputs(cfg, model, tokenizer, tokens, accelerator, log=None, progress:
         return _pair_inputs(cfg, tokenizer, tokens, accelerator)
     first = first_trained_layer(model)
     # domain-adversarial training encodes target texts too, which the prefix cache has not seen
-    if (t.mode in PREFIX_MODES and t.cache_prefix and first >= 1 and not trains_below(model, first)
-            and t.domain_adversarial.target is None):
+    if t.mode in PREFIX_MODES and t.cache_prefix and first >= 1 and not trains_below(model, first) and t.domain_adversarial.target is None:
         return _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first, progress)
     collate, train_cfg = PadCollator(tokenizer), cfg.train
-    train, sampler = loader(tokens["train"], train_cfg.batch_size, collate, shuffle=True, seed=train_cfg.seed,
-                            group=train_cfg.group_by_length, weights=weights, processes=accelerator.num_processes)
+    train, sampler = loader(
+        tokens["train"],
+        train_cfg.batch_size,
+        collate,
+        shuffle=True,
+        seed=train_cfg.seed,
+        group=train_cfg.group_by_length,
+        weights=weights,
+        processes=accelerator.num_processes,
+    )
     val, _ = loader(tokens["validation"], train_cfg.eval_batch_size, collate, shuffle=False)
     test, _ = loader(tokens["test"], train_cfg.eval_batch_size, collate, shuffle=False)
     return Inputs(train, val, test, sampler)
@@ -81,14 +88,26 @@ def trains_below(model, first: int) -> bool:
     return any(p.requires_grad and depths[name] <= first for name, p in model.named_parameters())
 
 
-def _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, progress,
-                    splits: tuple[str, ...] = ("train", "validation", "test")) -> Inputs:
+def _feature_inputs(
+    cfg, model, tokenizer, tokens, accelerator, weights, log, progress, splits: tuple[str, ...] = ("train", "validation", "test")
+) -> Inputs:
     train_cfg, t = cfg.train, cfg.transfer
     model.to(accelerator.device)
     feats, info = cached_features(
-        model, {s: tokens[s] for s in splits}, tokenizer, PadCollator(tokenizer), train_cfg.eval_batch_size, accelerator, pooling=model.pooling,
-        max_length=cfg.model.max_length, precision=accelerator.mixed_precision, cache_dir=t.cache_dir,
-        use_disk=t.cache_features, log=log, progress=progress, layer=model.meta.get("feature_layer"),
+        model,
+        {s: tokens[s] for s in splits},
+        tokenizer,
+        PadCollator(tokenizer),
+        train_cfg.eval_batch_size,
+        accelerator,
+        pooling=model.pooling,
+        max_length=cfg.model.max_length,
+        precision=accelerator.mixed_precision,
+        cache_dir=t.cache_dir,
+        use_disk=t.cache_features,
+        log=log,
+        progress=progress,
+        layer=model.meta.get("feature_layer"),
     )
     ebs = train_cfg.eval_batch_size
     val = torch.utils.data.DataLoader(feats["validation"], batch_size=ebs, collate_fn=as_batch)
@@ -98,9 +117,17 @@ def _feature_inputs(cfg, model, tokenizer, tokens, accelerator, weights, log, pr
         return Inputs(None, val, test, None, features=feats, encode_seconds=seconds, cache=cache)
     # The same length-grouped batches as the token path, so cached and uncached runs match.
     # FeatureDataset hands out whole batches (__getitems__): no per-example collation.
-    train, sampler = loader(feats["train"], train_cfg.batch_size, as_batch, shuffle=True, seed=train_cfg.seed,
-                            group=train_cfg.group_by_length, lengths=tokens["train"]["length"], weights=weights,
-                            processes=accelerator.num_processes)
+    train, sampler = loader(
+        feats["train"],
+        train_cfg.batch_size,
+        as_batch,
+        shuffle=True,
+        seed=train_cfg.seed,
+        group=train_cfg.group_by_length,
+        lengths=tokens["train"]["length"],
+        weights=weights,
+        processes=accelerator.num_processes,
+    )
     return Inputs(train, val, test, sampler, features=feats, encode_seconds=seconds, cache=cache)
 
 
@@ -109,17 +136,35 @@ def _prefix_inputs(cfg, model, tokenizer, tokens, accelerator, weights, first: i
     bs, ebs = train_cfg.batch_size, train_cfg.eval_batch_size
     model.to(accelerator.device)
     t0 = time.perf_counter()
-    states = {s: encode_prefix(model, tokens[s], collate, ebs, accelerator, first, f"caching {s}", progress) for s in ("train", "validation")}
+    states = {
+        s: encode_prefix(model, tokens[s], collate, ebs, accelerator, first, f"caching {s}", progress) for s in ("train", "validation")
+    }
     pcollate = PrefixCollator(collate, getattr(tokenizer, "padding_side", "right"))
-    train, sampler = loader(PrefixDataset(tokens["train"], states["train"]), bs, pcollate, shuffle=True, seed=train_cfg.seed,
-                            group=train_cfg.group_by_length, lengths=tokens["train"]["length"], weights=weights,
-                            processes=accelerator.num_processes)
-    val, _ = loader(PrefixDataset(tokens["validation"], states["validation"]), ebs, pcollate, shuffle=False,
-                    lengths=tokens["validation"]["length"])
+    train, sampler = loader(
+        PrefixDataset(tokens["train"], states["train"]),
+        bs,
+        pcollate,
+        shuffle=True,
+        seed=train_cfg.seed,
+        group=train_cfg.group_by_length,
+        lengths=tokens["train"]["length"],
+        weights=weights,
+        processes=accelerator.num_processes,
+    )
+    val, _ = loader(
+        PrefixDataset(tokens["validation"], states["validation"]), ebs, pcollate, shuffle=False, lengths=tokens["validation"]["length"]
+    )
     test, _ = loader(tokens["test"], ebs, collate, shuffle=False)  # test runs the whole model, as saved
     seconds = time.perf_counter() - t0
-    return Inputs(train, val, test, sampler, prefix=FrozenPrefix(model, first), encode_seconds=seconds,
-                  cache={"prefix": {"first_trained_layer": first, "seconds": round(seconds, 2)}})
+    return Inputs(
+        train,
+        val,
+        test,
+        sampler,
+        prefix=FrozenPrefix(model, first),
+        encode_seconds=seconds,
+        cache={"prefix": {"first_trained_layer": first, "seconds": round(seconds, 2)}},
+    )
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -156,15 +201,23 @@ def contrastive_pairs(labels: list[int], num_iterations: int, sampling: str) -> 
     try:
         from setfit.sampler import ContrastiveDataset
     except ImportError:
-        raise ConfigError("transfer.mode=setfit needs the setfit package; install it with: "
-                          "pip install 'nlp-transfer[fewshot]' (or pip install setfit)") from None
+        raise ConfigError(
+            "transfer.mode=setfit needs the setfit package; install it with: pip install 'nlp-transfer[fewshot]' (or pip install setfit)"
+        ) from None
 
     from nlp_transfer.utils.logs import quiet
 
     # max_pairs stops setfit's sampler once it has what num_iterations asks for (it would walk every pair otherwise)
     cap = 2 * num_iterations * len(labels) if num_iterations else -1
-    ds = quiet(ContrastiveDataset, list(range(len(labels))), list(labels), multilabel=False,
-               num_iterations=num_iterations or None, sampling_strategy=sampling, max_pairs=cap)
+    ds = quiet(
+        ContrastiveDataset,
+        list(range(len(labels))),
+        list(labels),
+        multilabel=False,
+        num_iterations=num_iterations or None,
+        sampling_strategy=sampling,
+        max_pairs=cap,
+    )
     return list(ds)
 
 
@@ -175,12 +228,33 @@ def _pair_inputs(cfg, tokenizer, tokens, accelerator) -> Inputs:
     pairs = contrastive_pairs(train["labels"], cfg.transfer.setfit.num_iterations, cfg.transfer.setfit.sampling)
     rows = [{k: v for k, v in r.items() if k not in ("labels", "length")} for r in train]
     lengths = [max(len(rows[p["sentence_1"]]["input_ids"]), len(rows[p["sentence_2"]]["input_ids"])) for p in pairs]
-    train_loader, sampler = loader(PairDataset(rows, pairs), train_cfg.batch_size, PairCollator(collate), shuffle=True,
-                                   seed=train_cfg.seed, group=train_cfg.group_by_length, lengths=lengths,
-                                   processes=accelerator.num_processes)
+    train_loader, sampler = loader(
+        PairDataset(rows, pairs),
+        train_cfg.batch_size,
+        PairCollator(collate),
+        shuffle=True,
+        seed=train_cfg.seed,
+        group=train_cfg.group_by_length,
+        lengths=lengths,
+        processes=accelerator.num_processes,
+    )
     val, _ = loader(tokens["validation"], train_cfg.eval_batch_size, collate, shuffle=False)
     test, _ = loader(tokens["test"], train_cfg.eval_batch_size, collate, shuffle=False)
     positive = sum(p["label"] == 1.0 for p in pairs)
-    return Inputs(train_loader, val, test, sampler, encode_seconds=0.0, tokens=tokens, collate=collate,
-                  cache={"pairs": {"total": len(pairs), "positive": positive, "negative": len(pairs) - positive,
-                                   "seconds": round(time.perf_counter() - t0, 2)}})
+    return Inputs(
+        train_loader,
+        val,
+        test,
+        sampler,
+        encode_seconds=0.0,
+        tokens=tokens,
+        collate=collate,
+        cache={
+            "pairs": {
+                "total": len(pairs),
+                "positive": positive,
+                "negative": len(pairs) - positive,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        },
+    )

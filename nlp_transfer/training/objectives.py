@@ -70,8 +70,9 @@ class ContrastivePairs:
             ds = s.inputs.tokens[split]
             x = encode_features(model, ds, s.inputs.collate, s.cfg.train.eval_batch_size, s.accelerator, progress=False)
             feats[split] = FeatureDataset(x.cpu(), torch.tensor(ds["labels"]))
-        fit = fit_logreg_head(model.head, feats["train"], feats["validation"], self.labels, self.logreg_c, self.metric,
-                              self.seed, self.class_weights)
+        fit = fit_logreg_head(
+            model.head, feats["train"], feats["validation"], self.labels, self.logreg_c, self.metric, self.seed, self.class_weights
+        )
         val = torch.utils.data.DataLoader(feats["validation"], batch_size=s.cfg.train.eval_batch_size, collate_fn=as_batch)
         metrics = evaluate(s.model, val, s.accelerator, self.labels)
         metrics["logreg_C"] = fit["C"]

@@ -33,5 +33,3 @@ class LoopState:
     n_samples: int = 0
     train_seconds: float = 0.0
     resumes: list = field(default_factory=list)  # where earlier resumptions started
-
-

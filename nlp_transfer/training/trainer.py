@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
+import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.data.batching import tokenize
 from nlp_transfer.data.chunking import LongTextSpec
@@ -39,7 +40,6 @@ from nlp_transfer.models.fast import speedups
 from nlp_transfer.models.hub import resolve_checkpoint
 from nlp_transfer.recipes import build_classifier
 from nlp_transfer.tasks.calibration import calibration_record, fit_calibration
-import nlp_transfer.training.checkpoints as ckpt
 from nlp_transfer.training.evaluation import evaluate
 from nlp_transfer.training.hooks import default_hooks
 from nlp_transfer.training.inputs import Inputs, build_inputs, loader
@@ -52,8 +52,8 @@ from nlp_transfer.transfer.adapters import describe_adapter
 from nlp_transfer.transfer.modes import apply_transfer, num_layers, param_groups
 from nlp_transfer.transfer.prefix import PrefixDataset, frozen_modules
 from nlp_transfer.transfer.probe import fit_logreg_head
-from nlp_transfer.transfer.zero_shot import init_zero_shot_head
 from nlp_transfer.transfer.regularisers import L2SP
+from nlp_transfer.transfer.zero_shot import init_zero_shot_head
 from nlp_transfer.utils.environment import peak_memory_mb
 from nlp_transfer.utils.progress import interactive
 
@@ -165,7 +165,7 @@ class Trainer:
         self._undo = contextlib.ExitStack()
         self.t_start = time.perf_counter()
 
-    def __enter__(self) -> "Trainer":
+    def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -230,8 +230,9 @@ class Trainer:
             model.domain_head = build_domain_head(model.backbone.config.hidden_size, cfg.transfer.domain_adversarial.hidden_size)
             s.params["trainable"] += sum(p.numel() for p in model.domain_head.parameters())
         if cfg.transfer.mode == "zero_shot":  # the head is the language model's output embeddings of the label words
-            self.zero_shot = init_zero_shot_head(model, s.tokenizer, s.data.labels, cfg.model,
-                                                 resolve_checkpoint(cfg.model.name_or_path, cfg.model.gguf_file))
+            self.zero_shot = init_zero_shot_head(
+                model, s.tokenizer, s.data.labels, cfg.model, resolve_checkpoint(cfg.model.name_or_path, cfg.model.gguf_file)
+            )
         s.raw_model = s.model = model
         fast = cfg.train.fast_kernels and s.accelerator.device.type == "cpu"
         speed = self._undo.enter_context(speedups(model, dropout=fast, attention=fast, first_token=True, allocator=fast))
@@ -261,8 +262,10 @@ class Trainer:
             n = sum(len(s.inputs.features[k]) for k in cache["features"]["misses"])
             s.info(f"encoded {n:,} examples once in {s.inputs.encode_seconds:.1f}s (cache: {cache['features']['cache_dir'] or 'off'})")
         if s.inputs.prefix is not None:
-            s.info(f"frozen-prefix cache: states entering layer {s.inputs.prefix.first_trained + 1} computed once in "
-                   f"{s.inputs.encode_seconds:.1f}s")
+            s.info(
+                f"frozen-prefix cache: states entering layer {s.inputs.prefix.first_trained + 1} computed once in "
+                f"{s.inputs.encode_seconds:.1f}s"
+            )
 
     def _build_optimiser(self) -> None:
         cfg, s = self.cfg, self.s
@@ -278,8 +281,9 @@ class Trainer:
         from transformers import get_linear_schedule_with_warmup
 
         n = s.schedule["num_processes"]
-        s.scheduler = acc.prepare(get_linear_schedule_with_warmup(s.optimizer.optimizer, s.schedule["warmup_steps"] * n,
-                                                                  s.schedule["scheduler_ticks"]))
+        s.scheduler = acc.prepare(
+            get_linear_schedule_with_warmup(s.optimizer.optimizer, s.schedule["warmup_steps"] * n, s.schedule["scheduler_ticks"])
+        )
         s.raw_model = acc.unwrap_model(s.model)
         if cfg.train.report_to != "none":
             acc.init_trackers(cfg.name, config=_flat(cfg.to_dict()))
@@ -296,8 +300,15 @@ class Trainer:
             texts = [texts[i] for i in sorted(np.random.default_rng(cfg.train.seed).choice(len(texts), d.max_samples, replace=False))]
         s.info(f"domain-adversarial training against {what}: {len(texts):,} target texts")
         ds = tokenize_texts(texts, s.tokenizer, cfg.model.max_length, False)
-        return loader(ds, cfg.train.batch_size, PadCollator(s.tokenizer), shuffle=True, seed=cfg.train.seed + 1,
-                      group=cfg.train.group_by_length, processes=s.accelerator.num_processes)[0]
+        return loader(
+            ds,
+            cfg.train.batch_size,
+            PadCollator(s.tokenizer),
+            shuffle=True,
+            seed=cfg.train.seed + 1,
+            group=cfg.train.group_by_length,
+            processes=s.accelerator.num_processes,
+        )[0]
 
     def _resume(self) -> None:
         """Model, optimiser, scheduler, scaler, RNG and loop state from the checkpoint ``train.resume`` names."""
@@ -342,13 +353,23 @@ class Trainer:
             s.raw_model.thresholds = list(st.best_thresholds)
         fit_seconds = time.perf_counter() - self.t_inputs
         test_out: dict = {}
-        test = evaluate(s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate,
-                        outputs=test_out)
+        test = evaluate(s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out)
         s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(test)}")
         calibration, calibration_record = self._calibrate(test_out)
-        result = RunResult(Path(cfg.output.dir), st.history, st.best_epoch, st.history[st.best_epoch - 1]["validation"], test,
-                           self._timing(fit_seconds), {"trainable": s.params.get("trainable"), "total": s.params.get("total")},
-                           self._setup_record(), self._schedule_record(), st.resumes, s.data.task, calibration_record)
+        result = RunResult(
+            Path(cfg.output.dir),
+            st.history,
+            st.best_epoch,
+            st.history[st.best_epoch - 1]["validation"],
+            test,
+            self._timing(fit_seconds),
+            {"trainable": s.params.get("trainable"), "total": s.params.get("total")},
+            self._setup_record(),
+            self._schedule_record(),
+            st.resumes,
+            s.data.task,
+            calibration_record,
+        )
         self._undo.close()  # speed-ups undone: what is saved is the stock model
         if acc.is_main_process:
             # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
@@ -369,18 +390,22 @@ class Trainer:
             return None, {}
         val_loader = s.inputs.validation
         if isinstance(val_loader.dataset, PrefixDataset):  # the replay is gone: the whole model reads the tokens
-            val_loader = torch.utils.data.DataLoader(val_loader.dataset.tokens, batch_size=cfg.train.eval_batch_size,
-                                                     collate_fn=s.inputs.test.collate_fn)
+            val_loader = torch.utils.data.DataLoader(
+                val_loader.dataset.tokens, batch_size=cfg.train.eval_batch_size, collate_fn=s.inputs.test.collate_fn
+            )
         val_out: dict = {}
         evaluate(s.model, acc.prepare_data_loader(val_loader), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=val_out)
         if not acc.is_main_process or not len(val_out["targets"]):
             return None, {}
         calibration = fit_calibration(method, val_out["logits"], val_out["targets"])
-        record = calibration_record(calibration, {"validation": (val_out["logits"], val_out["targets"]),
-                                                  "test": (test_out["logits"], test_out["targets"])})
+        record = calibration_record(
+            calibration, {"validation": (val_out["logits"], val_out["targets"]), "test": (test_out["logits"], test_out["targets"])}
+        )
         fitted = f"temperature {record['temperature']:.3f}" if method == "temperature" else "Platt scaling per label"
-        s.info(f"calibration ({fitted}, on validation) | test ECE {record['test']['ece_before']:.4f} -> "
-               f"{record['test']['ece_after']:.4f}, NLL {record['test']['nll_before']:.4f} -> {record['test']['nll_after']:.4f}")
+        s.info(
+            f"calibration ({fitted}, on validation) | test ECE {record['test']['ece_before']:.4f} -> "
+            f"{record['test']['ece_after']:.4f}, NLL {record['test']['nll_before']:.4f} -> {record['test']['nll_after']:.4f}"
+        )
         return calibration, record
 
     def _timing(self, fit_seconds: float) -> dict:
@@ -401,15 +426,22 @@ class Trainer:
 
     def _setup_record(self) -> dict:
         s = self.s
-        return {"class_weights": dict(zip(s.data.labels, s.class_weights)) if s.class_weights is not None else None,
-                "sampler": self.cfg.train.sampler, "windows": self.windows}
+        return {
+            "class_weights": dict(zip(s.data.labels, s.class_weights)) if s.class_weights is not None else None,
+            "sampler": self.cfg.train.sampler,
+            "windows": self.windows,
+        }
 
     def _schedule_record(self) -> dict:
         s = self.s
         if s.scheduler is None:  # the probe: no optimiser steps
             return {}
-        return {**s.schedule, "optimizer_steps_done": s.state.step, "scheduler_ticks_done": s.scheduler.scheduler.last_epoch,
-                "final_lr": s.scheduler.get_last_lr()[0]}
+        return {
+            **s.schedule,
+            "optimizer_steps_done": s.state.step,
+            "scheduler_ticks_done": s.scheduler.scheduler.last_epoch,
+            "final_lr": s.scheduler.get_last_lr()[0],
+        }
 
 
 def _probe_only(cfg: RecipeConfig) -> bool:
@@ -430,8 +462,15 @@ def fit_zero_shot(s: Session, zero_shot: dict) -> None:
     words = ", ".join(f"{label} -> {w['token']!r}" for label, w in zero_shot["label_words"].items())
     calibrated = f", calibrated on {zero_shot['calibration_text']!r}" if zero_shot.get("calibration") else ""
     s.info(f"zero-shot: prompt {s.cfg.model.prompt!r}, label words {words}{calibrated} | validation {s.task.log_line(val)}")
-    s.state.history = [{"epoch": 1, "train_loss": None, "seconds": round(seconds, 2), "validation": val,
-                        "zero_shot": {"prompt": s.cfg.model.prompt, **zero_shot}}]
+    s.state.history = [
+        {
+            "epoch": 1,
+            "train_loss": None,
+            "seconds": round(seconds, 2),
+            "validation": val,
+            "zero_shot": {"prompt": s.cfg.model.prompt, **zero_shot},
+        }
+    ]
     s.state.best_epoch, s.state.train_seconds = 1, 0.0
 
 
@@ -439,12 +478,23 @@ def fit_probe(s: Session) -> None:
     """The logreg head: one scikit-learn fit on the cached features instead of epochs of SGD."""
     t0 = time.perf_counter()
     feats, cfg, acc = s.inputs.features, s.cfg, s.accelerator
-    fit = fit_logreg_head(s.raw_model.head, feats["train"], feats["validation"], s.data.labels, cfg.model.logreg_c,
-                          s.setup.metric, cfg.train.seed, s.class_weights, cfg.model.chunk_aggregate)
+    fit = fit_logreg_head(
+        s.raw_model.head,
+        feats["train"],
+        feats["validation"],
+        s.data.labels,
+        cfg.model.logreg_c,
+        s.setup.metric,
+        cfg.train.seed,
+        s.class_weights,
+        cfg.model.chunk_aggregate,
+    )
     seconds = time.perf_counter() - t0
     val = evaluate(s.model, acc.prepare_data_loader(s.inputs.validation), acc, s.data.labels, cfg.model.chunk_aggregate)
-    s.info(f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
-           f"{s.task.log_line(val)} | {seconds:.1f}s")
+    s.info(
+        f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
+        f"{s.task.log_line(val)} | {seconds:.1f}s"
+    )
     with torch.no_grad():  # the model's own loss (class weights included) on the training features
         train = feats["train"]
         loss = s.model(features=train.features.to(acc.device), labels=train.labels.to(acc.device))["loss"].item()

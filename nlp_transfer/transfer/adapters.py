@@ -58,7 +58,11 @@ def auto_targets(method: str, backbone: nn.Module, names: list[str]) -> tuple[li
     """(target modules, IA³ feed-forward modules) that ``target_modules: auto`` means for ``backbone``."""
     from peft.utils.constants import (
         TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FEEDFORWARD,
+    )
+    from peft.utils.constants import (
         TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_TARGETS,
+    )
+    from peft.utils.constants import (
         TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS,
     )
 
@@ -83,8 +87,10 @@ def resolve_layers(layers: list[int] | None, n: int) -> list[int] | None:
         return None
     bad = [i for i in layers if not -n <= i < n]
     if bad:
-        raise ConfigError(f"transfer.peft.layers_to_transform={layers}: layer {bad[0]} does not exist; the backbone has "
-                          f"{n} layers (0..{n - 1}, or -1..-{n} from the top)")
+        raise ConfigError(
+            f"transfer.peft.layers_to_transform={layers}: layer {bad[0]} does not exist; the backbone has "
+            f"{n} layers (0..{n - 1}, or -1..-{n} from the top)"
+        )
     return sorted({i % n for i in layers})
 
 
@@ -92,15 +98,17 @@ def check_targets(targets: list[str], names: list[str], layers: list[int] | None
     """Every target names at least one linear module (within the chosen layers), or a one-line error."""
     prefix = f"{layers_name}."
     if layers is not None:  # a module outside the layers stack (e.g. the pooler) is never adapted then
-        names = [n for n in names if n.startswith(prefix) and int(n[len(prefix):].split(".")[0]) in layers]
+        names = [n for n in names if n.startswith(prefix) and int(n[len(prefix) :].split(".")[0]) in layers]
     missing = [t for t in targets if not any(_matches(n, t) for n in names)]
     if missing:
         shown = short_names(names)
         near = difflib.get_close_matches(missing[0], shown + [s.rsplit(".", 1)[-1] for s in shown], n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         where = f" in layers {layers}" if layers is not None else ""
-        raise ConfigError(f"transfer.peft.target_modules: {', '.join(missing)} matches no linear module{where}{hint}; "
-                          f"the backbone's linear modules are: {', '.join(shown)}")
+        raise ConfigError(
+            f"transfer.peft.target_modules: {', '.join(missing)} matches no linear module{where}{hint}; "
+            f"the backbone's linear modules are: {', '.join(shown)}"
+        )
 
 
 def peft_config(cfg: TransferConfig, backbone: nn.Module):
@@ -109,8 +117,11 @@ def peft_config(cfg: TransferConfig, backbone: nn.Module):
 
     a = cfg.peft
     if cfg.mode == "prompt_tuning":
-        return PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=a.num_virtual_tokens,
-                                  prompt_tuning_init="SAMPLE_VOCAB" if a.prompt_init == "vocab" else "RANDOM")
+        return PromptTuningConfig(
+            task_type="FEATURE_EXTRACTION",
+            num_virtual_tokens=a.num_virtual_tokens,
+            prompt_tuning_init="SAMPLE_VOCAB" if a.prompt_init == "vocab" else "RANDOM",
+        )
     names = linear_modules(backbone)
     layers_name, stack = find_layers(backbone)
     layers = resolve_layers(a.layers_to_transform, len(stack))
@@ -122,8 +133,11 @@ def peft_config(cfg: TransferConfig, backbone: nn.Module):
     from transformers.pytorch_utils import Conv1D
 
     conv = any(isinstance(m, Conv1D) for n, m in backbone.named_modules() if any(_matches(n, t) for t in targets))
-    where = {"layers_to_transform": layers, "layers_pattern": layers_name.rsplit(".", 1)[-1] if layers else None,
-             "fan_in_fan_out": conv}  # GPT-2's Conv1D stores its weight transposed
+    where = {
+        "layers_to_transform": layers,
+        "layers_pattern": layers_name.rsplit(".", 1)[-1] if layers else None,
+        "fan_in_fan_out": conv,
+    }  # GPT-2's Conv1D stores its weight transposed
     if cfg.mode == "ia3":
         if feedforward is None:  # named targets: the feed-forward ones are those peft lists for the architecture
             from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FEEDFORWARD
@@ -135,8 +149,9 @@ def peft_config(cfg: TransferConfig, backbone: nn.Module):
             feedforward = [n for n in inside if any(_matches(n, t) for t in feedforward)]
             targets = [n for n in inside if any(_matches(n, t) for t in targets)]
         return IA3Config(target_modules=targets, feedforward_modules=feedforward, fan_in_fan_out=conv)
-    return LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=targets, bias=a.bias,
-                      use_dora=cfg.mode == "dora", **where)
+    return LoraConfig(
+        r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=targets, bias=a.bias, use_dora=cfg.mode == "dora", **where
+    )
 
 
 def add_adapters(model: nn.Module, cfg: TransferConfig) -> dict:
@@ -149,8 +164,10 @@ def add_adapters(model: nn.Module, cfg: TransferConfig) -> dict:
         limit = position_limit(backbone.config)
         total = model.meta.get("max_length", 0) + cfg.peft.num_virtual_tokens
         if limit is not None and total > limit:
-            raise ConfigError(f"model.max_length + transfer.peft.num_virtual_tokens = {total} exceeds the {limit} positions "
-                              f"the backbone can read; lower one of them")
+            raise ConfigError(
+                f"model.max_length + transfer.peft.num_virtual_tokens = {total} exceeds the {limit} positions "
+                f"the backbone can read; lower one of them"
+            )
     config = peft_config(cfg, backbone)
     entry = {
         "method": cfg.mode,

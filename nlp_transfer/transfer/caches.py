@@ -141,8 +141,9 @@ def tokenizer_settings(tokenizer) -> dict:
     }
 
 
-def feature_key(model_fp: str, tokens_fp: str, *, pooling: str, max_length: int, precision: str, tokenizer,
-                layer: int | None = None) -> tuple[str, dict]:
+def feature_key(
+    model_fp: str, tokens_fp: str, *, pooling: str, max_length: int, precision: str, tokenizer, layer: int | None = None
+) -> tuple[str, dict]:
     """(key, its parts): ``layer`` is the layer the features come from (None: the model's last)."""
     parts = {
         "format": CACHE_FORMAT,
@@ -193,9 +194,23 @@ class FeatureCache:
         return p
 
 
-def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelerator, *, pooling: str, max_length: int,
-                    precision: str, cache_dir: str | None, use_disk: bool = True, log=None, progress: bool = True,
-                    layer: int | None = None) -> tuple[dict, dict]:
+def cached_features(
+    model,
+    tokens,
+    tokenizer,
+    collate,
+    batch_size: int,
+    accelerator,
+    *,
+    pooling: str,
+    max_length: int,
+    precision: str,
+    cache_dir: str | None,
+    use_disk: bool = True,
+    log=None,
+    progress: bool = True,
+    layer: int | None = None,
+) -> tuple[dict, dict]:
     """{split: FeatureDataset} for every split of ``tokens``, from the disk cache where possible.
 
     Returns the datasets and stats: ``hits``/``misses`` (split names), ``encode_seconds`` (all
@@ -203,14 +218,20 @@ def cached_features(model, tokens, tokenizer, collate, batch_size: int, accelera
     """
     cache = FeatureCache(cache_root(cache_dir)) if use_disk else None
     model_fp = fingerprint_model(model) if use_disk else ""
-    out, stats = {}, {"hits": [], "misses": [], "encode_seconds": 0.0, "split_seconds": {},
-                      "cache_dir": str(cache.dir) if cache else None}
+    out, stats = {}, {"hits": [], "misses": [], "encode_seconds": 0.0, "split_seconds": {}, "cache_dir": str(cache.dir) if cache else None}
     for split, ds in tokens.items():
         labels = torch.tensor(ds["labels"])
         feats, key, parts = None, None, None
         if cache is not None:
-            key, parts = feature_key(model_fp, fingerprint_tokens(ds), pooling=pooling, max_length=max_length,
-                                     precision=precision, tokenizer=tokenizer, layer=layer)
+            key, parts = feature_key(
+                model_fp,
+                fingerprint_tokens(ds),
+                pooling=pooling,
+                max_length=max_length,
+                precision=precision,
+                tokenizer=tokenizer,
+                layer=layer,
+            )
             feats = cache.load(key, len(ds))
             # Every process must agree on hit or miss: a miss encodes collectively.
             hit = torch.tensor(float(feats is not None), device=accelerator.device)

@@ -50,13 +50,16 @@ class PrefixCollator:
         return batch
 
 
-def encode_prefix(model, ds, collate, batch_size: int, accelerator, first_trained: int, desc: str = "caching",
-                  progress: bool = True) -> list[torch.Tensor]:
+def encode_prefix(
+    model, ds, collate, batch_size: int, accelerator, first_trained: int, desc: str = "caching", progress: bool = True
+) -> list[torch.Tensor]:
     """Hidden states entering layer ``first_trained`` for every example: [length_i, H] each."""
     model.eval()
     _, layers = find_layers(model.backbone)
     captured = {}
-    hook = layers[first_trained - 1].register_forward_hook(lambda m, a, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out))
+    hook = layers[first_trained - 1].register_forward_hook(
+        lambda m, a, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out)
+    )
     upper = {i: layers[i] for i in range(first_trained, len(layers))}
     for i in upper:  # the layers above are not needed to build the cache
         layers[i] = _PassThrough()
@@ -110,7 +113,7 @@ class FrozenPrefix:
         self.inject = _Inject()
         self.handle = None
 
-    def install(self) -> "FrozenPrefix":
+    def install(self) -> FrozenPrefix:
         for i in range(self.first_trained):
             self.saved[i] = self.layers[i]
             self.layers[i] = _PassThrough()
@@ -149,12 +152,10 @@ def frozen_modules(model: nn.Module) -> list[nn.Module]:
     """
     backbone = model.backbone
     _, layers = find_layers(backbone)
-    trained = {id(m) for layer in list(layers)[first_trained_layer(model):] for m in layer.modules()}
+    trained = {id(m) for layer in list(layers)[first_trained_layer(model) :] for m in layer.modules()}
     holds_layers = {id(m) for m in backbone.modules() if any(c is layers for c in m.modules())}
     return [
         mod
         for mod in backbone.modules()
         if id(mod) not in trained and id(mod) not in holds_layers and not any(p.requires_grad for p in mod.parameters())
     ]
-
-

@@ -16,8 +16,9 @@ from nlp_transfer.metrics import compute_metrics, is_better
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, num_labels: int, C: float, seed: int = 0,
-               class_weights: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_logreg(
+    x: np.ndarray, y: np.ndarray, num_labels: int, C: float, seed: int = 0, class_weights: list[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(weight [num_labels, H], bias [num_labels]) of a logistic regression on raw features ``x``;
     ``class_weights`` (one per label) weigh each class's examples in the fit."""
     from sklearn.linear_model import LogisticRegression
@@ -41,8 +42,17 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, num_labels: int, C: float, seed: in
     return w, b
 
 
-def fit_logreg_head(head: torch.nn.Sequential, train, validation, labels: list[str], C: float | None, metric: str,
-                    seed: int = 0, class_weights: list[float] | None = None, aggregate: str = "mean") -> dict:
+def fit_logreg_head(
+    head: torch.nn.Sequential,
+    train,
+    validation,
+    labels: list[str],
+    C: float | None,
+    metric: str,
+    seed: int = 0,
+    class_weights: list[float] | None = None,
+    aggregate: str = "mean",
+) -> dict:
     """Fit the head's last linear layer on ``FeatureDataset`` s; pick C on validation when None.
 
     With windows (chunking), C is picked on the documents' aggregated logits (``aggregate``).

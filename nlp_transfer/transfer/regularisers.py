@@ -14,11 +14,7 @@ class L2SP:
 
     def __init__(self, model: nn.Module, strength: float):
         self.strength = strength
-        self.pairs = [
-            (p, p.detach().clone())
-            for name, p in model.named_parameters()
-            if name.startswith("backbone.")
-        ]
+        self.pairs = [(p, p.detach().clone()) for name, p in model.named_parameters() if name.startswith("backbone.")]
 
     def __call__(self) -> torch.Tensor:
         total = sum(((p - ref.to(p.device)) ** 2).sum() for p, ref in self.pairs if p.requires_grad)

@@ -27,8 +27,9 @@ def label_word_tokens(tokenizer, labels: list[str], label_words: dict[str, str] 
     words = dict(label_words or {})
     unknown = sorted(set(words) - set(labels))
     if unknown:
-        raise ConfigError(f"model.label_words names {', '.join(map(repr, unknown))}, which the data does not have; "
-                          f"its labels are: {', '.join(labels)}")
+        raise ConfigError(
+            f"model.label_words names {', '.join(map(repr, unknown))}, which the data does not have; its labels are: {', '.join(labels)}"
+        )
     out = {}
     for label in labels:
         word = words.get(label, " " + label)  # after a prompt the word follows a space
@@ -39,8 +40,10 @@ def label_word_tokens(tokenizer, labels: list[str], label_words: dict[str, str] 
     seen: dict[int, str] = {}
     for label, info in out.items():
         if info["id"] in seen:
-            raise ConfigError(f"model.label_words: the words for '{seen[info['id']]}' and '{label}' start with the same token "
-                              f"{info['token']!r}; choose words that differ in their first token")
+            raise ConfigError(
+                f"model.label_words: the words for '{seen[info['id']]}' and '{label}' start with the same token "
+                f"{info['token']!r}; choose words that differ in their first token"
+            )
         seen[info["id"]] = label
     return out
 
@@ -63,8 +66,10 @@ def init_zero_shot_head(model, tokenizer, labels: list[str], model_cfg, checkpoi
     ``model.calibration_text``, its bias to minus their scores on that content-free input); returns
     what it used."""
     if model.meta.get("kind") != "decoder":
-        raise ConfigError("transfer.mode=zero_shot reads a language model's next-token prediction and needs a decoder "
-                          "(GPT-2, Llama, SmolLM2, ...); for an encoder use setfit or feature_extraction")
+        raise ConfigError(
+            "transfer.mode=zero_shot reads a language model's next-token prediction and needs a decoder "
+            "(GPT-2, Llama, SmolLM2, ...); for an encoder use setfit or feature_extraction"
+        )
     words = label_word_tokens(tokenizer, labels, model_cfg.label_words)
     weight = output_embeddings(model.backbone, checkpoint)
     linear = model.head[-1]

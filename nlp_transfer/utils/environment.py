@@ -7,8 +7,18 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-LIBRARIES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "safetensors", "numpy", "scikit-learn",
-             "peft", "nlp-transfer")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "scikit-learn",
+    "peft",
+    "nlp-transfer",
+)
 
 
 def package_version(name: str) -> str | None:

@@ -12,7 +12,8 @@ import logging
 import os
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 logger = logging.getLogger("nlp_transfer")
@@ -60,8 +61,14 @@ class _IntervalLog:
         return len(self.iterable)
 
 
-def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, enabled: bool = True,
-             unit: str = "batches", interval: float | None = None):
+def progress(
+    iterable: Iterable[T],
+    desc: str = "",
+    total: int | None = None,
+    enabled: bool = True,
+    unit: str = "batches",
+    interval: float | None = None,
+):
     """``iterable``, reporting progress: tqdm's bar on a terminal, interval log lines elsewhere, nothing when
     not ``enabled``. The result has ``set_postfix(**values)``."""
     if not enabled:
