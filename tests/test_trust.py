@@ -101,6 +101,28 @@ def test_ece_and_mce_match_a_hand_computation():
     assert sum(n / 500 * abs(a - c) for c, a, n in filled) == pytest.approx(ece, abs=1e-5)
 
 
+def test_ece_and_mce_agree_with_torchmetrics():
+    """The NumPy binning is torchmetrics' own: single-label top-1 and multi-label per-label confidences, ties on
+    bin edges and confidences of exactly 1 included."""
+    from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
+
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet([0.3, 0.3, 0.3], size=400)
+    probs[:5] = [1.0, 0.0, 0.0]  # saturated softmax: confidence exactly 1
+    probs[5:10] = [2 / 15, 13 / 15, 0.0]  # confidence on a bin edge
+    y = rng.integers(0, 3, size=400)
+    m = measures(probs, y)
+    p, t = torch.from_numpy(probs), torch.from_numpy(y)
+    for norm, key in (("l1", "ece"), ("max", "mce")):
+        assert m[key] == pytest.approx(float(multiclass_calibration_error(p, t, num_classes=3, n_bins=15, norm=norm)), abs=1e-6)
+    multi_p, multi_y = rng.uniform(size=(300, 4)), rng.integers(0, 2, size=(300, 4))
+    multi_p[0, 0] = 1.0
+    m = measures(multi_p, multi_y, multi=True)
+    flat_p, flat_y = torch.from_numpy(multi_p.reshape(-1)), torch.from_numpy(multi_y.reshape(-1))
+    for norm, key in (("l1", "ece"), ("max", "mce")):
+        assert m[key] == pytest.approx(float(binary_calibration_error(flat_p, flat_y, n_bins=15, norm=norm)), abs=1e-6)
+
+
 def test_platt_scaling_keeps_multi_label_decisions():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, size=(300, 3))
