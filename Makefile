@@ -152,22 +152,24 @@ trust: $(STAMP)
 	$(PY) scripts/label_issues.py --config recipes/rotten_tomatoes/minilm-logreg.yaml --flip 0.05 --out runs/rt-label-issues-flip5 \
 		--readme README.md --command "make trust" --no-progress
 
+# Benchmarks (benchmarks/, run from the checkout: `python -m benchmarks NAME --help`): results/bench_NAME.json and .md,
+# and with --readme FILE the <!-- results:bench-NAME --> block of any Markdown file.
 # Frozen work done once: feature cache and frozen-prefix cache against the uncached paths.
 bench-cache: $(STAMP)
-	$(PY) scripts/bench.py cache --readme README.md
+	$(PY) -m benchmarks cache --readme README.md
 
 # LoRA on the top layers with the frozen-prefix cache against without it, beside LoRA on every layer.
 bench-adapters: $(STAMP)
-	$(PY) scripts/bench.py adapters --readme README.md
+	$(PY) -m benchmarks adapters --readme README.md
 
 # Side by side with transformers' Trainer and pipeline: throughput, memory, MFU, accuracy (a few minutes).
 bench-speed: $(STAMP)
-	$(PY) scripts/bench.py speed --readme README.md
+	$(PY) -m benchmarks speed --readme README.md
 
 # Shipping, side by side in one run: PyTorch / ONNX fp32 / ONNX int8 prediction of a MiniLM run (throughput,
 # agreement, accuracy), streamed prediction peak memory at 10k/100k/1M rows, scripts/serve.py under a bounded load test.
 bench-ship: $(STAMP)
-	$(PY) scripts/bench.py ship --readme README.md
+	$(PY) -m benchmarks ship --readme README.md
 
 # The layer contract (pyproject.toml [tool.importlinter]) first: an upward import fails before any test runs.
 test: $(STAMP)
@@ -185,7 +187,7 @@ gpu-check: $(STAMP)
 	mkdir -p results/gpu-check
 	$(PY) -c "import torch; assert torch.cuda.is_available(), 'no CUDA device: gpu-check needs a GPU machine'; print(torch.cuda.get_device_name(0))"
 	$(PY) -m pytest -q -m gpu -rA 2>&1 | tee results/gpu-check/pytest.log
-	$(PY) scripts/bench.py speed --train-samples 2560 --out results/gpu-check/bench_speed.json 2>&1 | tee results/gpu-check/bench.log
+	$(PY) -m benchmarks speed --train-samples 2560 --out results/gpu-check/bench_speed.json 2>&1 | tee results/gpu-check/bench.log
 
 clean:
 	rm -rf runs .pytest_cache

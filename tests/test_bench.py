@@ -1,39 +1,37 @@
-"""scripts/bench.py: the FLOP count behind MFU and the tables (no timing is asserted)."""
+"""benchmarks/: the FLOP count behind MFU, the tables, the shared harness (ratios, results files, fresh-process
+measurements) and the `python -m benchmarks` entry point (no timing is asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from benchmarks import adapters, cache, harness, ship, speed
+from nlp_transfer.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_model_flops_by_hand(bench):
+def test_model_flops_by_hand():
     config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, intermediate_size=8)
     # a layer has 4*16 + 2*4*8 = 128 matmul weights; texts of 3 and 5 tokens (8 tokens, 2 texts)
     lower = 6 * 128 * 8 + 12 * 4 * (9 + 25)  # layer 1: every token, all query-key pairs
     last = 6 * 32 * 8 + 6 * (128 - 32) * 2 + 12 * 4 * 8  # layer 2: keys and values of every token, the rest for token 0
     head = 6 * (16 + 4 * 3) * 2  # pooler and classifier once per text
-    assert bench._model_flops(config, [3, 5], epochs=2, num_labels=3) == 2 * (lower + last + head) == 22368
+    assert speed.model_flops(config, [3, 5], epochs=2, num_labels=3) == 2 * (lower + last + head) == 22368
 
 
 def _row(seconds, samples, **kw):
     return {"seconds": seconds, "samples": samples, "samples_per_second": samples / seconds, "peak_mb": 1000.0, **kw}
 
 
-def test_speed_table_shows_every_run_and_the_ratios(bench):
+def test_speed_table_shows_every_run_and_the_ratios():
     rows = {
         "peak": {"fp32_gflops": 300.0, "bf16_gflops": 1500.0},
         "trainer_default": _row(50, 2560, precision="fp32", accuracy=0.75, mfu=0.25, tokens_per_second=1300.0),
@@ -56,23 +54,23 @@ def test_speed_table_shows_every_run_and_the_ratios(bench):
         "settings": {"train_samples": 2560, "batch_size": 32, "max_length": 128, "epochs": 1, "fe_epochs": 5},
         "machine": {"cuda": None, "cpu_count": 2, "threads": 2},
         "date": "2026-11-23",
-        "command": "python scripts/bench.py speed",
+        "command": "python -m benchmarks speed",
     }
-    table = bench.speed_table(res)
+    table = speed.table(res)
     assert "**3.12x** default, **1.25x** best" in table
     assert "**20.0x**" in table and "**3.50x**" in table and "99.90%" in table
     assert table.count("\n| ") == 8  # header + 7 runs
     json.dumps(res)  # the results file is plain JSON
 
 
-def test_cache_table_has_a_pair_of_rows_and_a_ratio_per_partial_depth(bench):
+def test_cache_table_has_a_pair_of_rows_and_a_ratio_per_partial_depth():
     row = lambda run, fit: {"run": run, "fit_seconds": fit, "wall_seconds": fit + 1, "accuracy": 0.8, "f1_macro": 0.79}  # noqa: E731
     res = {
         "dataset": "rotten_tomatoes",
         "sizes": {"train": 100, "validation": 10, "test": 10},
         "machine": {"cpu_count": 2},
         "date": "2026-11-23",
-        "command": "python scripts/bench.py cache",
+        "command": "python -m benchmarks cache",
         "fe_epochs": 5,
         "partial_epochs": 3,
         "partial_top": [2, 1],
@@ -95,7 +93,7 @@ def test_cache_table_has_a_pair_of_rows_and_a_ratio_per_partial_depth(bench):
             "partial1_cached_vs_uncached_wall": 1.98,
         },
     }
-    table = bench.cache_table(res)
+    table = cache.table(res)
     body = [line for line in table.splitlines() if line.startswith("| ") and "run |" not in line]
     assert [line.split(" | ")[0][2:] for line in body] == [
         "fe plain",
@@ -111,15 +109,13 @@ def test_cache_table_has_a_pair_of_rows_and_a_ratio_per_partial_depth(bench):
 
 
 @pytest.mark.parametrize("text", ["", "2,x", "0", "-1,2"])
-def test_partial_top_must_be_positive_layer_counts(bench, text):
-    import argparse
-
+def test_partial_top_must_be_positive_layer_counts(text):
     with pytest.raises(argparse.ArgumentTypeError, match="comma-separated list"):
-        bench._int_list(text)
-    assert bench._int_list("2,1") == [2, 1]
+        harness.int_list(text)
+    assert harness.int_list("2,1") == [2, 1]
 
 
-def test_adapters_table_compares_the_cached_and_uncached_top_layer_runs(bench):
+def test_adapters_table_compares_the_cached_and_uncached_top_layer_runs():
     row = lambda run, epoch, params: {
         "run": run,
         "epoch_seconds": epoch,
@@ -141,12 +137,11 @@ def test_adapters_table_compares_the_cached_and_uncached_top_layer_runs(bench):
         "dataset": "rotten_tomatoes",
         "epochs": 3,
         "top": 2,
-        "cpu": "Some CPU",
-        "machine": {"cpu_count": 2},
+        "machine": {"cpu": "Some CPU", "cpu_count": 2},
         "date": "2026-12-02",
-        "command": "python scripts/bench.py adapters",
+        "command": "python -m benchmarks adapters",
     }
-    table = bench.adapters_table(res)
+    table = adapters.table(res)
     body = [line for line in table.splitlines() if line.startswith("| ") and "run |" not in line]
     assert [line.split(" | ")[0][2:] for line in body] == ["every layer", "top 2, plain", "top 2, cached"]
     assert "| 332,546 | 60.0 |" in body[0] and body[2].endswith("**2.50x** |") and body[1].endswith("1.0x |")
@@ -154,7 +149,7 @@ def test_adapters_table_compares_the_cached_and_uncached_top_layer_runs(bench):
     json.dumps(res)
 
 
-def test_ship_table_has_every_backend_stream_size_and_server_row(bench):
+def test_ship_table_has_every_backend_stream_size_and_server_row():
     pred = lambda sps, agree, acc: {
         "samples": 1280,
         "samples_per_second": sps,
@@ -190,11 +185,99 @@ def test_ship_table_has_every_backend_stream_size_and_server_row(bench):
         },
         "machine": {"cpu": "Some CPU", "cpu_count": 2, "threads": 2, "torch": "2.13.0"},
         "date": "2026-12-04",
-        "command": "python scripts/bench.py ship",
+        "command": "python -m benchmarks ship",
     }
-    table = bench.ship_table(res)
+    table = ship.table(res)
     assert "| **ONNX int8** (dynamic quantization) | 300.0 | 3.00x | 99.50% | 0.7650 |" in table
     assert "| 1,000,000 | tiny BERT | 420 |" in table and "| 10,000 | MiniLM-L6 (the run above) | 800 |" in table
     assert "varies by 5.0%" in table and "Some CPU" in table
     assert table.count("| MiniLM run,") == 2
     json.dumps(res)
+
+
+def test_speedup_reads_times_as_reference_over_new_and_rates_as_new_over_reference():
+    rows = {"ref": {"seconds": 30.0, "samples_per_second": 10.0}, "new": {"seconds": 10.0, "samples_per_second": 30.0}}
+    assert harness.speedup(rows, "new", "ref") == 3.0
+    assert harness.speedup(rows, "new", "ref", "samples_per_second") == 3.0
+    assert harness.speedup(rows, "ref", "new", "samples_per_second") == pytest.approx(1 / 3)
+    assert harness.agreement(["a", "b", "a", "b"], ["a", "b", "b", "b"]) == 0.75
+
+
+def test_results_go_to_json_markdown_and_the_block_of_any_markdown_page(tmp_path):
+    page = tmp_path / "docs" / "results" / "speed.md"
+    page.parent.mkdir(parents=True)
+    page.write_text(
+        "# Speed\n\n<!-- results:bench-speed -->\nold table\n<!-- /results:bench-speed -->\n\n<!-- results:other -->\nkept\n<!-- /results:other -->\n"
+    )
+    args = SimpleNamespace(bench="speed", argv=["speed", "--threads", "3", "--readme", str(page)], threads=3)
+    res = harness.record(args, rows={"a": {"seconds": 1.0}})
+    assert res["command"] == f"python -m benchmarks speed --threads 3 --readme {page}" and res["benchmark"] == "speed"
+    assert len(res["date"]) == 10 and res["machine"]["threads"] == 3 and res["machine"]["cpu_count"] >= 1
+    harness.check_markdown(page, "bench-speed")
+    harness.write(res, "| new | table |", tmp_path / "out" / "bench_speed.json", page)
+    assert json.loads((tmp_path / "out" / "bench_speed.json").read_text()) == res
+    assert (tmp_path / "out" / "bench_speed.md").read_text() == "| new | table |\n"
+    text = page.read_text()
+    assert "<!-- results:bench-speed -->\n| new | table |\n<!-- /results:bench-speed -->" in text
+    assert "old table" not in text and "kept" in text
+
+
+def test_a_markdown_file_without_the_block_fails_before_any_measurement(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("<!-- /results:bench-cache -->\n<!-- results:bench-cache -->\n")  # end marker before the start
+    for path, section in ((tmp_path / "missing.md", "bench-cache"), (page, "bench-cache"), (page, "bench-ship")):
+        with pytest.raises(ConfigError, match="results:"):
+            harness.check_markdown(path, section)
+    out = tmp_path / "out" / "bench_cache.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "cache", "--readme", str(page), "--out", str(out)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr, p.stderr
+    assert not out.parent.exists()
+
+
+def test_every_benchmark_has_its_help():
+    top = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert top.returncode == 0 and "{cache,adapters,speed,ship}" in top.stdout
+    for module in (cache, adapters, speed, ship):
+        p = subprocess.run([sys.executable, "-m", "benchmarks", module.NAME, "--help"], cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.startswith(f"usage: python -m benchmarks {module.NAME} ")
+        assert module.__doc__.splitlines()[0] in p.stdout and module.HELP in " ".join(top.stdout.split())
+        assert f"results/bench_{module.NAME}.json" in p.stdout and f"bench-{module.NAME}" in p.stdout and "--readme" in p.stdout
+
+
+def test_a_measurement_runs_in_a_fresh_process_and_a_failing_one_stops_the_benchmark():
+    row = harness.run_child(harness.matmul_peak, {"peak_sizes": [32], "peak_flops": 1, "threads": 1})
+    assert set(row) == {"fp32_gflops", "bf16_gflops"} and row["fp32_gflops"] > 0 and row["bf16_gflops"] > 0
+    with pytest.raises(SystemExit, match="benchmark step 'mfu' failed"):
+        harness.run_child(harness.mfu, {"threads": 1})
+
+
+def test_the_benchmarks_stay_out_of_the_wheel():
+    tomllib = pytest.importorskip("tomllib")
+    from setuptools import find_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = find_packages(str(ROOT), **find)
+    assert "nlp_transfer" in packages and not any(p.split(".")[0] in ("benchmarks", "tests", "scripts") for p in packages)
+
+
+@pytest.mark.slow
+def test_cache_benchmark_on_a_slice_writes_its_results_and_a_docs_page(tmp_path):
+    """The whole `cache` benchmark on 32 examples per split (MiniLM): rows, ratios, machine, the page's block."""
+    page = tmp_path / "cache.md"
+    page.write_text("<!-- results:caches -->\n<!-- /results:caches -->\n")
+    out = tmp_path / "bench_cache.json"
+    argv = ["cache", "--max-samples", "32", "--fe-epochs", "1", "--partial-epochs", "1", "--partial-top", "1", "--threads", "1"]
+    argv += ["--out", str(out), "--readme", str(page), "--section", "caches"]
+    p = subprocess.run([sys.executable, "-m", "benchmarks", *argv], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["rows"]) == {"fe_uncached", "fe_cold", "fe_warm", "partial1_uncached", "partial1_cached"}
+    assert res["sizes"] == {"train": 32, "validation": 32, "test": 32} and res["machine"]["threads"] == 1 and res["machine"]["cpu"]
+    fe = res["rows"]
+    assert res["ratios"]["fe_warm_vs_uncached_fit"] == pytest.approx(fe["fe_uncached"]["fit_seconds"] / fe["fe_warm"]["fit_seconds"])
+    assert res["command"] == "python -m benchmarks " + " ".join(argv)
+    table = out.with_suffix(".md").read_text()
+    assert "| partial top-1, frozen-prefix cache |" in table and table.strip() in page.read_text()

@@ -236,7 +236,7 @@ def _check_onnx(model: TextClassifier, path: Path, probes: list[dict], names: li
 
 def _quantize_int8(path: Path, model: TextClassifier, probes: list[dict], names: list[str]) -> float:
     """Replace ``path`` with its dynamically int8-quantized version; the logit difference that leaves (not checked:
-    quantization changes logits by design; scripts/bench.py measures agreement and accuracy)."""
+    quantization changes logits by design; `python -m benchmarks ship` measures agreement and accuracy)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
