@@ -85,13 +85,13 @@ curve-rt: $(STAMP)
 curve-bbc: $(STAMP)
 	$(call curve,bbc_news,bbc)
 
-# Model selection: which checkpoint, layer and pooling (scripts/select.py, features encoded cold), every candidate
+# Model selection: which checkpoint, layer and pooling (scripts/select_checkpoint.py, features encoded cold), every candidate
 # checked against the logreg probe (--validate), the time against MiniLM's full fine-tuning (trained first if missing),
 # then the recommendation and its checkpoint's last layer trained for real (feature extraction, logreg probe).
 SELECT_ARGS := --candidates minilm smollm2 --layers all --pooling mean last --validate --top 12 transfer.cache_features=false
 define select
 	test -f runs/$(2)-minilm-full/metrics.json || $(LAUNCH) --config recipes/$(1)/minilm-full.yaml
-	$(PY) scripts/select.py --config recipes/$(1)/minilm-logreg.yaml $(SELECT_ARGS) --reference-run runs/$(2)-minilm-full \
+	$(PY) scripts/select_checkpoint.py --config recipes/$(1)/minilm-logreg.yaml $(SELECT_ARGS) --reference-run runs/$(2)-minilm-full \
 		--out results/select-$(1) --readme README.md --section select-$(1) --command "make select-$(2)"
 	$(LAUNCH) --config results/select-$(1)/recipe.yaml output.dir=runs/select-$(2)-recommended output.overwrite=true
 	if test -f results/select-$(1)/recipe-last-layer.yaml; then $(LAUNCH) --config results/select-$(1)/recipe-last-layer.yaml \

@@ -65,11 +65,11 @@ class RunManifest:
     label_separator: str | None = None  # multi-label data written as joined strings
     label_columns: list[str] | None = None  # multi-label data written as 0/1 columns
     adapter: dict | None = None  # adapter runs: method, base_checkpoint, gguf_file, base_fingerprint (the base is not saved)
-    merged_adapter: dict | None = None  # a run whose adapter was folded into the weights (scripts/export.py --merge)
+    merged_adapter: dict | None = None  # a run whose adapter was folded into the weights (nlp-transfer export --merge)
     transformers_class: str | None = None  # set where plain AutoModelForSequenceClassification loads the run
     transformers_note: str | None = None  # why not, otherwise
     name: str | None = None  # the recipe's name
-    backend: str = "torch"  # torch (safetensors weights) or onnx (scripts/export.py --onnx: model.onnx, run on onnxruntime)
+    backend: str = "torch"  # torch (safetensors weights) or onnx (nlp-transfer export --onnx: model.onnx, run on onnxruntime)
     onnx: dict | None = None  # ONNX exports: file, inputs, opset, quantize, exporter, max_logit_difference, source_run
     versions: dict = field(default_factory=dict)  # libraries that wrote the run
     format_version: int = FORMAT_VERSION

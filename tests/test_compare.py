@@ -83,7 +83,7 @@ def test_compare_end_to_end(tmp_path, tiny_bert_dir, toy_csv):
     assert sorted(p.name for p in runs.iterdir()) == ["comparison.json", "comparison.md", "comparison.png", "fe", "full", "scratch"]
 
     block = re.search(r"<!-- results:compare -->\n(.*)<!-- /results:compare -->", readme.read_text(), flags=re.S).group(1)
-    assert "old table" not in block and lines[4] in block and "Produced by: `python scripts/compare.py -r " in block
+    assert "old table" not in block and lines[4] in block and "Produced by: `nlp-transfer compare -r " in block
     assert block == out.read_text()
     assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("after\n")
 

@@ -184,12 +184,12 @@ def test_setfit_recipe_with_eight_labels_per_class_end_to_end(tmp_path):
 
 
 def test_select_ranks_minilm_layers_and_its_recommendation_trains(tmp_path):
-    """`scripts/select.py` on the real MiniLM (all 6 layers, mean pooling) and a Rotten Tomatoes slice, with the
+    """`scripts/select_checkpoint.py` on the real MiniLM (all 6 layers, mean pooling) and a Rotten Tomatoes slice, with the
     probe check; the recommended recipe then trains with `accelerate launch` and keeps only its layers."""
     out = tmp_path / "select"
     cmd = [
         sys.executable,
-        "scripts/select.py",
+        "scripts/select_checkpoint.py",
         "--config",
         "recipes/rotten_tomatoes/minilm-logreg.yaml",
         "data.max_samples=300",

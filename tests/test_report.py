@@ -69,7 +69,7 @@ def test_without_matplotlib_plots_are_skipped_with_a_note(run, tmp_path, monkeyp
     monkeypatch.setattr(plots, "_noted", False)
     with caplog.at_level(logging.WARNING, logger="nlp_transfer"):
         write_summary(copy, cfg, json.loads((copy / "metrics.json").read_text()))
-    assert "matplotlib is not installed" in caplog.text and "nlp-transfer[plots]" in caplog.text
+    assert "matplotlib (not installed)" in caplog.text and "nlp-transfer[plots]" in caplog.text
     assert not list(copy.glob("*.png"))
     text = (copy / "summary.md").read_text()
     assert "![" not in text and "## Epochs" in text and "| true \\ predicted | neg | pos |" in text

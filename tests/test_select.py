@@ -1,5 +1,5 @@
 """Model selection: transferability estimators against references, features from any layer
-(``model.feature_layer``), the ranking, its recommendation and ``scripts/select.py``."""
+(``model.feature_layer``), the ranking, its recommendation and ``scripts/select_checkpoint.py``."""
 
 from __future__ import annotations
 
@@ -239,9 +239,11 @@ def test_an_adapter_run_on_a_cut_backbone_reloads(tmp_path, make_cfg):
     assert result.test["accuracy"] == pytest.approx(json.loads((Path(result.output_dir) / "metrics.json").read_text())["test"]["accuracy"])
 
 
-# ---- scripts/select.py ----------------------------------------------------------------------------------
+# ---- scripts/select_checkpoint.py ----------------------------------------------------------------------------------
 def _select(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "scripts/select.py", "--no-progress", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "scripts/select_checkpoint.py", "--no-progress", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -280,9 +282,9 @@ def test_select_ranks_every_candidate_layer_and_pooling_and_its_recipe_trains(tm
         assert (out / f"layers-{tiny_bert_dir.name}.png").stat().st_size > 1000
     rec, best = ranking["recommendation"], rows[0]
     assert (rec["checkpoint"], rec["layer"], rec["pooling"]) == (best["checkpoint"], best["layer"], best["pooling"])
-    assert "accelerate launch scripts/train.py --config" in proc.stdout and "recipe.yaml" in proc.stdout
+    assert "accelerate launch -m nlp_transfer train --config" in proc.stdout and "recipe.yaml" in proc.stdout
     # The recommendation is a recipe that trains: the printed line, run as printed (one process).
-    line = next(ln for ln in proc.stdout.splitlines() if "accelerate launch scripts/train.py --config" in ln)
+    line = next(ln for ln in proc.stdout.splitlines() if "accelerate launch -m nlp_transfer train --config" in ln)
     recipe = line.split("--config", 1)[1].split()[0]
     train = subprocess.run(
         [sys.executable, "scripts/train.py", "--config", recipe, "--no-progress", "train.num_threads=1", f"output.dir={tmp_path / 'run'}"],
@@ -329,7 +331,7 @@ def test_select_ranks_every_candidate_layer_and_pooling_and_its_recipe_trains(tm
     ],
 )
 def test_select_mistakes_are_one_line_and_write_nothing(tmp_path, toy_data, tiny_llama_dir, args, message, capsys):
-    """In-process through run_cli, as scripts/select.py runs it (the subprocess path: the tests above and below)."""
+    """In-process through run_cli, as scripts/select_checkpoint.py runs it (the subprocess path: the tests above and below)."""
     from nlp_transfer.cli import run_cli, select_main
 
     out = tmp_path / "sel"
@@ -358,19 +360,20 @@ def test_select_needs_data():
 
 
 def test_select_help_imports_no_torch():
-    proc = subprocess.run([sys.executable, "-X", "importtime", "scripts/select.py", "--help"], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "scripts/select_checkpoint.py", "--help"], capture_output=True, text=True, cwd=REPO
+    )
     assert proc.returncode == 0 and "transferability" in proc.stdout
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert not imported & {"torch", "datasets", "accelerate", "transformers"}
 
 
-def test_scripts_beside_select_py_still_get_the_standard_librarys_select(tmp_path):
-    """scripts/select.py sits first on sys.path of every script in scripts/: importing `select` there must still
-    give the standard library's module (subprocess needs select.select)."""
-    code = (
-        "import sys; sys.path.insert(0, 'scripts'); import select, subprocess; print(hasattr(select, 'select'), "
-        "subprocess.run(['true']).returncode)"
-    )
+def test_no_script_shadows_a_standard_library_module():
+    """`python scripts/X.py` puts scripts/ first on sys.path: a script named like a standard library module (select.py
+    did) would be imported in its place by every other script (subprocess imports select)."""
+    shadowing = sorted(p.stem for p in (REPO / "scripts").glob("*.py") if p.stem in sys.stdlib_module_names)
+    assert not shadowing, f"scripts named like standard library modules: {shadowing}"
+    code = "import sys; sys.path.insert(0, 'scripts'); import select, subprocess; print(hasattr(select, 'select'), subprocess.run(['true']).returncode)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.split() == ["True", "0"], out.stderr[-2000:]
 

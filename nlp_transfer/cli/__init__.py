@@ -1,34 +1,43 @@
-"""Command-line front ends behind ``scripts/*.py``: thin argparse layers over the library.
+"""Command-line front ends of ``nlp-transfer`` (and ``scripts/*.py``): thin argparse layers over the library.
 
-Errors a user can fix print one ``error:`` line and exit 2 (:func:`run_cli`). Nothing heavy
-is imported before the arguments are parsed, so ``--help`` and recipe errors are instant.
+Errors a user can fix print one ``error:`` line and exit 2 (:func:`run_cli`). Nothing heavy is imported
+before the arguments are parsed, so ``--help`` and recipe errors are instant; the subcommands' modules are
+imported on first use (PEP 562), so ``nlp-transfer --help`` imports none of them.
 """
 
-from nlp_transfer.cli.adapt import adapt_main
-from nlp_transfer.cli.common import run_cli, setup_logging
-from nlp_transfer.cli.compare import compare_main
-from nlp_transfer.cli.curve import curve_main
-from nlp_transfer.cli.evaluate import evaluate_main
-from nlp_transfer.cli.export import export_main
-from nlp_transfer.cli.label_issues import label_issues_main
-from nlp_transfer.cli.predict import predict_main
-from nlp_transfer.cli.select import select_main
-from nlp_transfer.cli.serve import serve_main
-from nlp_transfer.cli.summarize import summarize_main
-from nlp_transfer.cli.train import train_main
+from __future__ import annotations
 
-__all__ = [
-    "run_cli",
-    "setup_logging",
-    "train_main",
-    "predict_main",
-    "evaluate_main",
-    "summarize_main",
-    "compare_main",
-    "curve_main",
-    "export_main",
-    "select_main",
-    "adapt_main",
-    "label_issues_main",
-    "serve_main",
-]
+import importlib
+
+# public name -> module that defines it
+_EXPORTS = {
+    "run_cli": "nlp_transfer.cli.common",
+    "setup_logging": "nlp_transfer.cli.common",
+    "main": "nlp_transfer.cli.main",
+    "train_main": "nlp_transfer.cli.train",
+    "predict_main": "nlp_transfer.cli.predict",
+    "evaluate_main": "nlp_transfer.cli.evaluate",
+    "summarize_main": "nlp_transfer.cli.summarize",
+    "compare_main": "nlp_transfer.cli.compare",
+    "curve_main": "nlp_transfer.cli.curve",
+    "export_main": "nlp_transfer.cli.export",
+    "select_main": "nlp_transfer.cli.select",
+    "adapt_main": "nlp_transfer.cli.adapt",
+    "label_issues_main": "nlp_transfer.cli.label_issues",
+    "serve_main": "nlp_transfer.cli.serve",
+    "recipes_main": "nlp_transfer.cli.recipes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nlp_transfer.cli' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,4 +1,4 @@
-"""``scripts/adapt.py``: continued pretraining of a recipe's checkpoint on unlabelled text."""
+"""``nlp-transfer adapt``: continued pretraining of a recipe's checkpoint on unlabelled text."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ def adapt_main(argv: list[str]) -> None:
     from nlp_transfer.config import describe_recipe
 
     p = argparse.ArgumentParser(
-        prog="scripts/adapt.py",
+        prog="nlp-transfer adapt",
         description="Continued pretraining (ULMFiT's language-model stage; domain- and task-adaptive pretraining): "
         "the recipe's checkpoint goes on learning its own objective on unlabelled text of the domain, masked "
         "language modelling for encoders and next-token prediction for decoders, on the same loop as training "
         "(progress, mixed precision, checkpoints, --resume). Writes a checkpoint directory into output.dir that any "
-        "recipe can name as model.name_or_path. Launch with `accelerate launch scripts/adapt.py --config RECIPE.yaml "
+        "recipe can name as model.name_or_path. Launch with `accelerate launch -m nlp_transfer adapt --config RECIPE "
         "[key=value ...]`.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  accelerate launch scripts/adapt.py --config recipes/rotten_tomatoes/minilm-full.yaml "
-        "adapt.source=tweet_sentiment adapt.epochs=1 output.dir=runs/minilm-tweets\n  then: scripts/train.py --config "
+        epilog="example:\n  accelerate launch -m nlp_transfer adapt --config rotten_tomatoes/minilm-full "
+        "adapt.source=tweet_sentiment adapt.epochs=1 output.dir=runs/minilm-tweets\n  then: nlp-transfer train --config "
         "... model.name_or_path=runs/minilm-tweets\n\nThe model.* keys say which checkpoint and how long a text may be, "
         "train.* the batch size, warm-up, weight decay, precision, seed and checkpoints; the adapt section:\n"
         + "\n".join(line for line in describe_recipe().splitlines() if line.lstrip().startswith("adapt."))

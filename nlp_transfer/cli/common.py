@@ -17,8 +17,12 @@ __all__ = [
     "add_output_arguments",
     "publish",
     "add_recipe_arguments",
+    "RECIPE_HELP",
     "recipe_from_arguments",
 ]
+
+
+RECIPE_HELP = "a shipped recipe's name (e.g. rotten_tomatoes/minilm-full; `nlp-transfer recipes` lists them) or a recipe YAML file"
 
 
 def run_cli(main, argv=None) -> int:
@@ -49,7 +53,7 @@ def positive_int(text: str) -> int:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory written by scripts/train.py (its output.dir)")
+    p.add_argument("run", help="run directory written by nlp-transfer train (its output.dir)")
     p.add_argument(
         "--format",
         choices=("csv", "tsv", "jsonl", "json", "parquet", "lines"),
@@ -65,7 +69,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """--config RECIPE, section.key=value overrides, --print-config, --no-progress and --resume (train.py, adapt.py)."""
-    p.add_argument("--config", required=True, help="recipe YAML file (see recipes/)")
+    p.add_argument("--config", required=True, help=RECIPE_HELP)
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
@@ -103,14 +107,14 @@ def add_output_arguments(p: argparse.ArgumentParser, section: str, out_help: str
     p.add_argument("--command", help="the command to print under the table (default: this invocation)")
 
 
-def publish(table: str, args, script: str, argv: list[str], plot=None) -> str:
+def publish(table: str, args, command: str, argv: list[str], plot=None) -> str:
     """The table with the command that produced it: printed, and written to --out (the plot beside it, same
     name .png) and into --readme's block; returns the text."""
     import shlex
     import shutil
     from pathlib import Path
 
-    command = args.command or f"python scripts/{script} " + " ".join(shlex.quote(a) for a in argv)
+    command = args.command or f"nlp-transfer {command} " + " ".join(shlex.quote(a) for a in argv)
     text = f"{table}\n\nProduced by: `{command}`\n"
     print("\n" + text)
     if args.out:

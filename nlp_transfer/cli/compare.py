@@ -1,4 +1,4 @@
-"""``scripts/compare.py``: several recipes trained on one dataset, side by side with a baseline."""
+"""``nlp-transfer compare``: several recipes trained on one dataset, side by side with a baseline."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ def compare_main(argv: list[str]) -> None:
     from nlp_transfer.experiments.compare import DEFAULT_RECIPES
 
     p = argparse.ArgumentParser(
-        prog="scripts/compare.py",
+        prog="nlp-transfer compare",
         description="Train several recipes on one dataset, beside a TF-IDF + logistic-regression baseline, and write "
         "a comparison table and bar chart (test accuracy, macro F1, wall time): the transfer gain, shown plainly.",
         epilog="default recipes: " + ", ".join(DEFAULT_RECIPES) + "\n"
-        "example (a quick look):\n  python scripts/compare.py data.max_samples=300 train.epochs=1 --runs runs/compare-quick\n"
+        "example (a quick look):\n  nlp-transfer compare data.max_samples=300 train.epochs=1 --runs runs/compare-quick\n"
         "across domains (trained on Rotten Tomatoes, scored on positive/negative tweets; make domain):\n"
-        "  python scripts/compare.py -r recipes/rotten_tomatoes/minilm-full.yaml -r recipes/rotten_tomatoes/minilm-dann-tweets.yaml \\\n"
-        "      --target recipes/tweet_sentiment/minilm-full-posneg.yaml --runs runs/domain",
+        "  nlp-transfer compare -r rotten_tomatoes/minilm-full -r rotten_tomatoes/minilm-dann-tweets \\\n"
+        "      --target tweet_sentiment/minilm-full-posneg --runs runs/domain",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every recipe")
@@ -27,8 +27,8 @@ def compare_main(argv: list[str]) -> None:
         "--recipe",
         action="append",
         dest="recipes",
-        metavar="YAML",
-        help="a recipe YAML (repeat for several; default: the list below)",
+        metavar="RECIPE",
+        help="a shipped recipe's name or a recipe YAML (repeat for several; default: the list below)",
     )
     p.add_argument("--runs", default="runs/compare", help="directory for the run directories and comparison files (default: runs/compare)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --runs directory's runs")
@@ -36,7 +36,7 @@ def compare_main(argv: list[str]) -> None:
     p.add_argument(
         "--target",
         metavar="RECIPE_OR_FILE",
-        help="also score every run on another domain: a recipe YAML (its test split; the recipe itself is trained too, "
+        help="also score every run on another domain: a recipe (name or YAML: its test split; the recipe itself is trained too, "
         "as the in-domain reference) or a labelled file (every row; same text and label columns as the recipes). Adds "
         "target accuracy and macro F1, the drop from the source test, and the share of the gap between the first "
         "recipe (source-only) and the reference that each other recipe recovers. Target labels must be the source's: "
@@ -60,4 +60,4 @@ def compare_main(argv: list[str]) -> None:
         overwrite=args.overwrite,
         target=target or None,
     )
-    publish(result.table, args, "compare.py", argv, result.files.get("plot"))
+    publish(result.table, args, "compare", argv, result.files.get("plot"))

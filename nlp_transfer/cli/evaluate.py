@@ -1,4 +1,4 @@
-"""``scripts/evaluate.py``: a saved run scored on labelled texts, with its mistakes."""
+"""``nlp-transfer evaluate``: a saved run scored on labelled texts, with its mistakes."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ def evaluate_main(argv: list[str]) -> None:
     from pathlib import Path
 
     p = argparse.ArgumentParser(
-        prog="scripts/evaluate.py",
+        prog="nlp-transfer evaluate",
         description="Evaluate a saved run on labelled texts: accuracy, precision, recall, F1 (macro, micro, weighted), "
         "per-class table, confusion matrix and the misclassified examples with their scores. Without a data file, "
         "the run's own test split (rebuilt from its recipe) is used.",
-        epilog="example:\n  python scripts/evaluate.py runs/rt-minilm-full reviews.csv --label-column stars --out runs/eval",
+        epilog="example:\n  nlp-transfer evaluate runs/rt-minilm-full reviews.csv --label-column stars --out runs/eval",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(p)
@@ -31,10 +31,10 @@ def evaluate_main(argv: list[str]) -> None:
     p.add_argument(
         "--explain",
         type=int,
-        default=10,
         metavar="N",
         help="with --out: explanations.html shows the N most confident mistakes and the N least confident "
-        "examples with their words coloured by Integrated Gradients attribution (default: 10; 0: no page)",
+        "examples with their words coloured by Integrated Gradients attribution (default: 10 where captum, "
+        "pip install 'nlp-transfer[trust]', is installed; 0: no page)",
     )
     p.add_argument(
         "--label-issues",
@@ -42,7 +42,7 @@ def evaluate_main(argv: list[str]) -> None:
         help="also rank the examples whose given label looks wrong (single-label): the run's pooled features, "
         "a logistic regression probe cross-validated over 5 folds, cleanlab's label quality; prints the most "
         "suspect and, with --out, writes label_issues.csv. For a recipe's training split before training: "
-        "scripts/label_issues.py --config RECIPE",
+        "nlp-transfer label-issues --config RECIPE",
     )
     p.add_argument("--show", type=int, default=10, help="misclassified examples to print (most confident first; default: 10)")
     args = p.parse_intermixed_args(argv)
@@ -50,10 +50,11 @@ def evaluate_main(argv: list[str]) -> None:
     from nlp_transfer.manifest import read_manifest
 
     run = check_run_dir(args.run)  # fail fast, before reading the input
-    if args.explain < 0:
-        from nlp_transfer.errors import ConfigError
+    from nlp_transfer.errors import ConfigError
 
+    if args.explain is not None and args.explain < 0:
         raise ConfigError(f"--explain {args.explain}: give how many examples per section to explain (0: none)")
+    _check_extras(args)
     if args.label_issues:
         from nlp_transfer.errors import ConfigError
         from nlp_transfer.tasks import get_task
@@ -128,3 +129,20 @@ def _run_split(run: str, split: str):
     source = f"the run's {split} split ({cfg.data.source or cfg.data.train_file}, split seed {cfg.data.split_seed})"
     labels = data.task_type.as_labels(ds["label"], data.labels)
     return list(ds["text"]), pairs, labels, source
+
+
+def _check_extras(args) -> None:
+    """--explain N needs captum and --label-issues cleanlab (one line each when missing); without --explain the
+    explanations are written where captum is installed and left out, with a note, where it is not."""
+    from nlp_transfer.errors import ConfigError
+    from nlp_transfer.utils.extras import extra_hint, missing_modules, require_extra
+
+    if args.label_issues:
+        require_extra("trust", "nlp-transfer evaluate --label-issues", ConfigError, ("cleanlab",))
+    if args.explain is not None:
+        if args.explain > 0 and args.out:
+            require_extra("trust", "nlp-transfer evaluate --explain", ConfigError, ("captum",))
+        return
+    args.explain = 0 if missing_modules(["captum"]) else 10
+    if args.out and not args.explain:
+        print(f"note: no explanations.html: {extra_hint('trust', 'explaining predictions', ['captum'])}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``scripts/export.py``: a run in another form; ``--merge`` folds an adapter into the weights, ``--onnx`` writes ONNX."""
+"""``nlp-transfer export``: a run in another form; ``--merge`` folds an adapter into the weights, ``--onnx`` writes ONNX."""
 
 from __future__ import annotations
 
@@ -11,21 +11,21 @@ from nlp_transfer.errors import ConfigError
 
 def export_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
-        prog="scripts/export.py",
+        prog="nlp-transfer export",
         description="Export a saved run. --merge: fold the adapter of a lora, dora or ia3 run into the base weights "
         "and write an ordinary run (no base checkpoint needed; loads with load_run, and with plain "
         "AutoModelForSequenceClassification where pooling and head are the architecture's own). The merged "
         "logits are checked against the adapter run's before anything is written. --onnx: write the whole "
         "classifier (backbone, pooling, head: tokens in, logits out, dynamic batch and sequence axes) as "
-        "model.onnx with the tokenizer and manifest; load_run(OUT) and scripts/predict.py OUT then run it on "
+        "model.onnx with the tokenizer and manifest; load_run(OUT) and nlp-transfer predict OUT then run it on "
         "onnxruntime, with the same batching, long-text chunking and post-processing. Its logits are checked "
         "against PyTorch's (fp32, within 1e-4) before anything is written. Adapter runs: --merge first.",
-        epilog="examples:\n  python scripts/export.py runs/rt-minilm-lora runs/rt-minilm-lora-merged --merge\n"
-        "  python scripts/export.py runs/rt-minilm-full runs/rt-minilm-onnx --onnx\n"
-        "  python scripts/export.py runs/rt-minilm-full runs/rt-minilm-onnx-int8 --onnx --quantize int8",
+        epilog="examples:\n  nlp-transfer export runs/rt-minilm-lora runs/rt-minilm-lora-merged --merge\n"
+        "  nlp-transfer export runs/rt-minilm-full runs/rt-minilm-onnx --onnx\n"
+        "  nlp-transfer export runs/rt-minilm-full runs/rt-minilm-onnx-int8 --onnx --quantize int8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run", help="run directory written by scripts/train.py (its output.dir)")
+    p.add_argument("run", help="run directory written by nlp-transfer train (its output.dir)")
     p.add_argument("output", help="directory to write (must not exist, unless --overwrite)")
     p.add_argument("--merge", action="store_true", help="merge the adapter into the weights (adapter runs)")
     p.add_argument("--onnx", action="store_true", help="write an ONNX model for onnxruntime (full or merged runs)")
@@ -42,6 +42,10 @@ def export_main(argv: list[str]) -> None:
         )
     if args.quantize and not args.onnx:
         raise ConfigError("--quantize applies to --onnx exports; add --onnx")
+    if args.onnx:
+        from nlp_transfer.utils.extras import require_extra
+
+        require_extra("onnx", "nlp-transfer export --onnx", ConfigError)
     setup_logging()
     if args.onnx:
         from nlp_transfer.inference.export import export_onnx
@@ -51,7 +55,7 @@ def export_main(argv: list[str]) -> None:
         kind = "int8 (dynamic quantization)" if r.quantize else "fp32"
         print(
             f"exported {args.run} -> {r.output_dir}/model.onnx ({kind}, {r.size_bytes / 1e6:.1f} MB): loads with load_run and "
-            f"scripts/predict.py on onnxruntime; largest logit difference against PyTorch {r.max_logit_difference:.1e}",
+            f"nlp-transfer predict on onnxruntime; largest logit difference against PyTorch {r.max_logit_difference:.1e}",
             file=sys.stderr,
         )
         return

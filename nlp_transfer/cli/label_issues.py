@@ -1,4 +1,4 @@
-"""``scripts/label_issues.py``: suspect labels in a recipe's data, before any training."""
+"""``nlp-transfer label-issues``: suspect labels in a recipe's data, before any training."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ from nlp_transfer.cli.common import positive_int, setup_logging
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="scripts/label_issues.py",
+        prog="nlp-transfer label-issues",
         description="Rank the examples of a recipe's split (default: train) whose given label looks wrong. The recipe's "
         "checkpoint encodes the texts, frozen, pooled as its feature_extraction would; a logistic regression probe "
         "cross-validated over --folds folds gives every example a probability from a model that did not see its label; "
         "cleanlab ranks them by label quality (self-confidence, lowest first) and flags the likely errors. Writes "
         "label_issues.csv (rank, row, text, given_label, suggested_label, score, suggested_probability, flagged) and "
         "label_issues.json (the settings and counts). For a trained run on labelled data use "
-        "scripts/evaluate.py RUN [DATA] --label-issues --out DIR.",
-        epilog="examples:\n  python scripts/label_issues.py --config recipes/rotten_tomatoes/minilm-logreg.yaml --out runs/rt-label-issues\n"
-        "  python scripts/label_issues.py --config recipes/rotten_tomatoes/minilm-logreg.yaml --flip 0.05 --out runs/rt-flip5\n"
+        "nlp-transfer evaluate RUN [DATA] --label-issues --out DIR.",
+        epilog="examples:\n  nlp-transfer label-issues --config rotten_tomatoes/minilm-logreg --out runs/rt-label-issues\n"
+        "  nlp-transfer label-issues --config rotten_tomatoes/minilm-logreg --flip 0.05 --out runs/rt-flip5\n"
         "    (flips 5% of the labels at random first and reports how many of them the top of the ranking finds)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", required=True, help="recipe YAML file (its data and model sections are used)")
+    p.add_argument("--config", required=True, help="a shipped recipe's name or a recipe YAML file (its data and model sections are used)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides (e.g. data.max_samples=2000)")
     p.add_argument("--split", default="train", choices=("train", "validation", "test"), help="the split to check (default: train)")
     p.add_argument("--out", help="write label_issues.csv and label_issues.json into this directory")
@@ -60,6 +60,9 @@ def label_issues_main(argv: list[str]) -> None:
         raise ConfigError(f"--flip {args.flip} is not a fraction between 0 and 1 (e.g. --flip 0.05)")
     if args.C is not None and args.C <= 0:
         raise ConfigError(f"--C {args.C} must be positive")
+    from nlp_transfer.utils.extras import require_extra
+
+    require_extra("trust", "nlp-transfer label-issues", ConfigError, ("cleanlab",))
     import json
     import time
     from pathlib import Path
@@ -135,7 +138,7 @@ def label_issues_main(argv: list[str]) -> None:
 
         from nlp_transfer.reporting.tables import update_readme
 
-        command = args.command or "python scripts/label_issues.py " + " ".join(shlex.quote(a) for a in argv)
+        command = args.command or "nlp-transfer label-issues " + " ".join(shlex.quote(a) for a in argv)
         update_readme(args.readme, args.section, summary_table(summary) + f"\n\nProduced by: `{command}`\n")
     if args.out:
         out = Path(args.out)

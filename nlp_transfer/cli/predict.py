@@ -1,4 +1,4 @@
-"""``scripts/predict.py``: predictions of a saved run for texts in a file or on standard input, streamed in chunks."""
+"""``nlp-transfer predict``: predictions of a saved run for texts in a file or on standard input, streamed in chunks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from nlp_transfer.cli.common import add_run_arguments, positive_int, setup_loggi
 
 def predict_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
-        prog="scripts/predict.py",
+        prog="nlp-transfer predict",
         description="Predict labels and class probabilities for texts with a saved run (PyTorch or ONNX export). Reads CSV, "
         "TSV, JSONL, JSON, Parquet or plain lines (one text each) from a file or standard input; writes CSV (one "
         "prob_<label> column per class) or JSONL, in input order. The input is read and predicted --chunk-size rows "
@@ -19,11 +19,11 @@ def predict_main(argv: list[str]) -> None:
         "not grow with the input; --resume continues an interrupted output. Under accelerate launch or torchrun "
         "(several processes, one or many machines sharing the output's filesystem) the chunks are shared out and the "
         "main process merges one ordered output.",
-        epilog="examples:\n  python scripts/predict.py runs/rt-minilm-full reviews.csv -o predictions.csv\n"
-        "  echo 'a gorgeous, moving film' | python scripts/predict.py runs/rt-minilm-full --output-format jsonl\n"
-        "  python scripts/predict.py runs/rt-minilm-full big.parquet -o big.csv --resume   # after an interruption\n"
-        "  torchrun --nproc_per_node 4 scripts/predict.py runs/rt-minilm-full big.csv -o big.csv   # 4 processes\n"
-        "  accelerate launch --config_file recipes/accelerate/multi-gpu.yaml scripts/predict.py runs/rt-minilm-full big.csv -o big.csv",
+        epilog="examples:\n  nlp-transfer predict runs/rt-minilm-full reviews.csv -o predictions.csv\n"
+        "  echo 'a gorgeous, moving film' | nlp-transfer predict runs/rt-minilm-full --output-format jsonl\n"
+        "  nlp-transfer predict runs/rt-minilm-full big.parquet -o big.csv --resume   # after an interruption\n"
+        "  torchrun --nproc_per_node 4 -m nlp_transfer predict runs/rt-minilm-full big.csv -o big.csv   # 4 processes\n"
+        "  accelerate launch --config_file $(nlp-transfer recipes --accelerate multi-gpu) -m nlp_transfer predict runs/rt-minilm-full big.csv -o big.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(p)

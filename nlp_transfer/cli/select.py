@@ -1,4 +1,4 @@
-"""``scripts/select.py``: rank checkpoints, layers and poolings by transferability scores of frozen features."""
+"""``nlp-transfer select``: rank checkpoints, layers and poolings by transferability scores of frozen features."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _layer(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="scripts/select.py",
+        prog="nlp-transfer select",
         description="Which pretrained checkpoint, which layer, which pooling? Encodes a stratified sample of the training "
         "split once per candidate (every requested layer in one forward pass, through the feature cache), scores each "
         "(checkpoint, layer, pooling) with transferability estimators (LogME, H-score, kNN: seconds, no training), "
@@ -25,9 +25,9 @@ def _parser() -> argparse.ArgumentParser:
         "trains the recommendation. --validate also fits the logistic-regression probe on every candidate and reports "
         "how well each estimator's ranking agrees with it (Kendall tau, Spearman rho).",
         epilog="examples:\n"
-        "  python scripts/select.py --data rotten_tomatoes --candidates minilm smollm2 --layers all --pooling mean last "
+        "  nlp-transfer select --data rotten_tomatoes --candidates minilm smollm2 --layers all --pooling mean last "
         "--out runs/select-rt\n"
-        "  python scripts/select.py --config recipes/bbc_news/minilm-logreg.yaml --candidates minilm ./my-checkpoint "
+        "  nlp-transfer select --config bbc_news/minilm-logreg --candidates minilm ./my-checkpoint "
         "--validate --out runs/select-bbc\n\n"
         "overrides: data.* and model.* recipe keys as section.key=value (e.g. model.max_length=64 data.split_seed=1); "
         "train.mixed_precision (default auto: bf16 where the CPU or GPU runs it) and train.eval_batch_size set the "
@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-c",
         "--config",
-        metavar="YAML",
-        help="a recipe whose data and model settings to use; the recommended "
+        metavar="RECIPE",
+        help="a recipe (shipped name or YAML) whose data and model settings to use; the recommended "
         "recipe is this one with the chosen checkpoint, layer and pooling",
     )
     p.add_argument(
@@ -114,6 +114,9 @@ def select_main(argv: list[str]) -> None:
     args = _parser().parse_intermixed_args(argv)
     if "logme" not in args.estimators:
         raise ConfigError("the ranking follows LogME: keep logme in --estimators")
+    from nlp_transfer.utils.extras import require_extra
+
+    require_extra("select", "nlp-transfer select", ConfigError)
     cfg = _recipe(args)
     setup_logging()
     from nlp_transfer.experiments.selection import rank_checkpoints
@@ -138,12 +141,12 @@ def _recipe(args):
     from nlp_transfer.config import RecipeConfig, apply_overrides
 
     if not (args.data or args.config or any(o.startswith(("data.source=", "data.train_file=")) for o in args.overrides)):
-        raise ConfigError("say which data to score on: --data SOURCE (e.g. rotten_tomatoes) or --config RECIPE.yaml")
+        raise ConfigError("say which data to score on: --data SOURCE (e.g. rotten_tomatoes) or --config RECIPE")
     for o in args.overrides:
         key = o.partition("=")[0]
         if key.split(".")[0] not in ("data", "model", "train") and key not in ("transfer.cache_features", "transfer.cache_dir"):
             raise ConfigError(
-                f"override '{o}': scripts/select.py takes data.*, model.* and train.* keys "
+                f"override '{o}': nlp-transfer select takes data.*, model.* and train.* keys "
                 "(and transfer.cache_features, transfer.cache_dir)"
             )
     extra = [f"data.source={args.data}"] + (["data.train_file=null"] if args.config else []) if args.data else []
@@ -158,12 +161,12 @@ def _publish(result, args, argv) -> None:
     from pathlib import Path
 
     rec = result.recommendation
-    command = args.command or "python scripts/select.py " + " ".join(shlex.quote(a) for a in argv)
+    command = args.command or "nlp-transfer select " + " ".join(shlex.quote(a) for a in argv)
     text = f"{result.table(args.top)}\n\nProduced by: `{command}`\n"
     print("\n" + text)
-    print(f"train the recommendation:\n  accelerate launch scripts/train.py --config {rec['recipe']}")
+    print(f"train the recommendation:\n  accelerate launch -m nlp_transfer train --config {rec['recipe']}")
     if args.config:
-        print(f"  (the same: accelerate launch scripts/train.py --config {args.config} {' '.join(rec['overrides'])})")
+        print(f"  (the same: accelerate launch -m nlp_transfer train --config {args.config} {' '.join(rec['overrides'])})")
     print(f"\nfiles: {', '.join(str(p) for p in result.files.values())}")
     if args.readme:
         from nlp_transfer.reporting.tables import update_readme

@@ -1,4 +1,4 @@
-"""``scripts/serve.py``: an HTTP server (FastAPI on uvicorn) for a saved run, with dynamic batching."""
+"""``nlp-transfer serve``: an HTTP server (FastAPI on uvicorn) for a saved run, with dynamic batching."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from nlp_transfer.cli.common import positive_int, setup_logging
 
 def serve_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
-        prog="scripts/serve.py",
-        description="Serve a saved run (PyTorch, or an ONNX export from scripts/export.py --onnx) over HTTP. "
+        prog="nlp-transfer serve",
+        description="Serve a saved run (PyTorch, or an ONNX export from nlp-transfer export --onnx) over HTTP. "
         'POST /predict with {"texts": [...]} (and "text_pairs") answers labels, scores and probabilities as '
-        "scripts/predict.py writes them; GET /health, GET /metadata (labels, task, checkpoint, metrics), GET /metrics "
+        "nlp-transfer predict writes them; GET /health, GET /metadata (labels, task, checkpoint, metrics), GET /metrics "
         "(requests, batches), GET /docs (OpenAPI). Concurrent requests are batched together: up to --max-batch-size "
         "texts, waiting at most --max-wait-ms for more. Oversized requests get 413, invalid ones 422, malformed "
         'JSON 400, each with a JSON {"error": ...} body.',
-        epilog="examples:\n  python scripts/serve.py runs/rt-minilm-full --port 8000\n"
+        epilog="examples:\n  nlp-transfer serve runs/rt-minilm-full --port 8000\n"
         "  curl -s localhost:8000/predict -H 'content-type: application/json' -d '{\"texts\": [\"a gorgeous, moving film\"]}'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run", help="run directory written by scripts/train.py or scripts/export.py")
+    p.add_argument("run", help="run directory written by nlp-transfer train or nlp-transfer export")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per model batch, across requests (default: 64)")
@@ -43,11 +43,11 @@ def serve_main(argv: list[str]) -> None:
         raise ConfigError(f"--port {args.port} is not a TCP port; use 1-65535")
     if args.max_wait_ms < 0:
         raise ConfigError("--max-wait-ms must be 0 or more")
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn
-    except ImportError:
-        raise ConfigError("scripts/serve.py needs FastAPI and uvicorn: pip install 'nlp-transfer[serve]'") from None
+    from nlp_transfer.utils.extras import require_extra
+
+    require_extra("serve", "nlp-transfer serve", ConfigError)
+    import uvicorn
+
     from nlp_transfer.inference.predictor import check_run_dir
     from nlp_transfer.inference.server import Limits, create_app
 

@@ -1,4 +1,4 @@
-"""``scripts/summarize.py``: a table of finished runs beside the TF-IDF baseline."""
+"""``nlp-transfer summarize``: a table of finished runs beside the TF-IDF baseline."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ def summarize_main(argv: list[str]) -> None:
     from nlp_transfer.reporting.tables import summarize_runs
 
     p = argparse.ArgumentParser(
-        prog="scripts/summarize.py",
+        prog="nlp-transfer summarize",
         description="Compare finished runs (same data) with a TF-IDF + logistic-regression baseline on the same splits.",
     )
-    p.add_argument("runs", nargs="+", help="run directories written by scripts/train.py")
+    p.add_argument("runs", nargs="+", help="run directories written by nlp-transfer train")
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     add_output_arguments(p, "demo", "write the Markdown table to this file")
     p.add_argument(
@@ -42,7 +42,7 @@ def summarize_main(argv: list[str]) -> None:
     if args.calibration:
         from nlp_transfer.reporting.tables import calibration_table
 
-        publish(calibration_table(args.runs), args, "summarize.py", argv)
+        publish(calibration_table(args.runs), args, "summarize", argv)
         return
     table = summarize_runs(args.runs, baseline=not args.no_baseline, metrics=tuple(args.metrics), columns=tuple(args.columns))
-    publish(table, args, "summarize.py", argv)
+    publish(table, args, "summarize", argv)

@@ -1,4 +1,4 @@
-"""``scripts/train.py``: train a recipe."""
+"""``nlp-transfer train``: train a recipe."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ def train_main(argv: list[str]) -> None:
     from nlp_transfer.config import describe_recipe
 
     p = argparse.ArgumentParser(
-        prog="scripts/train.py",
+        prog="nlp-transfer train",
         description="Train a text classifier from a recipe: a pretrained checkpoint, a dataset and a transfer mode. "
-        "Launch it with `accelerate launch scripts/train.py --config RECIPE.yaml [key=value ...]` "
-        "(plain `python scripts/train.py` also works for one process).",
+        "Launch it with `accelerate launch -m nlp_transfer train --config RECIPE [key=value ...]` "
+        "(plain `nlp-transfer train` also works for one process).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="overrides: any recipe key as section.key=value, e.g. train.lr=3e-5 data.max_samples=500 "
         "output.dir=runs/try. Values are YAML (3e-5, true, null, [a, b]).\n"
@@ -25,6 +25,11 @@ def train_main(argv: list[str]) -> None:
     cfg = recipe_from_arguments(args)
     if cfg is None:
         return
+    if cfg.transfer.mode == "setfit":
+        from nlp_transfer.errors import ConfigError
+        from nlp_transfer.utils.extras import require_extra
+
+        require_extra("fewshot", "transfer.mode=setfit", ConfigError)
     setup_logging()
     from accelerate import PartialState
 

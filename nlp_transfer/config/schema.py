@@ -3,7 +3,7 @@
 A recipe is a YAML file with the sections ``model``, ``data``, ``transfer``,
 ``train`` and ``output``. Command-line overrides use dotted names with ``=``::
 
-    accelerate launch scripts/train.py --config recipes/rotten_tomatoes/minilm-full.yaml \\
+    accelerate launch -m nlp_transfer train --config recipes/rotten_tomatoes/minilm-full.yaml \\
         train.lr=3e-5 train.epochs=2 data.max_samples=500
 
 Values are parsed as YAML scalars (``3e-5`` is a float, ``true`` a bool, ``null`` None).
@@ -72,7 +72,7 @@ class ModelConfig:
     feature_layer: int | None = _f(
         None,
         "Read the features from this transformer layer, counted from 1 (negative: from the top, -1 = the last); the "
-        "layers above it are dropped from the model (faster, smaller run). null: the last. scripts/select.py ranks them.",
+        "layers above it are dropped from the model (faster, smaller run). null: the last. nlp-transfer select ranks them.",
     )
     head: str = _f(
         "linear",
@@ -192,7 +192,7 @@ class DataConfig:
         None,
         "Rename labels before splitting, e.g. {positive: fresh, negative: rotten, neutral: null}: a label mapped to "
         "null drops its rows, labels not named stay as they are (single-label data). Makes another dataset's labels "
-        "those of a run, for cross-domain evaluation (scripts/compare.py --target).",
+        "those of a run, for cross-domain evaluation (nlp-transfer compare --target).",
     )
     validation_fraction: float = _f(0.1, "Fraction of the data held out for validation when the source has no such split.")
     test_fraction: float = _f(0.1, "Fraction held out for test when the source has no such split.")
@@ -460,7 +460,7 @@ class TrainConfig:
     resume: str | None = _f(
         None,
         "Resume an interrupted run: 'latest' (newest checkpoint in output.checkpoint_dir) or a checkpoint "
-        "directory (scripts/train.py --resume [PATH]).",
+        "directory (nlp-transfer train --resume [PATH]).",
     )
 
     def __post_init__(self) -> None:
@@ -520,7 +520,7 @@ ADAPT_OBJECTIVES = ("auto", "mlm", "clm")
 
 @dataclass
 class AdaptConfig:
-    """Continued pretraining on unlabelled text (scripts/adapt.py): the checkpoint learns the domain before the task."""
+    """Continued pretraining on unlabelled text (nlp-transfer adapt): the checkpoint learns the domain before the task."""
 
     source: str | None = _f(
         None,
@@ -653,9 +653,10 @@ class RecipeConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe file '{path}' does not exist; pass an existing YAML file to --config")
+        """A recipe file, or a shipped recipe by name (``rotten_tomatoes/minilm-full``): :func:`resolve_recipe`."""
+        from nlp_transfer.config.shipped import resolve_recipe
+
+        path = resolve_recipe(path)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

@@ -342,12 +342,20 @@ def unlabelled_texts(
     unseen; an unlabelled one (plain lines, a table without labels) is read whole, ``validation_fraction`` held out."""
     import dataclasses
 
-    if Path(source).suffix.lower() in (".yaml", ".yml"):  # a recipe: the training texts of its data, as it splits them
+    from nlp_transfer.config.shipped import find_recipe, nearest_recipes
+
+    recipe = None if Path(source).is_file() and Path(source).suffix.lower() not in (".yaml", ".yml") else find_recipe(source)
+    if recipe is not None or Path(source).suffix.lower() in (".yaml", ".yml"):  # a recipe (file or shipped name)
         from nlp_transfer.config import RecipeConfig
 
-        if not Path(source).is_file():
-            raise DataError(f"{what}: recipe '{source}' does not exist; name an existing recipe YAML, a file or a dataset")
-        data = load_data(RecipeConfig.from_yaml(source).data)
+        if recipe is None:
+            near = nearest_recipes(source)
+            raise DataError(
+                f"{what}: recipe '{source}' does not exist; name an existing recipe YAML, a shipped recipe"
+                + (f" ({', '.join(near)})" if near else "")
+                + ", a file or a dataset"
+            )
+        data = load_data(RecipeConfig.from_yaml(recipe).data)
         return (list(data.splits["train"]["text"]), list(data.splits["validation"]["text"]), f"the training texts of recipe '{source}'")
     cfg = dataclasses.replace(
         data_cfg,

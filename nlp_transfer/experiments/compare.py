@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlp_transfer.config import ADAPTER_MODES, RecipeConfig
+from nlp_transfer.config.shipped import find_recipe, resolve_recipe
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.reporting.tables import adapter_note
 
 logger = logging.getLogger("nlp_transfer")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # The default list: no transfer (TF-IDF baseline, added separately; the architecture from random
 # weights), then more and more of the pretrained network adapted.
-DEFAULT_RECIPES = tuple(f"recipes/rotten_tomatoes/minilm-{m}.yaml" for m in ("scratch", "feature_extraction", "partial", "full"))
+DEFAULT_RECIPES = tuple(f"rotten_tomatoes/minilm-{m}" for m in ("scratch", "feature_extraction", "partial", "full"))
 BASELINE = "TF-IDF + logistic regression"
 _MODES = {
     "feature_extraction": "feature extraction (frozen, head only)",
@@ -66,7 +66,7 @@ def load_target(target: str, overrides: list[str] = (), text_column: str = "text
     from nlp_transfer.data.loading import load_data
 
     p = Path(target)
-    if p.suffix.lower() in (".yaml", ".yml"):
+    if p.suffix.lower() in (".yaml", ".yml") or (not p.is_file() and find_recipe(target)):  # a recipe file or shipped name
         cfg = RecipeConfig.from_yaml(_resolve(target), list(overrides))
         data = load_data(cfg.data, cfg.model.num_labels)
         if data.task != "single_label":
@@ -116,12 +116,8 @@ def describe(cfg: RecipeConfig) -> str:
 
 
 def _resolve(recipe: str | Path) -> Path:
-    p = Path(recipe)
-    if not p.is_file() and not p.is_absolute() and (REPO_ROOT / p).is_file():
-        p = REPO_ROOT / p  # the shipped recipes, from any working directory
-    if not p.is_file():
-        raise ConfigError(f"recipe file '{recipe}' does not exist; pass existing YAML files with --recipe")
-    return p
+    """A recipe file, or a shipped recipe by name (also as ``recipes/DATASET/NAME.yaml``, from any working directory)."""
+    return resolve_recipe(recipe)
 
 
 def load_recipes(recipes, overrides: list[str] = ()) -> list[RecipeConfig]:
@@ -177,8 +173,8 @@ def compare(
     data = load_data(cfgs[0].data)
     if "accuracy" not in data.task_type.metrics:
         raise ConfigError(
-            f"scripts/compare.py compares single-label classifiers (accuracy, macro F1, a TF-IDF baseline) but this data is "
-            f"{data.task}; train the recipes with scripts/train.py and read each run's summary.md"
+            f"nlp-transfer compare compares single-label classifiers (accuracy, macro F1, a TF-IDF baseline) but this data is "
+            f"{data.task}; train the recipes with nlp-transfer train and read each run's summary.md"
         )
     if target is not None:
         _check_target_labels(target, data.labels)

@@ -246,7 +246,7 @@ def rank_checkpoints(
     from nlp_transfer.training.precision import allow_precision_change, check_precision, resolve_precision, set_threads
 
     if cfg.model.chunking:
-        raise ConfigError("scripts/select.py scores one vector per text; set model.chunking=false")
+        raise ConfigError("nlp-transfer select scores one vector per text; set model.chunking=false")
     for p in poolings:
         if p not in SELECT_POOLINGS:
             raise ConfigError(f"unknown pooling '{p}' in --pooling; use {', '.join(SELECT_POOLINGS)}")
@@ -652,9 +652,9 @@ def _write(out: Path, sel: Selection, cfg: RecipeConfig, base_recipe: str | None
     for key, recipe in recipes.items():
         _atomic_write(
             files[key],
-            f"# Written by scripts/select.py: {recipe.model.name_or_path}, layer "
+            f"# Written by nlp-transfer select: {recipe.model.name_or_path}, layer "
             f"{recipe.model.feature_layer or 'last'}, {recipe.model.pooling} pooling.\n# Train it: "
-            f"accelerate launch scripts/train.py --config {files[key]}\n" + recipe.to_yaml(),
+            f"accelerate launch -m nlp_transfer train --config {files[key]}\n" + recipe.to_yaml(),
         )
     _atomic_write(files["table"], sel.table() + ("\n\n" + images if images else "") + "\n")
     files.update({f"plot:{k}": v for k, v in plots.items()})

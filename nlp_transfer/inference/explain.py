@@ -32,6 +32,7 @@ import torch
 
 from nlp_transfer.data.chunking import prompt_tokens, special_template, truncate, window_starts
 from nlp_transfer.errors import ModelError
+from nlp_transfer.utils.extras import require_extra
 from nlp_transfer.utils.progress import progress as progress_bar
 
 N_STEPS = 50
@@ -94,10 +95,8 @@ class _Explainer:
     """Windows of a text as the run builds them, and Integrated Gradients over each."""
 
     def __init__(self, predictor, n_steps: int, internal_batch_size: int | None):
-        try:
-            from captum.attr import LayerIntegratedGradients
-        except ImportError:
-            raise ModelError("explanations need captum: pip install 'nlp-transfer[trust]'") from None
+        require_extra("trust", "explaining predictions", ModelError, ("captum",))
+        from captum.attr import LayerIntegratedGradients
 
         self.p, self.model, self.tok, self.spec = predictor, predictor.model, predictor.tokenizer, predictor.spec
         self.n_steps, self.internal_batch_size = n_steps, internal_batch_size

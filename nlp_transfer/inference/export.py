@@ -29,6 +29,7 @@ from nlp_transfer.manifest import read_manifest, write_manifest
 from nlp_transfer.models.adapters import merge
 from nlp_transfer.models.classifier import TextClassifier
 from nlp_transfer.models.hub import load_tokenizer
+from nlp_transfer.utils.extras import require_extra
 
 # What the run directory holds besides the model: copied as they are (the results belong to the same weights).
 RUN_FILES = ("recipe.yaml", "metrics.json", "summary.md")
@@ -119,16 +120,10 @@ def export_onnx(
     tokenizer and manifest into ``output_dir``; ``quantize="int8"``: dynamic int8 quantization of the weights
     (onnxruntime's ``quantize_dynamic``, a scale per output channel). The fp32 graph's logits are checked against PyTorch's (fp32) on two
     probe batches of different shapes before anything is written; the directory appears whole or not at all.
-    Adapter runs are refused: merge them first (``scripts/export.py RUN MERGED --merge``)."""
-    from nlp_transfer.inference.onnx import require_onnxruntime
+    Adapter runs are refused: merge them first (``nlp-transfer export RUN MERGED --merge``)."""
     from nlp_transfer.training.rundir import atomic_directory
 
-    require_onnxruntime()
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ModelError("ONNX export needs onnx and onnxscript: pip install 'nlp-transfer[onnx]'") from None
+    require_extra("onnx", "exporting to ONNX", ModelError)
     src, out = check_run_dir(run_dir), Path(output_dir)
     manifest = read_manifest(src)
     if manifest.backend == "onnx":
@@ -139,7 +134,7 @@ def export_onnx(
     if manifest.adapter is not None:
         raise ConfigError(
             f"'{src}' is an adapter run ({manifest.adapter.get('method', 'peft')}); merge it first: "
-            f"scripts/export.py {src} MERGED --merge, then scripts/export.py MERGED OUT --onnx"
+            f"nlp-transfer export {src} MERGED --merge, then nlp-transfer export MERGED OUT --onnx"
         )
     if quantize not in (None, *QUANTIZATIONS):
         raise ConfigError(f"unknown quantization '{quantize}'; use {', '.join(QUANTIZATIONS)}")

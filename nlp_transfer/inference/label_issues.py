@@ -33,6 +33,7 @@ from nlp_transfer.data.chunking import aggregate, encode
 from nlp_transfer.errors import DataError
 from nlp_transfer.models.fast import speedups
 from nlp_transfer.transfer.probe import fit_logreg
+from nlp_transfer.utils.extras import require_extra
 from nlp_transfer.utils.progress import progress as progress_bar
 
 FOLDS = 5
@@ -108,11 +109,9 @@ def rank_label_issues(labels: np.ndarray, probs: np.ndarray, names: Sequence[str
     """cleanlab's label quality scores (self-confidence, with ``adjust_pred_probs``: probabilities adjusted for the
     class priors, so the larger class's examples are not all ranked as safe) and issue flags (prune by noise rate)
     for (``labels``, out-of-sample ``probs``)."""
-    try:
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-    except ImportError:
-        raise DataError("label issues need cleanlab: pip install 'nlp-transfer[trust]'") from None
+    require_extra("trust", "ranking label issues", DataError, ("cleanlab",))
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
 
     labels = np.asarray(labels, dtype=np.int64)
     quality = get_label_quality_scores(labels, probs, method="self_confidence", adjust_pred_probs=True)

@@ -19,6 +19,7 @@ import numpy as np
 from nlp_transfer.errors import ModelError
 from nlp_transfer.manifest import RunManifest
 from nlp_transfer.tasks import get_task
+from nlp_transfer.utils.extras import require_extra
 
 ONNX_FILE = "model.onnx"
 
@@ -98,8 +99,7 @@ def onnx_path(d: Path, manifest: RunManifest) -> Path:
 
 def require_onnxruntime():
     """onnxruntime, or a one-line error saying how to install it."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ModelError("ONNX runs need onnxruntime (and exports need onnx and onnxscript): pip install 'nlp-transfer[onnx]'") from None
+    require_extra("onnx", "running an ONNX export", ModelError, ("onnxruntime",))
+    import onnxruntime
+
     return onnxruntime

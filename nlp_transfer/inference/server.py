@@ -1,10 +1,10 @@
 """An HTTP server for a saved run (PyTorch or ONNX): FastAPI on uvicorn, with dynamic batching.
 
-    python scripts/serve.py runs/rt-minilm-full --port 8000
+    nlp-transfer serve runs/rt-minilm-full --port 8000
     curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["a gorgeous, moving film"]}'
 
 * ``POST /predict`` ``{"texts": [...], "text_pairs": [...]?}`` -> ``{"predictions": [...], "batch_texts": n}``:
-  one record per text, as ``scripts/predict.py`` writes them (``label``, ``score``, ``probabilities``;
+  one record per text, as ``nlp-transfer predict`` writes them (``label``, ``score``, ``probabilities``;
   multi-label ``labels``; regression ``value``); ``batch_texts`` is how many texts the model ran with
   this request's (its own and other clients' texts batched together).
 * ``GET /health``, ``GET /metadata`` (labels, task, checkpoint, backend, limits, the run's test metrics),
@@ -42,7 +42,7 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    """One record per text (as scripts/predict.py writes them) and the size of the model batch that ran them."""
+    """One record per text (as nlp-transfer predict writes them) and the size of the model batch that ran them."""
 
     predictions: list[dict]
     batch_texts: int
@@ -199,7 +199,7 @@ def create_app(run_dir: str | Path, limits: Limits | None = None, device: str | 
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest):
-        """Labels, scores and probabilities for ``texts``, as ``scripts/predict.py`` writes them."""
+        """Labels, scores and probabilities for ``texts``, as ``nlp-transfer predict`` writes them."""
         texts, pairs = body.texts, body.text_pairs
         if not texts:
             return error(422, "texts is empty; send at least one text")

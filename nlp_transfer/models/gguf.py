@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from nlp_transfer.errors import ModelError
+from nlp_transfer.utils.extras import extra_hint
 from nlp_transfer.utils.logs import quiet
 from nlp_transfer.utils.paths import cache_root  # $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer, shared with the feature cache
 
@@ -89,7 +90,7 @@ def _convert(gguf: Path, out: Path) -> None:
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     if importlib.util.find_spec("gguf") is None:
-        raise ModelError("reading a GGUF file needs the package 'gguf'; install it with: pip install gguf")
+        raise ModelError(extra_hint("gguf", "reading a GGUF file", ["gguf"]))
     where, name = str(gguf.parent), gguf.name
     # Dense fp32 weights (not GGUF blocks): trainable, and savable as an ordinary checkpoint.
     load = {"gguf_file": name, "dtype": torch.float32, "quantization_config": GgufConfig(dequantize=True)}

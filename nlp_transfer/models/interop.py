@@ -28,7 +28,7 @@ def native_classifier(model) -> tuple[nn.Module | None, str]:
     head, backbone = model.head, model.backbone
     if is_adapted(backbone):
         return None, (
-            "an adapter run (the base checkpoint is not saved): `scripts/export.py RUN OUT --merge` writes one with the adapter folded in"
+            "an adapter run (the base checkpoint is not saved): `nlp-transfer export RUN OUT --merge` writes one with the adapter folded in"
         )
     if model.pooling != "pooler":
         return None, f"pooling '{model.pooling}' is not the architecture's own (pooler)"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nlp_transfer.utils.extras import extra_hint
+
 logger = logging.getLogger("nlp_transfer")
 _noted = False
 
@@ -25,7 +27,7 @@ def _figure(*args, **kwargs):
         from matplotlib.figure import Figure
     except ImportError:
         if not _noted:
-            logger.warning("matplotlib is not installed, so no plots are drawn (pip install 'nlp-transfer[plots]')")
+            logger.warning("%s; no plots are drawn", extra_hint("plots", "drawing plots"))
             _noted = True
         return None
     fig = Figure(*args, layout="constrained", **kwargs)
@@ -213,7 +215,7 @@ def plot_curve(summary: list[dict], path: str | Path, title: str = "") -> Path |
 
 
 def plot_layer_scores(rows: list[dict], estimators: Sequence[str], path: str | Path, title: str = "") -> Path | None:
-    """One checkpoint's transferability scores against its layers (scripts/select.py): a panel per estimator
+    """One checkpoint's transferability scores against its layers (nlp-transfer select): a panel per estimator
     (and the probe's test score, where validated), a line per pooling."""
     names = {"logme": "LogME", "hscore": "H-score", "knn": "kNN"}
     panels = [(e, names.get(e, e)) for e in estimators if any(r.get(e) is not None for r in rows)]

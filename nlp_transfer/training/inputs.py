@@ -20,6 +20,7 @@ from nlp_transfer.errors import ConfigError
 from nlp_transfer.transfer.caches import FeatureDataset, as_batch, cached_features
 from nlp_transfer.transfer.modes import parameter_depths
 from nlp_transfer.transfer.prefix import FrozenPrefix, PrefixCollator, PrefixDataset, encode_prefix, first_trained_layer
+from nlp_transfer.utils.extras import require_extra
 
 # Modes whose frozen lower layers may be replayed from a cache: partial, and adapters on the top layers only.
 PREFIX_MODES = ("partial", "lora", "dora", "ia3")
@@ -198,12 +199,8 @@ class PairCollator:
 def contrastive_pairs(labels: list[int], num_iterations: int, sampling: str) -> list[dict]:
     """Pairs of example indices with target similarity, drawn by setfit's own sampler (``ContrastiveDataset``):
     each example in ``num_iterations`` positive and as many negative pairs (0: by ``sampling``)."""
-    try:
-        from setfit.sampler import ContrastiveDataset
-    except ImportError:
-        raise ConfigError(
-            "transfer.mode=setfit needs the setfit package; install it with: pip install 'nlp-transfer[fewshot]' (or pip install setfit)"
-        ) from None
+    require_extra("fewshot", "transfer.mode=setfit", ConfigError)
+    from setfit.sampler import ContrastiveDataset
 
     from nlp_transfer.utils.logs import quiet
 

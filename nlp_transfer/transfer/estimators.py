@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.utils.extras import require_extra
 
 ESTIMATORS = ("logme", "hscore", "knn")
 KNN_K = 3
@@ -29,10 +30,9 @@ LOGME_FIT = {"max_iter": 200, "tol": 1e-8}
 
 
 def _library():
-    try:
-        from transformer_ranker.estimators import HScore, LogME, NearestNeighbors
-    except ImportError:
-        raise ConfigError("transferability scores need transformer-ranker: pip install 'nlp-transfer[select]'") from None
+    require_extra("select", "scoring transferability", ConfigError)
+    from transformer_ranker.estimators import HScore, LogME, NearestNeighbors
+
     return LogME, HScore, NearestNeighbors
 
 
