@@ -228,6 +228,13 @@ def test_a_merged_run_with_the_architectures_own_head_loads_in_plain_transformer
         np.testing.assert_allclose(plain(**enc).logits.numpy(), predictor.logits(texts), atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match="is not an adapter run"):
         merge_run(merged.output_dir, tmp_path / "again")
+    # The adapter run's card says nlp-transfer (its base is not saved); the merged run's says transformers.
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(run / "README.md").data.library_name == "nlp-transfer"
+    card = ModelCard.load(merged.output_dir / "README.md")
+    assert card.data.library_name == "transformers" and "merged-adapter" in card.data.tags
+    assert "adapter merged into the base weights" in card.text
 
 
 # ---- the base checkpoint ---------------------------------------------------------------------------

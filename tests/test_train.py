@@ -87,6 +87,7 @@ def test_run_directory_is_complete(full_run, tiny_bert_dir):
         "recipe.yaml",
         "metrics.json",
         "summary.md",
+        "README.md",
     ):
         assert (d / name).is_file(), f"{name} missing from the run directory"
     # Written atomically: no temporary or backup siblings are left behind.

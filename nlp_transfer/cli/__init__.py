@@ -12,6 +12,7 @@ from nlp_transfer.cli.evaluate import evaluate_main
 from nlp_transfer.cli.export import export_main
 from nlp_transfer.cli.label_issues import label_issues_main
 from nlp_transfer.cli.predict import predict_main
+from nlp_transfer.cli.push import push_main
 from nlp_transfer.cli.select import select_main
 from nlp_transfer.cli.serve import serve_main
 from nlp_transfer.cli.summarize import summarize_main
@@ -31,4 +32,5 @@ __all__ = [
     "adapt_main",
     "label_issues_main",
     "serve_main",
+    "push_main",
 ]
