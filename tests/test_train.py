@@ -156,6 +156,24 @@ def test_load_run_reproduces_test_metrics(full_run):
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
 
 
+def test_train_returns_the_predictor_that_load_run_builds(full_run):
+    """result.predictor is the trained model in memory (no reload), and predicts what the run directory does."""
+    cfg, result = full_run
+    texts = list(load_data(cfg.data).splits["test"]["text"])
+    reloaded = load_run(result.output_dir)
+    assert result.predictor is not None and result.predictor.model is not reloaded.model
+    mine, theirs = result.predictor.predict(texts), reloaded.predict(texts)
+    assert list(mine) == list(theirs)
+    np.testing.assert_array_equal(mine.logits, theirs.logits)
+    np.testing.assert_array_equal(mine.probabilities, theirs.probabilities)  # the same calibration
+    assert result.predictor.calibration == reloaded.calibration is not None
+    assert (result.predictor.precision, result.predictor.batch_size, result.predictor.spec) == (
+        reloaded.precision,
+        reloaded.batch_size,
+        reloaded.spec,
+    )
+
+
 def test_best_epoch_weights_are_saved_and_tested(make_cfg, tmp_path, monkeypatch):
     """Validation says epoch 1 was best (scripted): the test split and the run directory must use the
     weights as they were after epoch 1, not the last epoch's."""

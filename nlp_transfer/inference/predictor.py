@@ -25,7 +25,7 @@ import torch
 from nlp_transfer.data.chunking import LongTextSpec, aggregate, encode
 from nlp_transfer.errors import ModelError
 from nlp_transfer.inference.onnx import OnnxModel, OnnxRunner, check_onnx_files, onnx_path
-from nlp_transfer.manifest import MANIFEST_FILE, read_manifest
+from nlp_transfer.manifest import MANIFEST_FILE, RunManifest, read_manifest
 from nlp_transfer.models.adapters import ADAPTER_FILES
 from nlp_transfer.models.classifier import HEAD_FILE, TextClassifier
 from nlp_transfer.models.fast import speedups
@@ -120,12 +120,24 @@ class Predictor:
         _, docs = aggregate(torch.from_numpy(windows), torch.tensor(doc_ids), self.spec.chunk_aggregate)
         return docs.numpy()  # every text has a window: one row per text, in input order
 
+    @contextlib.contextmanager
     def _inference(self):
         """The context every batch runs in: for PyTorch, only position 0 of the last layer is read under
-        cls/pooler pooling, so nothing else is computed (undone after); other backends need none."""
+        cls/pooler pooling, so nothing else is computed, and every parameter is frozen (some kernels, peft's
+        adapter layers among them, take another path for trainable weights, which changes the last bit):
+        a freshly trained model and its reload predict the same. Both undone after; other backends need none."""
         if self.runner is not None:
-            return contextlib.nullcontext()
-        return speedups(self.model, dropout=False, attention=False, first_token=True, allocator=False)
+            yield
+            return
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        try:
+            for p in trainable:
+                p.requires_grad_(False)
+            with speedups(self.model, dropout=False, attention=False, first_token=True, allocator=False):
+                yield
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
 
     def _batch_logits(self, batch) -> np.ndarray:
         """Logits [B, C] (float32) of one padded batch: the one step a backend provides."""
@@ -192,6 +204,22 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
         tokenizer = quiet(AutoTokenizer.from_pretrained, str(d))
     except (OSError, ValueError) as e:
         raise ModelError(f"the tokenizer in '{d}' could not be loaded ({str(e).splitlines()[0][:200]}); copy the run again") from None
+    return build_predictor(model, tokenizer, manifest, device, precision, calibrated, runner)
+
+
+def build_predictor(
+    model: TextClassifier,
+    tokenizer,
+    manifest: RunManifest,
+    device: str | None = None,
+    precision: str | None = None,
+    calibrated: bool = True,
+    runner=None,
+) -> Predictor:
+    """The :class:`Predictor` of a model and tokenizer with the settings its run ``manifest`` records: token budget
+    and long-text handling, precision, batch size and calibration. :func:`load_run` builds it from the files of a
+    run directory; :func:`nlp_transfer.train` from the model it has just trained (``RunResult.predictor``), so the
+    two predict the same."""
     spec = LongTextSpec(max_length=manifest.max_length, **manifest.long_text)
     return Predictor(
         model,

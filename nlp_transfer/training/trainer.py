@@ -35,6 +35,8 @@ from nlp_transfer.data.chunking import LongTextSpec
 from nlp_transfer.data.loading import TextData, load_data
 from nlp_transfer.data.sampling import check_class_weights, class_weights
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.inference.predictor import build_predictor
+from nlp_transfer.manifest import read_manifest
 from nlp_transfer.models.domain import build_domain_head
 from nlp_transfer.models.fast import speedups
 from nlp_transfer.models.hub import resolve_checkpoint
@@ -62,6 +64,25 @@ logger = get_logger("nlp_transfer")
 
 @dataclass
 class RunResult:
+    """What :func:`train` returns: the run's results (as in its ``metrics.json``) and the trained predictor.
+
+    Attributes:
+        output_dir: The run directory (``output.dir``), complete on disk.
+        history: One dict per epoch: ``train_loss``, ``seconds`` and the ``validation`` metrics.
+        best_epoch: The epoch whose weights were kept (by ``train.metric_for_best`` on validation).
+        validation: The best epoch's validation metrics.
+        test: The best model's test metrics (with per-class rows and the confusion matrix).
+        calibration: The calibration fitted on validation, measured before and after (empty for regression).
+        predictor: The trained model as a :class:`~nlp_transfer.inference.predictor.Predictor`, without a
+            reload from disk: it predicts exactly what ``load_run(output_dir)`` predicts. ``None`` on the
+            other processes of a multi-process run (the main process holds the saved model).
+
+    Example:
+        >>> result = train(cfg)
+        >>> result.test["accuracy"], result.best_epoch
+        >>> result.predictor.predict(["a gorgeous, moving film"]).probabilities
+    """
+
     output_dir: Path
     history: list[dict]
     best_epoch: int
@@ -74,6 +95,7 @@ class RunResult:
     resumes: list = field(default_factory=list)  # checkpoints the run was resumed from
     task: str = "single_label"
     calibration: dict = field(default_factory=dict)  # fitted on validation, measured before/after (tasks/calibration.py)
+    predictor: object = field(default=None, repr=False, compare=False)  # the main process's trained Predictor
 
 
 @dataclass
@@ -375,6 +397,8 @@ class Trainer:
             # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
             raw = acc.unwrap_model(s.model, keep_fp32_wrapper=False)
             write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric, calibration)
+            # The model just saved, with the settings its manifest records: what load_run(output_dir) would build.
+            result.predictor = build_predictor(raw, s.tokenizer, read_manifest(result.output_dir))
             if ckpt.enabled(cfg) or cfg.train.resume:  # the run directory is complete: nothing left to resume
                 shutil.rmtree(ckpt.checkpoint_root(cfg), ignore_errors=True)
         acc.wait_for_everyone()
