@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from nlp_transfer.config.parsing import apply_overrides, build, describe_fields
+from nlp_transfer.config.parsing import apply_overrides, build, describe_fields, merge_sections
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.metrics import SELECTABLE_METRICS
 
@@ -670,9 +670,35 @@ class RecipeConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, *overrides: str) -> RecipeConfig:
-        """A copy with dotted overrides applied, e.g. ``cfg.replace("train.lr=1e-4")``."""
-        return RecipeConfig.from_dict(apply_overrides(self.to_dict(), list(overrides)))
+    def replace(self, *overrides: str, **sections: Any) -> RecipeConfig:
+        """A validated copy with changes: ``section.key=value`` strings (as on the command line) and/or keyword
+        sections holding Python values.
+
+        Both forms go through the same validation as a YAML recipe: an unknown key raises
+        :class:`~nlp_transfer.errors.ConfigError` naming the nearest valid one, a wrong value the field's
+        type or choices. The strings are applied first, then the keyword sections. A keyword section is
+        merged key by key (nested sections too: ``transfer={"peft": {"r": 4}}`` keeps the other
+        ``transfer.peft`` keys); ``name="..."`` sets the name. ``self`` is not changed.
+
+        Args:
+            *overrides: Dotted overrides such as ``"train.lr=3e-5"``; the value is read as YAML.
+            **sections: Section name to a mapping of changes, e.g. ``train={"lr": 3e-5, "epochs": 2}``.
+
+        Returns:
+            A new :class:`RecipeConfig`.
+
+        Raises:
+            ConfigError: An unknown section or key, or a value the schema refuses.
+
+        Example:
+            >>> cfg = RecipeConfig()
+            >>> cfg.replace(train={"lr": 3e-5}, transfer={"mode": "lora", "peft": {"r": 4}}).transfer.peft.r
+            4
+            >>> cfg.replace("train.lr=3e-5") == cfg.replace(train={"lr": 3e-5})
+            True
+        """
+        raw = apply_overrides(self.to_dict(), list(overrides))
+        return RecipeConfig.from_dict(merge_sections(RecipeConfig, raw, sections))
 
 
 def describe_recipe() -> str:
