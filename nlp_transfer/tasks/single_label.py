@@ -30,7 +30,7 @@ class Predictions(RowPredictions):
         classes: The label names, in the logits' column order.
         calibration: The run's fitted calibration (``{"method": "temperature", "temperature": T}``) or None.
 
-    Example:
+    Examples:
         >>> predictions = load_run("runs/rt-minilm-full").predict(["a gorgeous, moving film", "a tedious mess"])
         >>> list(predictions), predictions.classes
         (['fresh', 'rotten'], ['fresh', 'rotten'])

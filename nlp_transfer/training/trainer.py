@@ -42,7 +42,7 @@ from nlp_transfer.models.fast import speedups
 from nlp_transfer.models.hub import resolve_checkpoint
 from nlp_transfer.recipes import build_classifier
 from nlp_transfer.tasks.calibration import calibration_record, fit_calibration
-from nlp_transfer.training.evaluation import evaluate
+from nlp_transfer.training.evaluation import evaluate_model
 from nlp_transfer.training.hooks import default_hooks
 from nlp_transfer.training.inputs import Inputs, build_inputs, loader
 from nlp_transfer.training.loop import fit
@@ -77,7 +77,7 @@ class RunResult:
             reload from disk: it predicts exactly what ``load_run(output_dir)`` predicts. ``None`` on the
             other processes of a multi-process run (the main process holds the saved model).
 
-    Example:
+    Examples:
         >>> result = train(cfg)
         >>> result.test["accuracy"], result.best_epoch
         >>> result.predictor.predict(["a gorgeous, moving film"]).probabilities
@@ -375,7 +375,9 @@ class Trainer:
             s.raw_model.thresholds = list(st.best_thresholds)
         fit_seconds = time.perf_counter() - self.t_inputs
         test_out: dict = {}
-        test = evaluate(s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out)
+        test = evaluate_model(
+            s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out
+        )
         s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(test)}")
         calibration, calibration_record = self._calibrate(test_out)
         result = RunResult(
@@ -418,7 +420,7 @@ class Trainer:
                 val_loader.dataset.tokens, batch_size=cfg.train.eval_batch_size, collate_fn=s.inputs.test.collate_fn
             )
         val_out: dict = {}
-        evaluate(s.model, acc.prepare_data_loader(val_loader), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=val_out)
+        evaluate_model(s.model, acc.prepare_data_loader(val_loader), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=val_out)
         if not acc.is_main_process or not len(val_out["targets"]):
             return None, {}
         calibration = fit_calibration(method, val_out["logits"], val_out["targets"])
@@ -481,7 +483,7 @@ def _no_loop(cfg: RecipeConfig) -> bool:
 def fit_zero_shot(s: Session, zero_shot: dict) -> None:
     """No training: the validation metrics of the language model's own guess (transfer/zero_shot.py)."""
     t0 = time.perf_counter()
-    val = evaluate(s.model, s.accelerator.prepare_data_loader(s.inputs.validation), s.accelerator, s.data.labels)
+    val = evaluate_model(s.model, s.accelerator.prepare_data_loader(s.inputs.validation), s.accelerator, s.data.labels)
     seconds = time.perf_counter() - t0
     words = ", ".join(f"{label} -> {w['token']!r}" for label, w in zero_shot["label_words"].items())
     calibrated = f", calibrated on {zero_shot['calibration_text']!r}" if zero_shot.get("calibration") else ""
@@ -514,7 +516,7 @@ def fit_probe(s: Session) -> None:
         cfg.model.chunk_aggregate,
     )
     seconds = time.perf_counter() - t0
-    val = evaluate(s.model, acc.prepare_data_loader(s.inputs.validation), acc, s.data.labels, cfg.model.chunk_aggregate)
+    val = evaluate_model(s.model, acc.prepare_data_loader(s.inputs.validation), acc, s.data.labels, cfg.model.chunk_aggregate)
     s.info(
         f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
         f"{s.task.log_line(val)} | {seconds:.1f}s"
@@ -527,9 +529,36 @@ def fit_probe(s: Session) -> None:
 
 
 def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True) -> RunResult:
-    """Train ``cfg`` and write its run directory. Returns the metrics.
+    """Train the recipe ``cfg`` and write its run directory (``cfg.output.dir``).
 
-    ``data`` may be passed pre-loaded (research code, tests); otherwise ``cfg.data`` is loaded.
+    Set-up, fit and finish of one :class:`Trainer` on one Accelerate loop: the same call on CPU, one GPU or
+    several processes (``accelerate launch``). The run directory appears complete (model, tokenizer,
+    manifest, ``recipe.yaml``, ``metrics.json``, ``summary.md``, ``README.md`` model card) or not at all.
+
+    Args:
+        cfg: The recipe (:meth:`RecipeConfig.from_yaml <nlp_transfer.config.schema.RecipeConfig.from_yaml>`,
+            :meth:`~nlp_transfer.config.schema.RecipeConfig.replace`).
+        data: The data already loaded (:func:`~nlp_transfer.data.loading.load_data`), e.g. to reuse one split
+            across runs; default: ``cfg.data`` is loaded.
+        progress: Show progress bars (on the main process, in a terminal).
+
+    Returns:
+        A :class:`RunResult`: the metrics per epoch, on validation and test, the calibration, and
+        ``predictor``, the trained model ready to predict (the same predictions as ``load_run(output_dir)``).
+
+    Raises:
+        ConfigError: The recipe does not fit the data or the machine (one line, before any model is built).
+        DataError: The data cannot be used as configured.
+        TrainingError: Training cannot go on (e.g. a NaN loss); nothing is written.
+
+    Examples:
+        >>> from nlp_transfer import RecipeConfig, train
+        >>> cfg = RecipeConfig.from_yaml("recipes/rotten_tomatoes/minilm-full.yaml").replace(train={"epochs": 1})
+        >>> result = train(cfg)
+        >>> result.test["accuracy"]
+        0.83
+        >>> result.predictor.predict(["a gorgeous, moving film"])
+        ['fresh']
     """
     with Trainer(cfg, data, progress) as trainer:
         trainer.setup()
