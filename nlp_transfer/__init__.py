@@ -2,8 +2,9 @@
 
     from nlp_transfer import RecipeConfig, train, load_run
     cfg = RecipeConfig.from_yaml("recipes/rotten_tomatoes/minilm-full.yaml", ["train.epochs=1"])
-    result = train(cfg)
-    load_run(result.output_dir).predict(["a gorgeous, moving film"]).probabilities
+    result = train(cfg.replace(transfer={"mode": "lora"}))
+    result.predictor.predict(["a gorgeous, moving film"]).probabilities   # the model just trained
+    load_run(result.output_dir).predict(["a gorgeous, moving film"])       # the same, from the run directory
 
 Names are imported on first use (PEP 562), so ``import nlp_transfer`` and recipe errors do
 not pay for torch, datasets or accelerate.
