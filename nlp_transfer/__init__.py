@@ -2,8 +2,9 @@
 
     from nlp_transfer import RecipeConfig, train, load_run
     cfg = RecipeConfig.from_yaml("recipes/rotten_tomatoes/minilm-full.yaml", ["train.epochs=1"])
-    result = train(cfg)
-    load_run(result.output_dir).predict(["a gorgeous, moving film"]).probabilities
+    result = train(cfg.replace(transfer={"mode": "lora"}))
+    result.predictor.predict(["a gorgeous, moving film"]).probabilities   # the model just trained
+    load_run(result.output_dir).predict(["a gorgeous, moving film"])       # the same, from the run directory
 
 Names are imported on first use (PEP 562), so ``import nlp_transfer`` and recipe errors do
 not pay for torch, datasets or accelerate.
@@ -24,6 +25,10 @@ _EXPORTS = {
     "TransferConfig": "nlp_transfer.config",
     "TrainConfig": "nlp_transfer.config",
     "OutputConfig": "nlp_transfer.config",
+    "AdapterConfig": "nlp_transfer.config",
+    "SetFitConfig": "nlp_transfer.config",
+    "DomainAdversarialConfig": "nlp_transfer.config",
+    "AdaptConfig": "nlp_transfer.config",
     "NLPTransferError": "nlp_transfer.errors",
     "ConfigError": "nlp_transfer.errors",
     "DataError": "nlp_transfer.errors",
@@ -38,11 +43,12 @@ _EXPORTS = {
     "RunManifest": "nlp_transfer.manifest",
     "read_manifest": "nlp_transfer.manifest",
     "train": "nlp_transfer.training",
-    "evaluate": "nlp_transfer.training",
     "RunResult": "nlp_transfer.training",
     "Trainer": "nlp_transfer.training",
     "Predictor": "nlp_transfer.inference.predictor",
     "Predictions": "nlp_transfer.tasks",
+    "MultiLabelPredictions": "nlp_transfer.tasks",
+    "RegressionPredictions": "nlp_transfer.tasks",
     "load_run": "nlp_transfer.inference.predictor",
     "merge_run": "nlp_transfer.inference.export",
     "export_onnx": "nlp_transfer.inference.export",
@@ -76,7 +82,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
-    from nlp_transfer.config import DataConfig, ModelConfig, OutputConfig, RecipeConfig, TrainConfig, TransferConfig
+    from nlp_transfer.config import (
+        AdaptConfig,
+        AdapterConfig,
+        DataConfig,
+        DomainAdversarialConfig,
+        ModelConfig,
+        OutputConfig,
+        RecipeConfig,
+        SetFitConfig,
+        TrainConfig,
+        TransferConfig,
+    )
     from nlp_transfer.data.loading import TextData, load_data
     from nlp_transfer.data.stream import iter_inputs
     from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError, TrainingError
@@ -91,6 +108,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from nlp_transfer.metrics import compute_metrics
     from nlp_transfer.models.classifier import TextClassifier
     from nlp_transfer.recipes import build_classifier
-    from nlp_transfer.tasks import Predictions, get_task
-    from nlp_transfer.training import RunResult, Trainer, evaluate, train
+    from nlp_transfer.tasks import MultiLabelPredictions, Predictions, RegressionPredictions, get_task
+    from nlp_transfer.training import RunResult, Trainer, train
     from nlp_transfer.transfer.estimators import transferability

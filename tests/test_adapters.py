@@ -215,7 +215,8 @@ def test_a_merged_run_with_the_architectures_own_head_loads_in_plain_transformer
     from transformers import AutoModelForSequenceClassification
 
     cfg = make_cfg(tmp_path, "transfer.mode=lora", "model.pooling=pooler", "train.epochs=1", "train.lr=1e-2")
-    run = train(cfg, progress=False).output_dir
+    result = train(cfg, progress=False)
+    run = result.output_dir
     with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
         merge_run(run, run.parent)  # the tmp folder exists
     merged = merge_run(run, tmp_path / "merged")
@@ -226,8 +227,16 @@ def test_a_merged_run_with_the_architectures_own_head_loads_in_plain_transformer
     plain = AutoModelForSequenceClassification.from_pretrained(str(merged.output_dir)).eval()
     with torch.no_grad():
         np.testing.assert_allclose(plain(**enc).logits.numpy(), predictor.logits(texts), atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(result.predictor.logits(texts), predictor.logits(texts))  # the in-memory adapter run
     with pytest.raises(ConfigError, match="is not an adapter run"):
         merge_run(merged.output_dir, tmp_path / "again")
+    # The adapter run's card says nlp-transfer (its base is not saved); the merged run's says transformers.
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(run / "README.md").data.library_name == "nlp-transfer"
+    card = ModelCard.load(merged.output_dir / "README.md")
+    assert card.data.library_name == "transformers" and "merged-adapter" in card.data.tags
+    assert "adapter merged into the base weights" in card.text
 
 
 # ---- the base checkpoint ---------------------------------------------------------------------------

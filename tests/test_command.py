@@ -48,7 +48,7 @@ def test_help_lists_every_command_and_imports_none_of_them(tmp_path):
     assert not {m for m in imported if m.startswith("nlp_transfer.cli.") and m != "nlp_transfer.cli.main"}, "subcommands imported"
 
 
-@pytest.mark.parametrize("name", [n for n in COMMANDS if n != "push"])
+@pytest.mark.parametrize("name", list(COMMANDS))
 def test_each_command_help_is_its_own_under_the_command_name(name, capsys):
     with pytest.raises(SystemExit) as e:
         main([name, "--help"])
@@ -77,13 +77,6 @@ def test_commands_run_through_run_cli_one_error_line_or_the_traceback(capsys):
         main(["--traceback", "train", "--config", "rotten_tomatoes/minilm-ful"])
     with pytest.raises(ConfigError):
         main(["train", "--config", "rotten_tomatoes/minilm-ful", "--traceback"])
-
-
-def test_a_command_whose_module_is_missing_is_one_error_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "nlp_transfer.cli.push", None)  # as in an installation without it
-    assert main(["push", "runs/x", "me/x"]) == 2
-    err = capsys.readouterr().err
-    assert _errors(err) == [err.strip()] and "nlp-transfer push" in err and "nlp_transfer.cli.push" in err
 
 
 def test_python_m_and_the_scripts_work_from_another_folder(tmp_path):

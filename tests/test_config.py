@@ -226,6 +226,43 @@ def test_replace_validates():
         RecipeConfig().replace("train.lr=0")
 
 
+def test_replace_with_keyword_sections_equals_the_string_overrides():
+    base = RecipeConfig()
+    strings = base.replace("train.lr=3e-5", "train.epochs=2", "transfer.mode=lora", "transfer.peft.r=4", "name=kw")
+    keywords = base.replace(train={"lr": 3e-5, "epochs": 2}, transfer={"mode": "lora", "peft": {"r": 4}}, name="kw")
+    assert keywords == strings
+    assert keywords.transfer.peft.alpha == base.transfer.peft.alpha  # a nested section is merged, not replaced
+    assert base.train.lr == pytest.approx(5e-5) and base.transfer.mode == "full"  # the original is untouched
+    # Strings first, then keywords; a dict-valued field is replaced whole, not merged.
+    mapped = base.replace("data.label_map={a: b, c: d}", data={"label_map": {"x": "y"}}, train={"lr": 1e-4})
+    assert mapped.data.label_map == {"x": "y"} and mapped.train.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("string", "keywords"),
+    [
+        ("train.lrr=1", {"train": {"lrr": 1}}),  # nearest key in the section
+        ("train.pooling=mean", {"train": {"pooling": "mean"}}),  # the same key in another section
+        ("trian.lr=1", {"trian": {"lr": 1}}),  # a misspelt section
+        ("train.epochs=many", {"train": {"epochs": "many"}}),  # a wrong type
+        ("train.lr=0", {"train": {"lr": 0}}),  # a value the schema refuses
+        ("transfer.peft.rr=4", {"transfer": {"peft": {"rr": 4}}}),  # nested
+    ],
+)
+def test_keyword_sections_are_validated_exactly_like_string_overrides(string, keywords):
+    with pytest.raises(ConfigError) as by_string:
+        RecipeConfig().replace(string)
+    with pytest.raises(ConfigError) as by_keyword:
+        RecipeConfig().replace(**keywords)
+    assert str(by_keyword.value) == str(by_string.value)
+    assert "did you mean" in str(by_string.value) or "wrong type" in str(by_string.value) or "positive" in str(by_string.value)
+
+
+def test_a_keyword_section_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="'train' must be a mapping"):
+        RecipeConfig().replace(train=3)
+
+
 # ---- round trip ---------------------------------------------------------------------
 def test_to_yaml_round_trip(tmp_path):
     for cfg in (RecipeConfig(), RecipeConfig.from_yaml(write(tmp_path, FULL_RECIPE))):

@@ -455,3 +455,42 @@ def test_evaluate_cli_label_column_flag_overrides_a_zero_one_columns_run_even_ab
         assert run_cli(evaluate_main, [str(d), str(f), flag, "labels", "--no-progress"]) == 0, flag
         assert "micro F1 **" in capsys.readouterr().out
     assert run_cli(evaluate_main, [str(d), str(f), "--no-progress"]) != 0  # without it: the run's columns, missing here
+
+
+# ---- predictions: slicing and fancy indexing keep the per-row fields ---------------------------
+def _all_predictions():
+    from nlp_transfer.tasks import MultiLabelPredictions, Predictions, RegressionPredictions
+
+    logits = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    return [
+        Predictions(logits, ["a", "b", "c"], {"method": "temperature", "temperature": 2.0}),
+        MultiLabelPredictions(logits, ["a", "b", "c"], [0.4, 0.5, 0.6]),
+        RegressionPredictions(logits[:, :1], ["y"]),
+    ]
+
+
+@pytest.mark.parametrize("index", [slice(1, 4), slice(None, None, -2), [4, 0, 0], np.array([5, -1, 2]), np.array([1, 0, 1, 0, 0, 1], bool)])
+def test_predictions_slices_and_index_arrays_keep_every_row_field(index):
+    for full in _all_predictions():
+        rows = np.arange(len(full))[index]
+        part = full[index]
+        assert type(part) is type(full) and list(part) == [full[int(i)] for i in rows]
+        for name in full.row_fields:
+            np.testing.assert_array_equal(getattr(part, name), getattr(full, name)[rows])
+        assert part.classes == full.classes
+        assert part.to_records() == [full.to_records()[i] for i in rows]
+        if hasattr(full, "scores"):
+            np.testing.assert_array_equal(part.scores, full.scores[rows])
+        if hasattr(full, "thresholds"):
+            assert part.thresholds == full.thresholds
+
+
+def test_predictions_integer_indexing_is_a_lists():
+    single, multi, regression = _all_predictions()
+    assert single[-1] == list(single)[-1] and single[np.int64(2)] == list(single)[2]
+    assert multi[0] == list(multi)[0] and isinstance(regression[1], float)
+    assert len(single[[]]) == 0 and single[[]].probabilities.shape == (0, 3)
+    with pytest.raises(IndexError):
+        single[6]
+    with pytest.raises(TypeError):
+        single["a"]

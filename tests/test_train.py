@@ -87,6 +87,7 @@ def test_run_directory_is_complete(full_run, tiny_bert_dir):
         "recipe.yaml",
         "metrics.json",
         "summary.md",
+        "README.md",
     ):
         assert (d / name).is_file(), f"{name} missing from the run directory"
     # Written atomically: no temporary or backup siblings are left behind.
@@ -155,10 +156,28 @@ def test_load_run_reproduces_test_metrics(full_run):
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
 
 
+def test_train_returns_the_predictor_that_load_run_builds(full_run):
+    """result.predictor is the trained model in memory (no reload), and predicts what the run directory does."""
+    cfg, result = full_run
+    texts = list(load_data(cfg.data).splits["test"]["text"])
+    reloaded = load_run(result.output_dir)
+    assert result.predictor is not None and result.predictor.model is not reloaded.model
+    mine, theirs = result.predictor.predict(texts), reloaded.predict(texts)
+    assert list(mine) == list(theirs)
+    np.testing.assert_array_equal(mine.logits, theirs.logits)
+    np.testing.assert_array_equal(mine.probabilities, theirs.probabilities)  # the same calibration
+    assert result.predictor.calibration == reloaded.calibration is not None
+    assert (result.predictor.precision, result.predictor.batch_size, result.predictor.spec) == (
+        reloaded.precision,
+        reloaded.batch_size,
+        reloaded.spec,
+    )
+
+
 def test_best_epoch_weights_are_saved_and_tested(make_cfg, tmp_path, monkeypatch):
     """Validation says epoch 1 was best (scripted): the test split and the run directory must use the
     weights as they were after epoch 1, not the last epoch's."""
-    real_evaluate = train_module.evaluate
+    real_evaluate = train_module.evaluate_model
     snapshots, scripted_f1 = [], [0.9, 0.5, 0.4]
 
     def scripted_evaluate(model, loader, accelerator, labels, *args, **kw):
@@ -168,8 +187,8 @@ def test_best_epoch_weights_are_saved_and_tested(make_cfg, tmp_path, monkeypatch
             metrics["f1_macro"] = scripted_f1[len(snapshots) - 1]
         return metrics
 
-    monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)  # the test split
-    monkeypatch.setattr(importlib.import_module("nlp_transfer.training.objectives"), "evaluate", scripted_evaluate)  # validation
+    monkeypatch.setattr(train_module, "evaluate_model", scripted_evaluate)  # the test split
+    monkeypatch.setattr(importlib.import_module("nlp_transfer.training.objectives"), "evaluate_model", scripted_evaluate)  # validation
     cfg = make_cfg(tmp_path, "train.epochs=3")
     result = train(cfg, progress=False)
     assert len(snapshots) == 5 and result.best_epoch == 1  # 3 validations, test, validation again for calibration
@@ -442,7 +461,7 @@ def test_the_loop_takes_another_objective(make_cfg, tmp_path):
     import torch
 
     from nlp_transfer.training import Trainer
-    from nlp_transfer.training.evaluation import evaluate
+    from nlp_transfer.training.evaluation import evaluate_model
 
     class ShrinkLogits:
         metric = "loss"
@@ -460,7 +479,7 @@ def test_the_loop_takes_another_objective(make_cfg, tmp_path):
 
     with Trainer(make_cfg(tmp_path, "train.epochs=2", "train.lr=1e-2"), progress=False) as t:
         t.setup()
-        assert evaluate(t.s.model, t.s.val_loader, t.s.accelerator, t.s.data.labels)["num_examples"] == 60
+        assert evaluate_model(t.s.model, t.s.val_loader, t.s.accelerator, t.s.data.labels)["num_examples"] == 60
         t.fit(ShrinkLogits())
         result = t.finish()
     losses = [e["validation"]["loss"] for e in result.history]

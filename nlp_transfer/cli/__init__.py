@@ -26,6 +26,7 @@ _EXPORTS = {
     "label_issues_main": "nlp_transfer.cli.label_issues",
     "serve_main": "nlp_transfer.cli.serve",
     "recipes_main": "nlp_transfer.cli.recipes",
+    "push_main": "nlp_transfer.cli.push",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -60,15 +60,9 @@ def usage() -> str:
 
 
 def _load(name: str):
-    """The subcommand's main function, or None after printing why it is missing."""
+    """The subcommand's main function, imported now."""
     module, _, function = COMMANDS[name][0].partition(":")
-    try:
-        return getattr(importlib.import_module(module), function)
-    except ModuleNotFoundError as e:
-        if e.name != module:
-            raise
-        print(f"error: nlp-transfer {name} is not available in this installation (module {module} is missing)", file=sys.stderr)
-        return None
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: '{name}' is not an nlp-transfer command; {hint}`nlp-transfer --help` lists them", file=sys.stderr)
         return 2
     fn = _load(name)
-    if fn is None:
-        return 2
     from nlp_transfer.cli.common import run_cli
 
     rest = argv[argv.index(name) + 1 :]

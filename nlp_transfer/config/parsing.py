@@ -54,6 +54,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
+def merge_sections(root: type, raw: dict, sections: dict[str, Any]) -> dict:
+    """Merge keyword sections (``train={"lr": 3e-5}``, ``transfer={"peft": {"r": 4}}``, ``name="x"``) into a
+    nested dict (a copy): a mapping given for a section of ``root`` updates that section key by key, recursively;
+    anything else (a scalar, a list, a mapping for a dict-valued field such as ``data.label_map``) replaces the
+    value. Nothing is checked here: :func:`build` then validates the result as it validates string overrides."""
+    out = copy.deepcopy(raw)
+    hints = typing.get_type_hints(root) if dataclasses.is_dataclass(root) else {}
+    for key, value in sections.items():
+        t = hints.get(key)
+        if t is not None and dataclasses.is_dataclass(t) and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_sections(t, out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 # ---- typed construction ---------------------------------------------------------------
 def _all_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from nlp_transfer.config.parsing import apply_overrides, build, describe_fields
+from nlp_transfer.config.parsing import apply_overrides, build, describe_fields, merge_sections
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.metrics import SELECTABLE_METRICS
 
@@ -551,6 +551,23 @@ class AdaptConfig:
 
 @dataclass
 class RecipeConfig:
+    """A whole recipe: one dataclass per YAML section, every field typed and validated on construction.
+
+    Sections: ``model`` (:class:`ModelConfig`), ``data`` (:class:`DataConfig`), ``transfer``
+    (:class:`TransferConfig`, with ``peft``: :class:`AdapterConfig`, ``setfit``: :class:`SetFitConfig`,
+    ``domain_adversarial``: :class:`DomainAdversarialConfig`), ``train`` (:class:`TrainConfig`), ``output``
+    (:class:`OutputConfig`) and ``adapt`` (:class:`AdaptConfig`, for ``nlp-transfer adapt``). A value the
+    schema refuses, or a combination that cannot work, raises a one-line
+    :class:`~nlp_transfer.errors.ConfigError`.
+
+    Examples:
+        >>> cfg = RecipeConfig.from_yaml("recipes/rotten_tomatoes/minilm-full.yaml", ["train.epochs=1"])
+        >>> cfg.replace(transfer={"mode": "lora"}).transfer.mode
+        'lora'
+        >>> RecipeConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
     name: str = _f("recipe", "A short name for the run (used in logs and reports).")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -649,11 +666,43 @@ class RecipeConfig:
     # ---- construction -------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict) -> RecipeConfig:
+        """A recipe from nested mappings, as a YAML file holds them.
+
+        Args:
+            raw: Section name to a mapping of keys (missing sections and keys take their defaults).
+
+        Returns:
+            The validated :class:`RecipeConfig`.
+
+        Raises:
+            ConfigError: An unknown key (naming the nearest valid one) or an invalid value.
+
+        Examples:
+            >>> RecipeConfig.from_dict({"model": {"name_or_path": "minilm"}, "train": {"epochs": 2}}).train.epochs
+            2
+        """
         return build(cls, raw or {})
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
-        """A recipe file, or a shipped recipe by name (``rotten_tomatoes/minilm-full``): :func:`resolve_recipe`."""
+        """A recipe from a YAML file or a shipped recipe by name, with command-line style overrides applied.
+
+        Args:
+            path: The recipe file (e.g. ``recipes/rotten_tomatoes/minilm-full.yaml``) or a shipped recipe's name
+                (``rotten_tomatoes/minilm-full``; an existing file wins), resolved by :func:`resolve_recipe`.
+            overrides: ``section.key=value`` strings, values read as YAML (``["train.lr=3e-5"]``).
+
+        Returns:
+            The validated :class:`RecipeConfig`.
+
+        Raises:
+            ConfigError: A missing or malformed file, an unknown key or an invalid value (one line).
+
+        Examples:
+            >>> cfg = RecipeConfig.from_yaml("recipes/rotten_tomatoes/minilm-full.yaml", ["train.lr=3e-5"])
+            >>> cfg.train.lr
+            3e-05
+        """
         from nlp_transfer.config.shipped import resolve_recipe
 
         path = resolve_recipe(path)
@@ -666,14 +715,58 @@ class RecipeConfig:
         return cls.from_dict(apply_overrides(raw, overrides or []))
 
     def to_dict(self) -> dict:
+        """The recipe as nested plain dicts (:meth:`from_dict` reads it back to an equal recipe).
+
+        Returns:
+            Section name to a mapping of every key, defaults included.
+
+        Examples:
+            >>> RecipeConfig().to_dict()["train"]["epochs"]
+            3
+        """
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        """The recipe as YAML, every key written (what a run directory's ``recipe.yaml`` holds).
+
+        Returns:
+            YAML text that :meth:`from_yaml` reads back to an equal recipe.
+
+        Examples:
+            >>> print(RecipeConfig().to_yaml().splitlines()[0])
+            name: recipe
+        """
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, *overrides: str) -> RecipeConfig:
-        """A copy with dotted overrides applied, e.g. ``cfg.replace("train.lr=1e-4")``."""
-        return RecipeConfig.from_dict(apply_overrides(self.to_dict(), list(overrides)))
+    def replace(self, *overrides: str, **sections: Any) -> RecipeConfig:
+        """A validated copy with changes: ``section.key=value`` strings (as on the command line) and/or keyword
+        sections holding Python values.
+
+        Both forms go through the same validation as a YAML recipe: an unknown key raises
+        :class:`~nlp_transfer.errors.ConfigError` naming the nearest valid one, a wrong value the field's
+        type or choices. The strings are applied first, then the keyword sections. A keyword section is
+        merged key by key (nested sections too: ``transfer={"peft": {"r": 4}}`` keeps the other
+        ``transfer.peft`` keys); ``name="..."`` sets the name. ``self`` is not changed.
+
+        Args:
+            *overrides: Dotted overrides such as ``"train.lr=3e-5"``; the value is read as YAML.
+            **sections: Section name to a mapping of changes, e.g. ``train={"lr": 3e-5, "epochs": 2}``.
+
+        Returns:
+            A new :class:`RecipeConfig`.
+
+        Raises:
+            ConfigError: An unknown section or key, or a value the schema refuses.
+
+        Examples:
+            >>> cfg = RecipeConfig()
+            >>> cfg.replace(train={"lr": 3e-5}, transfer={"mode": "lora", "peft": {"r": 4}}).transfer.peft.r
+            4
+            >>> cfg.replace("train.lr=3e-5") == cfg.replace(train={"lr": 3e-5})
+            True
+        """
+        raw = apply_overrides(self.to_dict(), list(overrides))
+        return RecipeConfig.from_dict(merge_sections(RecipeConfig, raw, sections))
 
 
 def describe_recipe() -> str:

@@ -20,7 +20,7 @@ from nlp_transfer.data.chunking import LongTextSpec, encode
 def tokenize(data: datasets.DatasetDict, tokenizer, max_length: int, spec=None) -> datasets.DatasetDict:
     """Token ids per example (no padding: batches are padded dynamically), plus ``length``.
 
-    ``spec`` (a :class:`nlp_transfer.chunking.LongTextSpec`) chooses the truncation or the
+    ``spec`` (a :class:`nlp_transfer.data.chunking.LongTextSpec`) chooses the truncation or the
     sliding windows; with chunking a text becomes several rows, each with the text's label
     and its index in the split as ``doc_id``.
     """

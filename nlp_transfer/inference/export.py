@@ -29,6 +29,7 @@ from nlp_transfer.manifest import read_manifest, write_manifest
 from nlp_transfer.models.adapters import merge
 from nlp_transfer.models.classifier import TextClassifier
 from nlp_transfer.models.hub import load_tokenizer
+from nlp_transfer.reporting.card import write_model_card
 from nlp_transfer.utils.extras import require_extra
 
 # What the run directory holds besides the model: copied as they are (the results belong to the same weights).
@@ -76,6 +77,7 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
         for f in [*RUN_FILES, *(p.name for p in src.glob("*.png"))]:
             if (src / f).is_file():
                 shutil.copy2(src / f, tmp / f)
+        write_model_card(tmp)  # the merged model's card: its library, loading and provenance
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -172,6 +174,7 @@ def export_onnx(
         for f in [*RUN_FILES, *(p.name for p in src.glob("*.png"))]:
             if (src / f).is_file():
                 shutil.copy2(src / f, tmp / f)
+        write_model_card(tmp)  # the export's own card: ONNX, loaded with load_run or onnxruntime
         size = path.stat().st_size
     return OnnxExportResult(out, diff, quantize, size)
 

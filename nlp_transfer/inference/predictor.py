@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ import torch
 from nlp_transfer.data.chunking import LongTextSpec, aggregate, encode
 from nlp_transfer.errors import ModelError
 from nlp_transfer.inference.onnx import OnnxModel, OnnxRunner, check_onnx_files, onnx_path
-from nlp_transfer.manifest import MANIFEST_FILE, read_manifest
+from nlp_transfer.manifest import MANIFEST_FILE, RunManifest, read_manifest
 from nlp_transfer.models.adapters import ADAPTER_FILES
 from nlp_transfer.models.classifier import HEAD_FILE, TextClassifier
 from nlp_transfer.models.fast import speedups
@@ -39,26 +40,44 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 
 class Predictor:
-    """A saved model and its tokenizer; predictions in length-sorted batches.
+    """A trained model and its tokenizer; predictions in length-sorted batches.
 
-    ``precision`` ("no", "bf16", "fp16") is the autocast used for inference and
-    ``batch_size`` the default batch; ``load_run`` picks those the run was evaluated with.
-    Batches are formed as in training's evaluation (by token count, longest first, padded to
-    a multiple of 8), so a reloaded run reproduces its reported metrics exactly, even in bf16,
-    where other batches would round differently.
+    Get one with :func:`load_run` (a run directory) or from ``train(cfg).predictor`` (the model just
+    trained); both read the run's settings from its manifest. Batches are formed as in training's
+    evaluation (by token count, longest first, padded to a multiple of 8), so a reloaded run
+    reproduces its reported metrics exactly, even in bf16, where other batches would round differently.
+
+    Args:
+        model: The classifier (:class:`~nlp_transfer.models.classifier.TextClassifier`), or an ONNX run's
+            stand-in when ``runner`` is given.
+        tokenizer: Its tokenizer.
+        max_length: The longest tokenized input (ignored when ``spec`` is given).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; default: CUDA if available.
+        precision: Autocast for inference: ``"no"``, ``"bf16"`` or ``"fp16"``.
+        batch_size: Texts per batch by default.
+        spec: Truncation or sliding windows for long texts, as in training.
+        calibration: The run's fitted calibration (changes probabilities, never labels), or None.
+        runner: Another backend's "logits of one padded batch" (an ONNX export's), or None for PyTorch.
+
+    Examples:
+        >>> predictor = load_run("runs/rt-minilm-full")
+        >>> predictor.labels
+        ['fresh', 'rotten']
+        >>> predictor.predict(["a gorgeous, moving film"]).probabilities.round(2)
+        array([[0.97, 0.03]], dtype=float32)
     """
 
     def __init__(
         self,
         model: TextClassifier,
-        tokenizer,
+        tokenizer: Any,
         max_length: int = 128,
         device: str | None = None,
         precision: str = "no",
         batch_size: int = 64,
         spec: LongTextSpec | None = None,
         calibration: dict | None = None,
-        runner=None,
+        runner: Any = None,
     ):
         # ``runner``: another backend's "logits of one padded batch" (an ONNX run's OnnxRunner); ``model`` is
         # then the manifest's stand-in (labels, task, loss, thresholds) and everything else is shared.
@@ -83,6 +102,7 @@ class Predictor:
 
     @property
     def labels(self) -> list[str]:
+        """The label names, in the order of the logits' and probabilities' columns."""
         return self.model.labels
 
     @property
@@ -94,9 +114,23 @@ class Predictor:
     def logits(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
-        """Logits [N, C] in input order; batches of similar token counts, longest first.
+        """The model's raw logits, one row per text, in input order.
 
-        With chunking, every window of a text is scored and the text's logits aggregate them.
+        Texts are scored in batches of similar token counts, longest first. With chunking, every
+        window of a text is scored and the text's logits aggregate them.
+
+        Args:
+            texts: The texts (a list, not one string).
+            text_pairs: Second texts of sentence pairs, one per text, or None.
+            batch_size: Texts per batch (default: :attr:`batch_size`).
+            progress: Show a progress bar.
+
+        Returns:
+            A float32 array [N, C] whose columns follow :attr:`labels` (regression: [N, 1]).
+
+        Examples:
+            >>> predictor.logits(["a gorgeous, moving film", "a tedious mess"]).shape
+            (2, 2)
         """
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not one string (wrap it: [text])")
@@ -120,12 +154,24 @@ class Predictor:
         _, docs = aggregate(torch.from_numpy(windows), torch.tensor(doc_ids), self.spec.chunk_aggregate)
         return docs.numpy()  # every text has a window: one row per text, in input order
 
+    @contextlib.contextmanager
     def _inference(self):
         """The context every batch runs in: for PyTorch, only position 0 of the last layer is read under
-        cls/pooler pooling, so nothing else is computed (undone after); other backends need none."""
+        cls/pooler pooling, so nothing else is computed, and every parameter is frozen (some kernels, peft's
+        adapter layers among them, take another path for trainable weights, which changes the last bit):
+        a freshly trained model and its reload predict the same. Both undone after; other backends need none."""
         if self.runner is not None:
-            return contextlib.nullcontext()
-        return speedups(self.model, dropout=False, attention=False, first_token=True, allocator=False)
+            yield
+            return
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        try:
+            for p in trainable:
+                p.requires_grad_(False)
+            with speedups(self.model, dropout=False, attention=False, first_token=True, allocator=False):
+                yield
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
 
     def _batch_logits(self, batch) -> np.ndarray:
         """Logits [B, C] (float32) of one padded batch: the one step a backend provides."""
@@ -135,30 +181,95 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             return self.model(**batch.to(self.device))["logits"].float().cpu().numpy()
 
-    def predict_proba(self, texts: Sequence[str], **kw) -> np.ndarray:
-        """Class probabilities [N, C] (multi-label: per-label sigmoid); columns follow :attr:`labels`."""
+    def predict_proba(self, texts: Sequence[str], **kw: Any) -> np.ndarray:
+        """Class probabilities, calibrated as the run fitted them (multi-label: per-label sigmoid).
+
+        Args:
+            texts: The texts (a list).
+            **kw: As for :meth:`predict`.
+
+        Returns:
+            A float32 array [N, C] whose columns follow :attr:`labels`.
+
+        Raises:
+            ModelError: For a regression run, which predicts numbers.
+
+        Examples:
+            >>> predictor.predict_proba(["a gorgeous, moving film"]).sum(axis=1)
+            array([1.], dtype=float32)
+        """
         predictions = self.predict(texts, **kw)
         if not hasattr(predictions, "probabilities"):
             raise ModelError(f"a {self.task} run predicts numbers, not probabilities; use predict()")
         return predictions.probabilities
 
-    def predict(self, texts: Sequence[str], **kw) -> Predictions | MultiLabelPredictions | RegressionPredictions:
-        """Predictions for ``texts`` (a list), by the run's task: labels with ``.probabilities``, ``.scores``
-        and ``.logits`` (single-label); label lists with ``.probabilities`` and ``.thresholds``
-        (multi-label); numbers with ``.values`` (regression).
+    def predict(self, texts: Sequence[str], **kw: Any) -> Predictions | MultiLabelPredictions | RegressionPredictions:
+        """Predictions for ``texts``, by the run's task.
 
-        Keyword arguments: ``text_pairs``, ``batch_size`` (default: :attr:`batch_size`), ``progress`` (a bar).
+        Args:
+            texts: The texts (a list, not one string).
+            **kw: ``text_pairs`` (second texts of sentence pairs), ``batch_size`` (default:
+                :attr:`batch_size`), ``progress`` (a progress bar).
+
+        Returns:
+            A list with one prediction per text that also carries the scores: labels with
+            ``.probabilities``, ``.scores`` and ``.logits`` (single-label,
+            :class:`~nlp_transfer.tasks.Predictions`); label lists with ``.probabilities`` and
+            ``.thresholds`` (multi-label, :class:`~nlp_transfer.tasks.MultiLabelPredictions`); numbers with
+            ``.values`` (regression, :class:`~nlp_transfer.tasks.RegressionPredictions`). Slices and
+            boolean masks keep the per-row fields.
+
+        Examples:
+            >>> predictions = predictor.predict(["a gorgeous, moving film", "a tedious mess"])
+            >>> list(predictions), predictions.scores.round(2)
+            (['fresh', 'rotten'], array([0.97, 0.91], dtype=float32))
+            >>> predictions.to_records()[0]["label"]
+            'fresh'
         """
         return self.model.task.predictions(self.logits(texts, **kw), self.model.labels, self.model.thresholds, self.calibration)
 
-    def evaluate(self, texts: Sequence[str], labels: Sequence, **kw):
-        """Metrics, confusion matrix and misclassified examples on labelled texts (see :mod:`nlp_transfer.evaluation`)."""
+    def evaluate(self, texts: Sequence[str], labels: Sequence, **kw: Any):
+        """Predict labelled texts and score them: metrics, confusion matrix and the misclassified examples.
+
+        Args:
+            texts: The texts (a list).
+            labels: Their labels: names or class indices (single-label); lists of names, strings joined by
+                the run's ``data.label_separator`` or JSON lists (multi-label); numbers (regression).
+            **kw: ``text_pairs``, ``batch_size``, ``progress``, as for :meth:`predict`.
+
+        Returns:
+            evaluation (Evaluation): ``metrics`` (the same keys as ``metrics.json``'s test entry),
+                ``predictions`` and the true labels.
+
+        Examples:
+            >>> result = predictor.evaluate(["a gorgeous, moving film", "a tedious mess"], ["fresh", "rotten"])
+            >>> result.metrics["accuracy"]
+            1.0
+        """
         from nlp_transfer.inference.evaluation import evaluate_texts  # evaluation builds on this module
 
         return evaluate_texts(self, texts, labels, **kw)
 
-    def explain(self, texts: Sequence[str], **kw):
-        """Word attributions (Integrated Gradients) towards each text's predicted label (see :mod:`nlp_transfer.inference.explain`)."""
+    def explain(self, texts: Sequence[str], **kw: Any) -> list:
+        """Word attributions (Integrated Gradients) towards each text's predicted label.
+
+        Args:
+            texts: The texts (a list; sentence pairs are not explained).
+            **kw: ``targets`` (the output index to explain per text; default: the predicted label),
+                ``n_steps``, ``internal_batch_size``, ``progress`` (see :mod:`nlp_transfer.inference.explain`).
+
+        Returns:
+            One :class:`~nlp_transfer.inference.explain.Explanation` per text, with its words and their
+            attributions.
+
+        Raises:
+            ModelError: For an ONNX export, which gives no gradients.
+
+        Examples:
+            >>> explanation = predictor.explain(["a gorgeous, moving film"])[0]
+            >>> explanation.label
+            'fresh'
+        """
         if self.runner is not None:
             raise ModelError(
                 "explanations need gradients, which an ONNX export does not give; explain with the PyTorch run it was exported from"
@@ -169,11 +280,30 @@ class Predictor:
 
 
 def load_run(run_dir: str | Path, device: str | None = None, precision: str | None = None, calibrated: bool = True) -> Predictor:
-    """Reload a run directory written by :func:`nlp_transfer.train`.
+    """Load a run directory written by :func:`nlp_transfer.train` (or an export of one) as a :class:`Predictor`.
 
-    ``precision`` defaults to the run's own (from its manifest), as does the batch size. The
-    probabilities are calibrated as the run fitted them on validation (``calibrated=False``: raw;
-    runs without calibration predict raw probabilities either way).
+    The run's manifest (``nlp_transfer.json``) says how: labels and task, pooling and head, token budget and
+    long-text handling, the precision and batch size the run was evaluated with, the calibration fitted on
+    validation. An adapter run loads its base checkpoint; an ONNX export runs on onnxruntime.
+
+    Args:
+        run_dir: The run directory (a training run's ``output.dir``).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA if available).
+        precision: Autocast for inference, ``"no"``, ``"bf16"`` or ``"fp16"`` (default: the run's own).
+        calibrated: Apply the run's calibration to the probabilities (False: raw; runs without calibration
+            predict raw probabilities either way).
+
+    Returns:
+        A :class:`Predictor`; its predictions equal those of ``train(cfg).predictor`` for the same run.
+
+    Raises:
+        ModelError: The directory is missing, not a run, incomplete or damaged (one line saying which).
+
+    Examples:
+        >>> from nlp_transfer import load_run
+        >>> predictor = load_run("runs/rt-minilm-full")
+        >>> predictor.predict(["a gorgeous, moving film"])
+        ['fresh']
     """
     from transformers import AutoTokenizer
 
@@ -192,6 +322,22 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
         tokenizer = quiet(AutoTokenizer.from_pretrained, str(d))
     except (OSError, ValueError) as e:
         raise ModelError(f"the tokenizer in '{d}' could not be loaded ({str(e).splitlines()[0][:200]}); copy the run again") from None
+    return build_predictor(model, tokenizer, manifest, device, precision, calibrated, runner)
+
+
+def build_predictor(
+    model: TextClassifier,
+    tokenizer,
+    manifest: RunManifest,
+    device: str | None = None,
+    precision: str | None = None,
+    calibrated: bool = True,
+    runner=None,
+) -> Predictor:
+    """The :class:`Predictor` of a model and tokenizer with the settings its run ``manifest`` records: token budget
+    and long-text handling, precision, batch size and calibration. :func:`load_run` builds it from the files of a
+    run directory; :func:`nlp_transfer.train` from the model it has just trained (``RunResult.predictor``), so the
+    two predict the same."""
     spec = LongTextSpec(max_length=manifest.max_length, **manifest.long_text)
     return Predictor(
         model,

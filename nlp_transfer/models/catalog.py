@@ -39,6 +39,28 @@ MODELS: dict[str, tuple[Callable[[], Path], str]] = {
 }
 
 
+# What a model card says a run was fine-tuned from: the hub id and license of each catalog checkpoint.
+HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+LICENSES = {"minilm": "apache-2.0", "smollm2": "apache-2.0"}
+
+
+def catalog_name(name_or_path: str) -> str | None:
+    """The catalog name of ``name_or_path``: the name itself, or a local path that is a catalog checkpoint's
+    directory (or its GGUF file); None otherwise. Never converts anything (the GGUF is matched by path)."""
+    if name_or_path in MODELS:
+        return name_or_path
+    p = Path(name_or_path).expanduser()
+    if not p.exists():
+        return None
+    for name, locate in (("minilm", _minilm), ("smollm2", smollm2_gguf)):
+        try:
+            if p.resolve() == locate().resolve():
+                return name
+        except ModelError:  # that package is not installed: not this checkpoint
+            continue
+    return None
+
+
 def resolve_model(name: str) -> Path | None:
     """Local directory of a catalog model, or None if ``name`` is not a catalog name."""
     if name in MODELS:

@@ -22,7 +22,7 @@ from nlp_transfer.models.adapters import is_adapted
 def native_classifier(model) -> tuple[nn.Module | None, str]:
     """``(XForSequenceClassification sharing model's weights, "")``, or ``(None, why not)``.
 
-    ``model`` is a :class:`~nlp_transfer.modeling.TextClassifier` whose backbone config
+    ``model`` is a :class:`~nlp_transfer.models.classifier.TextClassifier` whose backbone config
     already carries the label maps.
     """
     head, backbone = model.head, model.backbone

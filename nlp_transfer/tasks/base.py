@@ -18,6 +18,33 @@ from nlp_transfer.errors import ConfigError
 from nlp_transfer.tasks.labels import UNSEEN
 
 
+class RowPredictions(list):
+    """A ``list`` with one prediction per text, and array fields (``row_fields``) with one row per text.
+
+    Indexing with one integer gives that text's prediction, as a list does. Slices, integer arrays or
+    lists and boolean masks give the same class with every row field cut the same way, so
+    ``predictions[mask].probabilities`` are the rows of the kept texts; other attributes (``classes``,
+    ``calibration``, ``thresholds``) are shared.
+    """
+
+    row_fields: ClassVar[tuple[str, ...]] = ("logits",)
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return list.__getitem__(self, int(index))
+        if isinstance(index, str):
+            raise TypeError(f"{type(self).__name__} indices must be integers, slices, integer arrays or boolean masks, not str")
+        rows = np.arange(len(self))[index]  # slices, integer lists/arrays (negative too) and boolean masks
+        if rows.ndim == 0:
+            return list.__getitem__(self, int(rows))
+        out = type(self).__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        for name in self.row_fields:
+            out.__dict__[name] = getattr(self, name)[rows]
+        list.extend(out, (list.__getitem__(self, int(i)) for i in rows))
+        return out
+
+
 class TaskLoss(nn.Module):
     """``loss(logits, labels, class_weights)`` of ``task`` in float32, shapes and dtypes put right.
 

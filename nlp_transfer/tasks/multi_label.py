@@ -18,7 +18,7 @@ import torch
 from nlp_transfer.config import THRESHOLD_MODES
 from nlp_transfer.errors import ConfigError, DataError
 from nlp_transfer.metrics import MULTI_LABEL_METRICS, multilabel_metrics
-from nlp_transfer.tasks.base import Task, number_line
+from nlp_transfer.tasks.base import RowPredictions, Task, number_line
 from nlp_transfer.tasks.calibration import calibrated_logits, calibrated_thresholds
 from nlp_transfer.tasks.labels import UNSEEN, build_label_names, label_names, label_set, multi_hot
 
@@ -50,13 +50,16 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, mode: str = "per_lab
     return [float(grid[f1.argmax()])] * probs.shape[1]
 
 
-class MultiLabelPredictions(list):
+class MultiLabelPredictions(RowPredictions):
     """Predicted label sets (a ``list`` of lists of names): each label whose sigmoid probability
     reaches its threshold. ``probabilities`` [N, L] and ``logits`` [N, L] follow ``classes``;
     ``ids`` is the 0/1 decision matrix. With ``calibration`` (Platt scaling per label,
     :mod:`nlp_transfer.tasks.calibration`) the probabilities are calibrated and ``thresholds`` are
     the run's thresholds mapped the same way (``raw_thresholds``: as tuned), so the decisions are
-    the same and ``probabilities >= thresholds`` still reads them off."""
+    the same and ``probabilities >= thresholds`` still reads them off. Slices, index arrays and boolean masks
+    keep every per-row field (:class:`~nlp_transfer.tasks.base.RowPredictions`)."""
+
+    row_fields = ("logits", "probabilities", "ids")
 
     def __init__(self, logits: np.ndarray, classes: Sequence[str], thresholds: Sequence[float], calibration: dict | None = None):
         self.classes = list(classes)

@@ -11,12 +11,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from nlp_transfer.metrics import REGRESSION_METRICS, regression_metrics
-from nlp_transfer.tasks.base import Task, number_line
+from nlp_transfer.tasks.base import RowPredictions, Task, number_line
 from nlp_transfer.tasks.labels import UNSEEN, numbers
 
 
-class RegressionPredictions(list):
-    """Predicted numbers (a ``list`` of floats); ``values`` the same as a numpy array, ``logits`` [N, 1]."""
+class RegressionPredictions(RowPredictions):
+    """Predicted numbers (a ``list`` of floats); ``values`` the same as a numpy array, ``logits`` [N, 1].
+    Slices, index arrays and boolean masks keep both (:class:`~nlp_transfer.tasks.base.RowPredictions`)."""
+
+    row_fields = ("logits", "values")
 
     def __init__(self, logits: np.ndarray, classes: Sequence[str]):
         self.classes = list(classes)  # one name: the target column

@@ -10,19 +10,35 @@ from torch import nn
 
 from nlp_transfer.errors import DataError
 from nlp_transfer.metrics import SINGLE_LABEL_METRICS, compute_metrics
-from nlp_transfer.tasks.base import Task, number_line
+from nlp_transfer.tasks.base import RowPredictions, Task, number_line
 from nlp_transfer.tasks.calibration import calibrated_logits
 from nlp_transfer.tasks.labels import UNSEEN, build_label_names, class_ids, is_missing
 
 
-class Predictions(list):
+class Predictions(RowPredictions):
     """Predicted labels (a plain ``list`` of names) that also carry the scores behind them.
 
     ``probabilities`` [N, C] and ``logits`` [N, C] are numpy arrays whose columns follow
-    ``classes``; ``scores`` is the probability of each predicted label. With ``calibration``
-    (a temperature, :mod:`nlp_transfer.tasks.calibration`) the probabilities are
-    ``softmax(logits / T)``; ``logits`` stay the model's own and the labels are the same.
+    ``classes``; ``ids`` [N] are the predicted class indices and ``scores`` the probability of
+    each predicted label. With ``calibration`` (a temperature, :mod:`nlp_transfer.tasks.calibration`)
+    the probabilities are ``softmax(logits / T)``; ``logits`` stay the model's own and the labels
+    are the same. Slices, index arrays and boolean masks keep every per-row field
+    (:class:`~nlp_transfer.tasks.base.RowPredictions`).
+
+    Args:
+        logits: The model's logits, one row per text.
+        classes: The label names, in the logits' column order.
+        calibration: The run's fitted calibration (``{"method": "temperature", "temperature": T}``) or None.
+
+    Examples:
+        >>> predictions = load_run("runs/rt-minilm-full").predict(["a gorgeous, moving film", "a tedious mess"])
+        >>> list(predictions), predictions.classes
+        (['fresh', 'rotten'], ['fresh', 'rotten'])
+        >>> predictions[1:].probabilities.shape   # the rows follow the slice
+        (1, 2)
     """
+
+    row_fields = ("logits", "probabilities", "ids")
 
     def __init__(self, logits: np.ndarray, classes: Sequence[str], calibration: dict | None = None):
         self.classes = list(classes)
@@ -34,6 +50,7 @@ class Predictions(list):
 
     @property
     def scores(self) -> np.ndarray:
+        """The probability of each predicted label, [N]."""
         return self.probabilities[np.arange(len(self)), self.ids]
 
     def to_records(self) -> list[dict]:

@@ -2,7 +2,6 @@
 and hooks (``hooks``), the loop state (``state``), resumable checkpoints (``checkpoints``), loaders with
 frozen work done once (``inputs``), in-run evaluation (``evaluation``) and the run directory (``rundir``)."""
 
-from nlp_transfer.training.evaluation import evaluate
 from nlp_transfer.training.trainer import RunResult, Trainer, train
 
-__all__ = ["train", "Trainer", "RunResult", "evaluate"]
+__all__ = ["train", "Trainer", "RunResult"]

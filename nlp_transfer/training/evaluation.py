@@ -8,7 +8,7 @@ from nlp_transfer.data.chunking import per_document
 
 
 @torch.inference_mode()
-def evaluate(
+def evaluate_model(
     model, loader, accelerator, labels: list[str], aggregate: str = "mean", tune: str | None = None, outputs: dict | None = None
 ) -> dict:
     """The task's metrics on a prepared loader.

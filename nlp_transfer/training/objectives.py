@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from nlp_transfer.training.evaluation import evaluate
+from nlp_transfer.training.evaluation import evaluate_model
 
 
 class Objective(Protocol):
@@ -41,7 +41,7 @@ class Classification:
         return (loss if self.regulariser is None else loss + self.regulariser()), loss
 
     def validate(self, session) -> dict:
-        return evaluate(session.model, session.val_loader, session.accelerator, self.labels, self.aggregate, tune=self.tune)
+        return evaluate_model(session.model, session.val_loader, session.accelerator, self.labels, self.aggregate, tune=self.tune)
 
 
 class ContrastivePairs:
@@ -74,7 +74,7 @@ class ContrastivePairs:
             model.head, feats["train"], feats["validation"], self.labels, self.logreg_c, self.metric, self.seed, self.class_weights
         )
         val = torch.utils.data.DataLoader(feats["validation"], batch_size=s.cfg.train.eval_batch_size, collate_fn=as_batch)
-        metrics = evaluate(s.model, val, s.accelerator, self.labels)
+        metrics = evaluate_model(s.model, val, s.accelerator, self.labels)
         metrics["logreg_C"] = fit["C"]
         return metrics
 

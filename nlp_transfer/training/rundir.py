@@ -2,7 +2,8 @@
 
 It holds the model and tokenizer (``save_pretrained`` layout) with the run manifest
 (:mod:`nlp_transfer.manifest`), the resolved recipe (``recipe.yaml``), the results
-(``metrics.json``: per epoch and final test) and the report (``summary.md`` with its plots).
+(``metrics.json``: per epoch and final test), the report (``summary.md`` with its plots) and
+the model card (``README.md``, :mod:`nlp_transfer.reporting.card`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from nlp_transfer.reporting.card import write_model_card
 from nlp_transfer.reporting.report import write_summary
 from nlp_transfer.utils.environment import library_versions, machine
 
@@ -87,7 +89,9 @@ def write_run_dir(cfg, result, model, tokenizer, data, precision: str, accelerat
         model.save_pretrained(
             tmp, tokenizer, precision=precision, eval_batch_size=cfg.train.eval_batch_size, name=cfg.name, calibration=calibration
         )
-        (tmp / "recipe.yaml").write_text(cfg.replace("train.resume=null").to_yaml())  # reruns start afresh
+        recipe = cfg.replace("train.resume=null")  # reruns start afresh
+        (tmp / "recipe.yaml").write_text(recipe.to_yaml())
         metrics = run_metrics(cfg, result, data, metric, environment_info(precision, accelerator, cfg.train.seed))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_summary(tmp, cfg, metrics)
+        write_model_card(tmp, recipe.to_dict(), metrics)

@@ -35,12 +35,14 @@ from nlp_transfer.data.chunking import LongTextSpec
 from nlp_transfer.data.loading import TextData, load_data
 from nlp_transfer.data.sampling import check_class_weights, class_weights
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.inference.predictor import build_predictor
+from nlp_transfer.manifest import read_manifest
 from nlp_transfer.models.domain import build_domain_head
 from nlp_transfer.models.fast import speedups
 from nlp_transfer.models.hub import resolve_checkpoint
 from nlp_transfer.recipes import build_classifier
 from nlp_transfer.tasks.calibration import calibration_record, fit_calibration
-from nlp_transfer.training.evaluation import evaluate
+from nlp_transfer.training.evaluation import evaluate_model
 from nlp_transfer.training.hooks import default_hooks
 from nlp_transfer.training.inputs import Inputs, build_inputs, loader
 from nlp_transfer.training.loop import fit
@@ -62,6 +64,25 @@ logger = get_logger("nlp_transfer")
 
 @dataclass
 class RunResult:
+    """What :func:`train` returns: the run's results (as in its ``metrics.json``) and the trained predictor.
+
+    Attributes:
+        output_dir: The run directory (``output.dir``), complete on disk.
+        history: One dict per epoch: ``train_loss``, ``seconds`` and the ``validation`` metrics.
+        best_epoch: The epoch whose weights were kept (by ``train.metric_for_best`` on validation).
+        validation: The best epoch's validation metrics.
+        test: The best model's test metrics (with per-class rows and the confusion matrix).
+        calibration: The calibration fitted on validation, measured before and after (empty for regression).
+        predictor: The trained model as a :class:`~nlp_transfer.inference.predictor.Predictor`, without a
+            reload from disk: it predicts exactly what ``load_run(output_dir)`` predicts. ``None`` on the
+            other processes of a multi-process run (the main process holds the saved model).
+
+    Examples:
+        >>> result = train(cfg)
+        >>> result.test["accuracy"], result.best_epoch
+        >>> result.predictor.predict(["a gorgeous, moving film"]).probabilities
+    """
+
     output_dir: Path
     history: list[dict]
     best_epoch: int
@@ -74,6 +95,7 @@ class RunResult:
     resumes: list = field(default_factory=list)  # checkpoints the run was resumed from
     task: str = "single_label"
     calibration: dict = field(default_factory=dict)  # fitted on validation, measured before/after (tasks/calibration.py)
+    predictor: object = field(default=None, repr=False, compare=False)  # the main process's trained Predictor
 
 
 @dataclass
@@ -353,7 +375,9 @@ class Trainer:
             s.raw_model.thresholds = list(st.best_thresholds)
         fit_seconds = time.perf_counter() - self.t_inputs
         test_out: dict = {}
-        test = evaluate(s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out)
+        test = evaluate_model(
+            s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out
+        )
         s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(test)}")
         calibration, calibration_record = self._calibrate(test_out)
         result = RunResult(
@@ -375,6 +399,8 @@ class Trainer:
             # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
             raw = acc.unwrap_model(s.model, keep_fp32_wrapper=False)
             write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric, calibration)
+            # The model just saved, with the settings its manifest records: what load_run(output_dir) would build.
+            result.predictor = build_predictor(raw, s.tokenizer, read_manifest(result.output_dir))
             if ckpt.enabled(cfg) or cfg.train.resume:  # the run directory is complete: nothing left to resume
                 shutil.rmtree(ckpt.checkpoint_root(cfg), ignore_errors=True)
         acc.wait_for_everyone()
@@ -394,7 +420,7 @@ class Trainer:
                 val_loader.dataset.tokens, batch_size=cfg.train.eval_batch_size, collate_fn=s.inputs.test.collate_fn
             )
         val_out: dict = {}
-        evaluate(s.model, acc.prepare_data_loader(val_loader), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=val_out)
+        evaluate_model(s.model, acc.prepare_data_loader(val_loader), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=val_out)
         if not acc.is_main_process or not len(val_out["targets"]):
             return None, {}
         calibration = fit_calibration(method, val_out["logits"], val_out["targets"])
@@ -457,7 +483,7 @@ def _no_loop(cfg: RecipeConfig) -> bool:
 def fit_zero_shot(s: Session, zero_shot: dict) -> None:
     """No training: the validation metrics of the language model's own guess (transfer/zero_shot.py)."""
     t0 = time.perf_counter()
-    val = evaluate(s.model, s.accelerator.prepare_data_loader(s.inputs.validation), s.accelerator, s.data.labels)
+    val = evaluate_model(s.model, s.accelerator.prepare_data_loader(s.inputs.validation), s.accelerator, s.data.labels)
     seconds = time.perf_counter() - t0
     words = ", ".join(f"{label} -> {w['token']!r}" for label, w in zero_shot["label_words"].items())
     calibrated = f", calibrated on {zero_shot['calibration_text']!r}" if zero_shot.get("calibration") else ""
@@ -490,7 +516,7 @@ def fit_probe(s: Session) -> None:
         cfg.model.chunk_aggregate,
     )
     seconds = time.perf_counter() - t0
-    val = evaluate(s.model, acc.prepare_data_loader(s.inputs.validation), acc, s.data.labels, cfg.model.chunk_aggregate)
+    val = evaluate_model(s.model, acc.prepare_data_loader(s.inputs.validation), acc, s.data.labels, cfg.model.chunk_aggregate)
     s.info(
         f"logistic regression head: C={fit['C']} (searched {[r['C'] for r in fit['search']]}) | validation "
         f"{s.task.log_line(val)} | {seconds:.1f}s"
@@ -503,9 +529,36 @@ def fit_probe(s: Session) -> None:
 
 
 def train(cfg: RecipeConfig, data: TextData | None = None, progress: bool = True) -> RunResult:
-    """Train ``cfg`` and write its run directory. Returns the metrics.
+    """Train the recipe ``cfg`` and write its run directory (``cfg.output.dir``).
 
-    ``data`` may be passed pre-loaded (research code, tests); otherwise ``cfg.data`` is loaded.
+    Set-up, fit and finish of one :class:`Trainer` on one Accelerate loop: the same call on CPU, one GPU or
+    several processes (``accelerate launch``). The run directory appears complete (model, tokenizer,
+    manifest, ``recipe.yaml``, ``metrics.json``, ``summary.md``, ``README.md`` model card) or not at all.
+
+    Args:
+        cfg: The recipe (:meth:`RecipeConfig.from_yaml <nlp_transfer.config.schema.RecipeConfig.from_yaml>`,
+            :meth:`~nlp_transfer.config.schema.RecipeConfig.replace`).
+        data: The data already loaded (:func:`~nlp_transfer.data.loading.load_data`), e.g. to reuse one split
+            across runs; default: ``cfg.data`` is loaded.
+        progress: Show progress bars (on the main process, in a terminal).
+
+    Returns:
+        A :class:`RunResult`: the metrics per epoch, on validation and test, the calibration, and
+        ``predictor``, the trained model ready to predict (the same predictions as ``load_run(output_dir)``).
+
+    Raises:
+        ConfigError: The recipe does not fit the data or the machine (one line, before any model is built).
+        DataError: The data cannot be used as configured.
+        TrainingError: Training cannot go on (e.g. a NaN loss); nothing is written.
+
+    Examples:
+        >>> from nlp_transfer import RecipeConfig, train
+        >>> cfg = RecipeConfig.from_yaml("recipes/rotten_tomatoes/minilm-full.yaml").replace(train={"epochs": 1})
+        >>> result = train(cfg)
+        >>> result.test["accuracy"]
+        0.83
+        >>> result.predictor.predict(["a gorgeous, moving film"])
+        ['fresh']
     """
     with Trainer(cfg, data, progress) as trainer:
         trainer.setup()
