@@ -3,7 +3,7 @@
 
     python scripts/bench.py cache                      # frozen work done once (issue: transfer modes)
     python scripts/bench.py cache --max-samples 2000   # a quicker slice
-    python scripts/bench.py cache --readme README.md   # also regenerate the README block
+    python scripts/bench.py cache --readme docs/results/caches.md   # also regenerate the docs page's block
     python scripts/bench.py adapters                   # top-k LoRA with and without the frozen-prefix cache
     python scripts/bench.py ship                       # ONNX against PyTorch, streamed prediction memory, the server
 
@@ -24,7 +24,7 @@ under a bounded load test on localhost (fixed request count, concurrency 8: thro
 
 "fit" is the part the caches change: frozen work + training + validation. "wall" is the
 whole ``train()`` call (model load, tokenization, test, saving included). Results go to
-a JSON file and, with --readme, into README between ``<!-- results:bench-cache -->`` markers.
+a JSON file and, with --readme, into that docs page between ``<!-- results:bench-cache -->`` markers.
 """
 
 from __future__ import annotations
@@ -983,7 +983,7 @@ def main(argv: list[str]) -> None:
     )
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     c.add_argument("--out", default="results/bench_cache.json", help="JSON results file")
-    c.add_argument("--readme", default=None, help="README to update between <!-- results:bench-cache --> markers")
+    c.add_argument("--readme", default=None, help="docs page to update between <!-- results:bench-cache --> markers (docs/results/...)")
     a = sub.add_parser("adapters", help="top-k LoRA with the frozen-prefix cache against without it, beside LoRA on every layer")
     a.add_argument("--dataset", default="rotten_tomatoes", help="recipes/<dataset>/minilm-lora.yaml")
     a.add_argument("--top", type=int, default=2, help="adapted top layers of the cached/uncached pair (default 2)")
@@ -991,7 +991,7 @@ def main(argv: list[str]) -> None:
     a.add_argument("--max-samples", type=int, default=None, help="use at most this many examples per split")
     a.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     a.add_argument("--out", default="results/bench_adapters.json", help="JSON results file")
-    a.add_argument("--readme", default=None, help="README to update between <!-- results:bench-adapters --> markers")
+    a.add_argument("--readme", default=None, help="docs page to update between <!-- results:bench-adapters --> markers (docs/results/...)")
     s = sub.add_parser("speed", help="training and prediction throughput against transformers' Trainer and pipeline")
     s.add_argument("--train-samples", type=int, default=2560, help="training texts (default 2560: 80 steps of 32)")
     s.add_argument("--epochs", type=int, default=1, help="full fine-tuning epochs on both sides (default 1)")
@@ -1016,7 +1016,7 @@ def main(argv: list[str]) -> None:
         help="extra recipe override for the nlp-transfer runs (repeatable), e.g. train.fast_kernels=false",
     )
     s.add_argument("--out", default="results/bench_speed.json", help="JSON results file")
-    s.add_argument("--readme", default=None, help="README to update between <!-- results:bench-speed --> markers")
+    s.add_argument("--readme", default=None, help="docs page to update between <!-- results:bench-speed --> markers (docs/results/...)")
     h = sub.add_parser("ship", help="ONNX fp32/int8 against PyTorch, streamed prediction memory, the HTTP server under load")
     h.add_argument("--run", help="MiniLM run to ship (default: train recipes/rotten_tomatoes/minilm-full.yaml on a slice)")
     h.add_argument("--max-samples", type=int, default=3000, help="data.max_samples of that training (default 3000)")
@@ -1042,7 +1042,7 @@ def main(argv: list[str]) -> None:
     h.add_argument("--texts-per-request", type=int, default=1, help="texts per request (default 1)")
     h.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: all cores)")
     h.add_argument("--out", default="results/bench_ship.json", help="JSON results file")
-    h.add_argument("--readme", default=None, help="README to update between <!-- results:bench-ship --> markers")
+    h.add_argument("--readme", default=None, help="docs page to update between <!-- results:bench-ship --> markers (docs/results/...)")
     args = p.parse_args(argv)
     args.argv = argv[1:]
     from nlp_transfer.utils.logs import setup_logging as _setup_logging
