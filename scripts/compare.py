@@ -6,8 +6,8 @@
         data.max_samples=500 train.epochs=1 --runs runs/try
 
 Writes the run directories, comparison.md, comparison.json and comparison.png under --runs. With
---readme README.md the table replaces the `<!-- results:compare -->` block, so README figures
-are regenerated, not typed. One process: run it with plain `python`.
+--readme docs/results/transfer-gain.md --section compare-rotten_tomatoes the table replaces that block
+of the docs page, so its figures are regenerated, not typed. One process: run it with plain `python`.
 """
 
 import sys

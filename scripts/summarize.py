@@ -4,8 +4,8 @@
     python scripts/summarize.py runs/rt-minilm-feature_extraction runs/rt-minilm-full --out results/demo.md
 
 The baseline is trained on exactly the splits of the first run's recipe. With
---readme README.md the table replaces the block between `<!-- results:NAME -->` and
-`<!-- /results:NAME -->` (NAME from --section), so README figures are regenerated, not typed.
+--readme docs/results/PAGE.md the table replaces the block between `<!-- results:NAME -->` and
+`<!-- /results:NAME -->` (NAME from --section) of that docs page, so its figures are regenerated, not typed.
 """
 
 import sys
