@@ -180,7 +180,7 @@ def test_adapter_runs_train_only_the_adapter_and_reload_and_merge_to_the_same_lo
     assert all((run / f).is_file() for f in ADAPTER_FILES) and not (run / "model.safetensors").exists()
     manifest = json.loads((run / "nlp_transfer.json").read_text())
     assert manifest["adapter"]["method"] == mode and manifest["adapter"]["base_checkpoint"] == str(model_dirs[arch])
-    assert manifest["transformers_class"] is None and "export.py RUN OUT --merge" in manifest["transformers_note"]
+    assert manifest["transformers_class"] is None and "export RUN OUT --merge" in manifest["transformers_note"]
     summary = (run / "summary.md").read_text()
     assert f"An adapter run ({mode})" in summary and f"mode `{mode}`: " in summary
 
