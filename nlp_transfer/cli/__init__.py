@@ -16,6 +16,7 @@ from nlp_transfer.cli.select import select_main
 from nlp_transfer.cli.serve import serve_main
 from nlp_transfer.cli.summarize import summarize_main
 from nlp_transfer.cli.train import train_main
+from nlp_transfer.cli.tune import tune_main
 
 __all__ = [
     "run_cli",
@@ -31,4 +32,5 @@ __all__ = [
     "adapt_main",
     "label_issues_main",
     "serve_main",
+    "tune_main",
 ]

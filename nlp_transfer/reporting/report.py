@@ -82,6 +82,13 @@ def _head_lines(cfg, metrics: dict) -> list[str]:
 
 def _test_lines(metrics: dict, pngs: list[str]) -> list[str]:
     t = metrics["test"]
+    if not t:  # a search trial: only the trial the search chooses is scored on test, after the search
+        return [
+            "## Test",
+            "",
+            "Not scored on test: a trial of a hyperparameter search (the test split is read only for the chosen trial).",
+            "",
+        ]
     lines = ["## Test", "", get_task(metrics.get("task", "single_label")).headline(t), ""]
     if "per_class" in t:
         if t.get("thresholds"):

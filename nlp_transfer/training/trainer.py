@@ -340,8 +340,11 @@ class Trainer:
         fit(s, objective, default_hooks(cfg) if hooks is None else hooks)
 
     # ---- finish ------------------------------------------------------------------------
-    def finish(self) -> RunResult:
-        """The best epoch's model on test, then the run directory (main process), checkpoints removed."""
+    def finish(self, test: bool = True) -> RunResult:
+        """The best epoch's model on test, then the run directory (main process), checkpoints removed.
+
+        ``test=False`` (the trials of a hyperparameter search): the test split is not evaluated; the run's test
+        metrics stay empty until whoever chose the run scores it."""
         s, cfg = self.s, self.cfg
         acc = s.accelerator
         if s.inputs.prefix is not None:  # the whole model from here on: the real frozen layers back in place
@@ -353,15 +356,19 @@ class Trainer:
             s.raw_model.thresholds = list(st.best_thresholds)
         fit_seconds = time.perf_counter() - self.t_inputs
         test_out: dict = {}
-        test = evaluate(s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out)
-        s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(test)}")
+        scores = {}
+        if test:
+            scores = evaluate(
+                s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out
+            )
+            s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(scores)}")
         calibration, calibration_record = self._calibrate(test_out)
         result = RunResult(
             Path(cfg.output.dir),
             st.history,
             st.best_epoch,
             st.history[st.best_epoch - 1]["validation"],
-            test,
+            scores,
             self._timing(fit_seconds),
             {"trainable": s.params.get("trainable"), "total": s.params.get("total")},
             self._setup_record(),
@@ -398,13 +405,15 @@ class Trainer:
         if not acc.is_main_process or not len(val_out["targets"]):
             return None, {}
         calibration = fit_calibration(method, val_out["logits"], val_out["targets"])
-        record = calibration_record(
-            calibration, {"validation": (val_out["logits"], val_out["targets"]), "test": (test_out["logits"], test_out["targets"])}
-        )
+        splits = {"validation": (val_out["logits"], val_out["targets"])}
+        if test_out:  # empty when the test split was not evaluated
+            splits["test"] = (test_out["logits"], test_out["targets"])
+        record = calibration_record(calibration, splits)
         fitted = f"temperature {record['temperature']:.3f}" if method == "temperature" else "Platt scaling per label"
+        shown = record.get("test") or record["validation"]
         s.info(
-            f"calibration ({fitted}, on validation) | test ECE {record['test']['ece_before']:.4f} -> "
-            f"{record['test']['ece_after']:.4f}, NLL {record['test']['nll_before']:.4f} -> {record['test']['nll_after']:.4f}"
+            f"calibration ({fitted}, on validation) | {'test' if test_out else 'validation'} ECE {shown['ece_before']:.4f} -> "
+            f"{shown['ece_after']:.4f}, NLL {shown['nll_before']:.4f} -> {shown['nll_after']:.4f}"
         )
         return calibration, record
 
