@@ -92,21 +92,25 @@ def check_storage(opts: TuneOptions) -> None:
 
 def open_storage(url: str):
     """An Optuna storage for ``url``; :class:`ConfigError` when it cannot be opened."""
-    from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+    import optuna.storages as st
     from optuna.storages.journal import JournalFileBackend
 
     if url.startswith("journal:"):
-        return JournalStorage(JournalFileBackend(url[len("journal:") :]))
+        return st.JournalStorage(JournalFileBackend(url[len("journal:") :]))
     if "://" not in url:
         raise ConfigError(f"--storage {url!r} is not a storage URL; use sqlite:///PATH, journal:PATH or postgresql://USER@HOST/DB")
     beat = int(os.environ.get("NLP_TRANSFER_TUNE_HEARTBEAT", HEARTBEAT_SECONDS))
+    # A trial whose worker stopped beating is failed and run again with its values (optuna >= 4.9 names it "stale").
+    retry = getattr(st, "RetryHeartbeatStaleTrialCallback", None)
     try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=beat,
-            grace_period=2 * beat,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeats are "experimental" in optuna
+            on_stale = (
+                {"heartbeat_stale_trial_callback": retry(max_retry=2)}
+                if retry
+                else {"failed_trial_callback": st.RetryFailedTrialCallback(max_retry=2)}
+            )
+            return st.RDBStorage(url, heartbeat_interval=beat, grace_period=2 * beat, **on_stale)
     except Exception as e:  # sqlalchemy's errors (no driver, refused connection, unwritable file) are many
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--storage {url}: cannot open it ({first[:200]})") from None
