@@ -131,6 +131,8 @@ def test_search_writes_outputs_never_reads_test_and_best_yaml_trains(make_cfg, t
     runs = {t.number: json.loads((out / "trials" / f"{t.number:04d}" / "metrics.json").read_text()) for t in result.study.trials}
     assert runs[best.number]["test"]["num_examples"] == 80  # the chosen trial, scored after the search
     assert all(m["test"] == {} for n, m in runs.items() if n != best.number)  # no other trial was ever scored on test
+    assert "## Test\n\naccuracy **" in (out / "trials" / f"{best.number:04d}" / "summary.md").read_text()
+    assert (out / "trials" / f"{best.number:04d}" / "learning_curves.png").is_file()
     assert any(m["timing"]["cache"]["features"]["hits"] for m in runs.values()), "later trials reuse the feature cache"
     for name in ("study.md", "history.png", "parallel_coordinate.png", "importance.png", "best.yaml"):
         assert (out / name).is_file(), name
@@ -210,13 +212,13 @@ def test_second_objective_gives_a_pareto_front(make_cfg, tmp_path):
 
 
 def test_two_workers_on_one_journal_run_distinct_trials(make_cfg, tmp_path):
-    cfg, out = make_cfg(tmp_path, *FAST), tmp_path / "tune"
+    cfg, out = make_cfg(tmp_path, *FAST, "train.epochs=1"), tmp_path / "tune"
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(cfg.to_yaml())
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(LR))
     out.mkdir()
     journal = f"journal:{out / 'journal.log'}"
-    cmd = [sys.executable, "scripts/tune.py", "--config", str(recipe), "--space", str(tmp_path / "space.yaml"), "--trials", "6"]
+    cmd = [sys.executable, "scripts/tune.py", "--config", str(recipe), "--space", str(tmp_path / "space.yaml"), "--trials", "4"]
     cmd += ["--out", str(out), "--storage", journal, "--pruner", "none", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     workers = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -225,6 +227,6 @@ def test_two_workers_on_one_journal_run_distinct_trials(make_cfg, tmp_path):
         assert w.returncode == 0, err[-3000:]
     trials = _trials(out, storage=journal)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert 6 <= len(done) <= 7, [t.state for t in trials]  # a worker may finish the trial it started as the other reached 6
+    assert 4 <= len(done) <= 5, [t.state for t in trials]  # a worker may finish the trial it started as the other reached 4
     assert len({t.number for t in done}) == len(done) and len({t.user_attrs["run_dir"] for t in done}) == len(done)
     assert {t.user_attrs["pid"] for t in done} == {w.pid for w in workers}, "both workers ran trials"

@@ -343,8 +343,8 @@ class Trainer:
     def finish(self, test: bool = True) -> RunResult:
         """The best epoch's model on test, then the run directory (main process), checkpoints removed.
 
-        ``test=False`` (the trials of a hyperparameter search): the test split is not evaluated; the run's test
-        metrics stay empty until whoever chose the run scores it."""
+        ``test=False`` (the trials of a hyperparameter search): the test split is not evaluated and summary.md has no
+        plots; the run's test metrics stay empty until whoever chose the run scores it (and writes its summary again)."""
         s, cfg = self.s, self.cfg
         acc = s.accelerator
         if s.inputs.prefix is not None:  # the whole model from here on: the real frozen layers back in place
@@ -381,7 +381,7 @@ class Trainer:
         if acc.is_main_process:
             # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
             raw = acc.unwrap_model(s.model, keep_fp32_wrapper=False)
-            write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric, calibration)
+            write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric, calibration, plots=test)
             if ckpt.enabled(cfg) or cfg.train.resume:  # the run directory is complete: nothing left to resume
                 shutil.rmtree(ckpt.checkpoint_root(cfg), ignore_errors=True)
         acc.wait_for_everyone()
