@@ -145,9 +145,13 @@ class Channel:
     """The main process's values, given to every process (accelerate's broadcast); one process: a no-op."""
 
     def __init__(self):
+        import torch
         from accelerate import PartialState
 
-        state = PartialState()
+        # Under torchrun without a GPU, gloo processes: accelerate is not told so by torchrun itself.
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        state = PartialState(cpu=several and (forced or not torch.cuda.is_available()))
         self.processes, self.is_main = state.num_processes, state.is_main_process
 
     def share(self, obj):
@@ -158,6 +162,13 @@ class Channel:
         box = [obj]
         broadcast_object_list(box, from_process=0)
         return box[0]
+
+    def close(self) -> None:
+        """The end of the search: the process group the trials kept up goes."""
+        if self.processes > 1:
+            from accelerate import PartialState
+
+            PartialState().destroy_process_group()
 
 
 class TrialStop(Exception):
@@ -212,7 +223,7 @@ class Search:
             with trainer:
                 trainer.setup()
                 trainer.fit(hooks=default_hooks(cfg) + [hook])
-                return trainer.finish(test=False), hook.epochs
+                return trainer.finish(test=False, last=False), hook.epochs
         finally:  # nothing of this trial stays in memory for the next one
             del trainer
             gc.collect()
@@ -354,6 +365,7 @@ def tune(base: RecipeConfig, params: list[Param], opts: TuneOptions) -> TuneResu
     search = Search(base, params, opts, data, metric, channel)
     if not channel.is_main:
         search.follow()
+        channel.close()
         return None
     Path(opts.out).mkdir(parents=True, exist_ok=True)
     study = open_study(base, params, opts, metric)
@@ -373,6 +385,7 @@ def tune(base: RecipeConfig, params: list[Param], opts: TuneOptions) -> TuneResu
                 study.optimize(search.objective, n_trials=todo, timeout=opts.timeout, catch=(Exception,), callbacks=[enough])
     finally:
         channel.share(None)  # the other processes stop
+        channel.close()
     result = TuneResult(study, metric, directions(metric, opts.also), storage_url=storage_url(opts))
     write_outputs(result, base, params, opts, data)
     return result

@@ -340,11 +340,12 @@ class Trainer:
         fit(s, objective, default_hooks(cfg) if hooks is None else hooks)
 
     # ---- finish ------------------------------------------------------------------------
-    def finish(self, test: bool = True) -> RunResult:
+    def finish(self, test: bool = True, last: bool = True) -> RunResult:
         """The best epoch's model on test, then the run directory (main process), checkpoints removed.
 
         ``test=False`` (the trials of a hyperparameter search): the test split is not evaluated and summary.md has no
-        plots; the run's test metrics stay empty until whoever chose the run scores it (and writes its summary again)."""
+        plots; the run's test metrics stay empty until whoever chose the run scores it (and writes its summary again).
+        ``last=False``: more runs follow in this process (a search's trials), so the process group stays up."""
         s, cfg = self.s, self.cfg
         acc = s.accelerator
         if s.inputs.prefix is not None:  # the whole model from here on: the real frozen layers back in place
@@ -385,7 +386,11 @@ class Trainer:
             if ckpt.enabled(cfg) or cfg.train.resume:  # the run directory is complete: nothing left to resume
                 shutil.rmtree(ckpt.checkpoint_root(cfg), ignore_errors=True)
         acc.wait_for_everyone()
-        acc.end_training()
+        if last:
+            acc.end_training()
+        else:
+            for tracker in acc.trackers:
+                tracker.finish()
         return result
 
     def _calibrate(self, test_out: dict) -> tuple[dict | None, dict]:
