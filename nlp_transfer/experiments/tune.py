@@ -110,10 +110,19 @@ def open_storage(url: str):
                 if retry
                 else {"failed_trial_callback": st.RetryFailedTrialCallback(max_retry=2)}
             )
-            return st.RDBStorage(url, heartbeat_interval=beat, grace_period=2 * beat, **on_stale)
+            return st.RDBStorage(_with_driver(url), heartbeat_interval=beat, grace_period=2 * beat, **on_stale)
     except Exception as e:  # sqlalchemy's errors (no driver, refused connection, unwritable file) are many
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--storage {url}: cannot open it ({first[:200]})") from None
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg 3, 2.0 to psycopg2."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
 
 
 def make_pruner(name_or_pruner, epochs: int):
