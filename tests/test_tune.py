@@ -99,6 +99,14 @@ def test_bad_space_is_one_error_line_and_nothing_written(space, words, make_cfg,
     assert not out.exists()
 
 
+def test_print_space_shows_the_default_space_of_the_mode(make_cfg, tmp_path, capsys):
+    recipe, out = tmp_path / "recipe.yaml", tmp_path / "tune"
+    recipe.write_text(make_cfg(tmp_path, "transfer.mode=lora").to_yaml())
+    assert run_cli(tune_main, ["--config", str(recipe), "--trials", "2", "--out", str(out), "--print-space"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown == DEFAULT_SPACES["lora"] and not out.exists()
+
+
 @pytest.mark.parametrize("storage", ["sqlite:////no/such/folder/study.db", "nosuchdb://user@localhost/x", "journal:/no/such/folder/j.log"])
 def test_storage_that_cannot_be_opened_is_one_error_line(storage, make_cfg, tmp_path, capsys):
     recipe, out = tmp_path / "recipe.yaml", tmp_path / "tune"
@@ -152,8 +160,9 @@ def test_resume_runs_only_the_missing_trials(make_cfg, tmp_path):
     tune(cfg, parse_space(LR), TuneOptions(trials=3, out=out, pruner="none"))
     after = _trials(out)
     assert len(after) == 3 and all(first[t.number] == (t.datetime_start, t.params) for t in after[:2])
-    tune(cfg, parse_space(LR), TuneOptions(trials=3, out=out, pruner="none"))  # finished: adds nothing
+    result = tune(cfg, parse_space(LR), TuneOptions(trials=3, out=out, pruner="none", keep_best=1))  # finished: adds nothing
     assert len(_trials(out)) == 3
+    assert sorted(p.name for p in (out / "trials").iterdir()) == [f"{result.study.best_trial.number:04d}"]  # --keep-best 1
     with pytest.raises(ConfigError, match="another space"):  # a resumed study keeps its space
         tune(cfg, parse_space({"train.lr": {**LR["train.lr"], "high": 0.1}}), TuneOptions(trials=4, out=out))
 
@@ -175,6 +184,25 @@ def test_a_killed_workers_trial_is_failed_and_retried_with_its_values(make_cfg, 
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].params["train.lr"] == lr and trials[1].user_attrs["retry_of"] == 0
     assert not (out / "trials" / "0000").exists() and (out / "trials" / "0001" / "metrics.json").is_file()
+
+
+def test_a_trial_whose_heartbeat_stopped_is_retried(make_cfg, tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("NLP_TRANSFER_TUNE_HEARTBEAT", "1")  # stale after 2 s without a beat
+    cfg, out = make_cfg(tmp_path, *FAST, "train.epochs=1"), tmp_path / "tune"
+    out.mkdir()
+    storage = open_storage(f"sqlite:///{out / 'study.db'}")
+    study = optuna.create_study(study_name="toy", storage=storage, direction="maximize")
+    with pytest.warns(UserWarning):  # optuna: heartbeats are meant for optimize
+        trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)})
+    trial.set_user_attr("host", "another-machine")  # not this machine's: only its heartbeat tells it is gone
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(3.5)  # SQLite keeps heartbeats to the second
+    tune(cfg, parse_space(LR), TuneOptions(trials=1, out=out, pruner="none"))
+    trials = _trials(out)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params and trials[1].system_attrs["failed_trial"] == trials[0].number
 
 
 def test_pruned_trials_leave_no_run_directory(make_cfg, tmp_path):
@@ -261,7 +289,9 @@ def test_postgres_storage_runs_trials_with_heartbeats_and_resumes(make_cfg, tmp_
     try:
         result = tune(cfg, parse_space(LR), opts)
         storage = getattr(result.study._storage, "_backend", result.study._storage)  # optuna wraps RDB storages in a cache
-        assert storage.get_heartbeat_interval() > 0 and storage.get_heartbeat_stale_trial_callback() is not None  # a killed worker's trial is retried
+        assert (
+            storage.get_heartbeat_interval() > 0 and storage.get_heartbeat_stale_trial_callback() is not None
+        )  # a killed worker's trial is retried
         assert [t.state for t in result.study.trials] == [TrialState.COMPLETE] * 2
         assert not (out / "study.db").exists() and f"optuna-dashboard {POSTGRES}" in (out / "study.md").read_text()
         tune(cfg, parse_space(LR), opts)  # finished: adds nothing

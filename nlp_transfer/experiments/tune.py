@@ -379,6 +379,9 @@ def tune(base: RecipeConfig, params: list[Param], opts: TuneOptions) -> TuneResu
     Path(opts.out).mkdir(parents=True, exist_ok=True)
     study = open_study(base, params, opts, metric)
     reap_dead_workers(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # RDB: trials whose worker stopped beating (another machine), queued again
     done, running = counted(study)
     todo = max(opts.trials - done - running, 0)
     logger.info(f"study '{study.study_name}': {done} trial(s) finished, {running} running; {todo} to run of {opts.trials}")
