@@ -175,7 +175,8 @@ def test_a_killed_workers_trial_is_failed_and_retried_with_its_values(make_cfg, 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     study = optuna.create_study(study_name="toy", storage=open_storage(f"sqlite:///{out / 'study.db'}"), direction="maximize")
-    trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)})
+    with pytest.warns(UserWarning):  # optuna: heartbeats are meant for optimize
+        trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True)})
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", dead.pid)  # its worker was killed: RUNNING forever without the reaper
     lr = trial.params["train.lr"]
