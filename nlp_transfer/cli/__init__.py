@@ -27,6 +27,7 @@ _EXPORTS = {
     "serve_main": "nlp_transfer.cli.serve",
     "recipes_main": "nlp_transfer.cli.recipes",
     "push_main": "nlp_transfer.cli.push",
+    "tune_main": "nlp_transfer.cli.tune",
 }
 
 __all__ = sorted(_EXPORTS)

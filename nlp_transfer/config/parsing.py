@@ -206,3 +206,34 @@ def _describe_section(cls: type, prefix: str) -> list[str]:
     for sub, name in nested:
         lines += _describe_section(sub, name)
     return lines
+
+
+# ---- single keys ----------------------------------------------------------------------
+def key_type(root: type, key: str) -> Any:
+    """The type of dotted ``key`` (``train.lr``) in dataclass ``root``; :class:`ConfigError` naming the nearest
+    key when there is none, or when ``key`` names a section rather than a value."""
+    parts, cls, prefix = key.split("."), root, ""
+    for i, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(cls)}
+        if part not in names:
+            near = _suggest(prefix, part, names, root) if all(parts) else None
+            hint = f"; did you mean '{near}'?" if near else ""
+            raise ConfigError(f"'{key}' is not a recipe key{hint}")
+        t = typing.get_type_hints(cls)[part]
+        last = i == len(parts) - 1
+        if dataclasses.is_dataclass(t):
+            if last:
+                raise ConfigError(
+                    f"'{key}' is a section of the recipe, not a key; name one of its keys (e.g. {key}.{dataclasses.fields(t)[0].name})"
+                )
+            cls, prefix = t, f"{prefix}{part}."
+        elif not last:
+            raise ConfigError(f"'{key}' is not a recipe key: '{prefix}{part}' is a value, not a section")
+        else:
+            return t
+    raise ConfigError(f"'{key}' is not a recipe key")  # pragma: no cover - the loop returns or raises
+
+
+def coerce_value(value: Any, t: Any, key: str) -> Any:
+    """``value`` as the type ``t`` of recipe key ``key`` (as a YAML recipe or an override would give it)."""
+    return _coerce(value, t, key)

@@ -82,6 +82,13 @@ def _head_lines(cfg, metrics: dict) -> list[str]:
 
 def _test_lines(metrics: dict, pngs: list[str]) -> list[str]:
     t = metrics["test"]
+    if not t:  # a search trial: only the trial the search chooses is scored on test, after the search
+        return [
+            "## Test",
+            "",
+            "Not scored on test: a trial of a hyperparameter search (the test split is read only for the chosen trial).",
+            "",
+        ]
     lines = ["## Test", "", get_task(metrics.get("task", "single_label")).headline(t), ""]
     if "per_class" in t:
         if t.get("thresholds"):
@@ -157,10 +164,10 @@ def _data_lines(metrics: dict) -> list[str]:
     return lines + [f"| {s} | {v['mean']:.4f} | {v['std']:.4f} | {v['min']:.4f} | {v['max']:.4f} |" for s, v in target.items()]
 
 
-def write_summary(run_dir: Path, cfg, metrics: dict) -> Path:
-    """``summary.md`` (and its plots) of a run directory holding its model and manifest."""
+def write_summary(run_dir: Path, cfg, metrics: dict, plots: bool = True) -> Path:
+    """``summary.md`` (and, unless ``plots=False``, its plots) of a run directory holding its model and manifest."""
     run_dir = Path(run_dir)
-    pngs = write_plots(run_dir, cfg, metrics)
+    pngs = write_plots(run_dir, cfg, metrics) if plots else []
     lines = _head_lines(cfg, metrics) + _test_lines(metrics, pngs)
     lines += calibration_lines(metrics.get("calibration") or {}, RELIABILITY_PNG if RELIABILITY_PNG in pngs else None)
     lines += _epoch_lines(metrics, pngs) + _data_lines(metrics)

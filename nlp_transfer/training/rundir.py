@@ -82,9 +82,11 @@ def atomic_directory(out: Path):
         raise
 
 
-def write_run_dir(cfg, result, model, tokenizer, data, precision: str, accelerator, metric: str, calibration: dict | None = None) -> None:
+def write_run_dir(
+    cfg, result, model, tokenizer, data, precision: str, accelerator, metric: str, calibration: dict | None = None, plots: bool = True
+) -> None:
     """Everything into a hidden sibling, then a rename: a run directory is complete or absent. ``calibration``:
-    the parameters fitted on validation, for the manifest."""
+    the parameters fitted on validation, for the manifest; ``plots=False``: summary.md without its PNGs."""
     with atomic_directory(result.output_dir) as tmp:
         model.save_pretrained(
             tmp, tokenizer, precision=precision, eval_batch_size=cfg.train.eval_batch_size, name=cfg.name, calibration=calibration
@@ -93,5 +95,5 @@ def write_run_dir(cfg, result, model, tokenizer, data, precision: str, accelerat
         (tmp / "recipe.yaml").write_text(recipe.to_yaml())
         metrics = run_metrics(cfg, result, data, metric, environment_info(precision, accelerator, cfg.train.seed))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        write_summary(tmp, cfg, metrics)
+        write_summary(tmp, cfg, metrics, plots=plots)
         write_model_card(tmp, recipe.to_dict(), metrics)

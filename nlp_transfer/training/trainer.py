@@ -362,8 +362,12 @@ class Trainer:
         fit(s, objective, default_hooks(cfg) if hooks is None else hooks)
 
     # ---- finish ------------------------------------------------------------------------
-    def finish(self) -> RunResult:
-        """The best epoch's model on test, then the run directory (main process), checkpoints removed."""
+    def finish(self, test: bool = True, last: bool = True) -> RunResult:
+        """The best epoch's model on test, then the run directory (main process), checkpoints removed.
+
+        ``test=False`` (the trials of a hyperparameter search): the test split is not evaluated and summary.md has no
+        plots; the run's test metrics stay empty until whoever chose the run scores it (and writes its summary again).
+        ``last=False``: more runs follow in this process (a search's trials), so the process group stays up."""
         s, cfg = self.s, self.cfg
         acc = s.accelerator
         if s.inputs.prefix is not None:  # the whole model from here on: the real frozen layers back in place
@@ -375,17 +379,19 @@ class Trainer:
             s.raw_model.thresholds = list(st.best_thresholds)
         fit_seconds = time.perf_counter() - self.t_inputs
         test_out: dict = {}
-        test = evaluate_model(
-            s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out
-        )
-        s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(test)}")
+        scores = {}
+        if test:
+            scores = evaluate_model(
+                s.model, acc.prepare_data_loader(s.inputs.test), acc, s.data.labels, cfg.model.chunk_aggregate, outputs=test_out
+            )
+            s.info(f"test (best epoch {st.best_epoch}) | {s.task.log_line(scores)}")
         calibration, calibration_record = self._calibrate(test_out)
         result = RunResult(
             Path(cfg.output.dir),
             st.history,
             st.best_epoch,
             st.history[st.best_epoch - 1]["validation"],
-            test,
+            scores,
             self._timing(fit_seconds),
             {"trainable": s.params.get("trainable"), "total": s.params.get("total")},
             self._setup_record(),
@@ -398,13 +404,17 @@ class Trainer:
         if acc.is_main_process:
             # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
             raw = acc.unwrap_model(s.model, keep_fp32_wrapper=False)
-            write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric, calibration)
+            write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric, calibration, plots=test)
             # The model just saved, with the settings its manifest records: what load_run(output_dir) would build.
             result.predictor = build_predictor(raw, s.tokenizer, read_manifest(result.output_dir))
             if ckpt.enabled(cfg) or cfg.train.resume:  # the run directory is complete: nothing left to resume
                 shutil.rmtree(ckpt.checkpoint_root(cfg), ignore_errors=True)
         acc.wait_for_everyone()
-        acc.end_training()
+        if last:
+            acc.end_training()
+        else:
+            for tracker in acc.trackers:
+                tracker.finish()
         return result
 
     def _calibrate(self, test_out: dict) -> tuple[dict | None, dict]:
@@ -424,13 +434,15 @@ class Trainer:
         if not acc.is_main_process or not len(val_out["targets"]):
             return None, {}
         calibration = fit_calibration(method, val_out["logits"], val_out["targets"])
-        record = calibration_record(
-            calibration, {"validation": (val_out["logits"], val_out["targets"]), "test": (test_out["logits"], test_out["targets"])}
-        )
+        splits = {"validation": (val_out["logits"], val_out["targets"])}
+        if test_out:  # empty when the test split was not evaluated
+            splits["test"] = (test_out["logits"], test_out["targets"])
+        record = calibration_record(calibration, splits)
         fitted = f"temperature {record['temperature']:.3f}" if method == "temperature" else "Platt scaling per label"
+        shown = record.get("test") or record["validation"]
         s.info(
-            f"calibration ({fitted}, on validation) | test ECE {record['test']['ece_before']:.4f} -> "
-            f"{record['test']['ece_after']:.4f}, NLL {record['test']['nll_before']:.4f} -> {record['test']['nll_after']:.4f}"
+            f"calibration ({fitted}, on validation) | {'test' if test_out else 'validation'} ECE {shown['ece_before']:.4f} -> "
+            f"{shown['ece_after']:.4f}, NLL {shown['nll_before']:.4f} -> {shown['nll_after']:.4f}"
         )
         return calibration, record
 
