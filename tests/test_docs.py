@@ -135,8 +135,8 @@ MEASURING_TARGETS = [
     "bench-speed",
     "bench-ship",
 ]
-DEFAULT_SECTIONS = {"bench.py cache": "bench-cache", "bench.py adapters": "bench-adapters", "bench.py speed": "bench-speed"}
-DEFAULT_SECTIONS |= {"bench.py ship": "bench-ship", "label_issues.py": "trust-label-issues"}
+DEFAULT_SECTIONS = {"benchmarks cache": "bench-cache", "benchmarks adapters": "bench-adapters", "benchmarks speed": "bench-speed"}
+DEFAULT_SECTIONS |= {"benchmarks ship": "bench-ship", "label_issues.py": "trust-label-issues"}
 # blocks whose command is recorded in the block itself rather than a make target that rewrites it
 BY_HAND = {"demo", "compare-rotten_tomatoes", "decoder-rotten_tomatoes"}
 

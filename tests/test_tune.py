@@ -124,9 +124,9 @@ def test_search_writes_outputs_never_reads_test_and_best_yaml_trains(make_cfg, t
 
     cfg = make_cfg(tmp_path, *FAST)
     seen = []  # sizes of every split the trials evaluate (validation 60, test 80)
-    real = trainer_module.evaluate
+    real = trainer_module.evaluate_model
     monkeypatch.setattr(
-        trainer_module, "evaluate", lambda model, loader, *a, **k: seen.append(len(loader.dataset)) or real(model, loader, *a, **k)
+        trainer_module, "evaluate_model", lambda model, loader, *a, **k: seen.append(len(loader.dataset)) or real(model, loader, *a, **k)
     )
     out = tmp_path / "tune"
     result = tune(cfg, parse_space(LR), TuneOptions(trials=3, out=out, pruner="none"))

@@ -8,6 +8,7 @@ sys.path, but the .pth files inside it, the editable finder among them, are not 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -69,9 +70,14 @@ def test_installed_wheel_lists_trains_by_name_and_predicts(wheel, tmp_path):
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NLP_TRANSFER_TRACEBACK")}
     env.update(HF_HUB_OFFLINE="1", NLP_TRANSFER_CACHE=str(tmp_path / "cache"), TOKENIZERS_PARALLELISM="false")
-    where = _run([str(python), "-c", "import nlp_transfer, sys; print(nlp_transfer.__file__); print(sys.path)"], work, env).stdout
+    where = _run(
+        [str(python), "-c", "import nlp_transfer, sys; print(nlp_transfer.__file__); print(*sys.path, sep='\\n')"], work, env
+    ).stdout
     assert where.splitlines()[0].startswith(str(site)), where  # the installed copy, not the checkout
-    assert str(REPO) not in where
+    # no checkout on sys.path (the reused dependencies may live in a virtual environment inside it)
+    venvs = [Path(sysconfig.get_path("purelib")).resolve(), Path(sys.prefix).resolve()]
+    on_path = [Path(p).resolve() for p in where.splitlines()[1:] if p]
+    assert not [p for p in on_path if p.is_relative_to(REPO) and not any(p.is_relative_to(v) for v in venvs)], where
 
     command = str(venv / "bin" / "nlp-transfer")
     listing = _run([command, "recipes"], work, env).stdout
@@ -95,8 +101,9 @@ def test_installed_wheel_lists_trains_by_name_and_predicts(wheel, tmp_path):
     predicted = _run([command, "predict", "run", str(texts), "--no-progress"], work, env).stdout.splitlines()
     assert predicted[0].startswith("text,label") and [line.split(",")[-4] for line in predicted[1:]] == ["fresh", "rotten"]
 
-    if (run / "README.md").is_file():  # a model card, where the run writes one
-        card = _run(
-            [str(python), "-c", "from huggingface_hub import ModelCard; print(ModelCard.load('run/README.md').data.to_dict())"], work, env
-        )
-        assert card.stdout.strip().startswith("{")
+    # the run's model card, read by the installed huggingface_hub: its model-index holds the run's test metrics
+    probe = "import json; from huggingface_hub import ModelCard; print(json.dumps(ModelCard.load('run/README.md').data.to_dict()))"
+    card = json.loads(_run([str(python), "-c", probe], work, env).stdout)
+    assert card["pipeline_tag"] == "text-classification" and card["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    results = {m["type"]: m["value"] for m in card["model-index"][0]["results"][0]["metrics"]}
+    assert results["accuracy"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test"]["accuracy"])
