@@ -188,7 +188,7 @@ def test_ship_table_has_every_backend_stream_size_and_server_row():
         "command": "python -m benchmarks ship",
     }
     table = ship.table(res)
-    assert "| **ONNX int8** (dynamic quantization) | 300.0 | 3.00x | 99.50% | 0.7650 |" in table
+    assert "| **ONNX int8** (chosen at export, below) | 300.0 | 3.00x | 99.50% | 0.7650 |" in table
     assert "| 1,000,000 | tiny BERT | 420 |" in table and "| 10,000 | MiniLM-L6 (the run above) | 800 |" in table
     assert "varies by 5.0%" in table and "Some CPU" in table
     assert table.count("| MiniLM run,") == 2

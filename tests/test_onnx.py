@@ -16,7 +16,7 @@ import pytest
 from conftest import save_run, toy_rows
 
 from nlp_transfer import load_run, read_manifest
-from nlp_transfer.errors import ConfigError
+from nlp_transfer.errors import ConfigError, ModelError
 from nlp_transfer.inference.export import export_onnx
 from nlp_transfer.manifest import write_manifest
 
@@ -61,18 +61,84 @@ def test_decoder_export_matches_pytorch_with_left_padding_multi_label(tmp_path, 
     assert_same(run, out)
 
 
-def test_int8_quantization_agrees_roughly(tmp_path, tiny_gpt2_dir):
-    run = save_run(tmp_path, tiny_gpt2_dir, pooling="mean", head="linear")
-    int8 = export_onnx(run, tmp_path / "int8", quantize="int8")
-    m = read_manifest(int8.output_dir)
-    assert m.onnx["quantize"] == "int8" and m.backend == "onnx"
+def _ops(run_dir: Path) -> Counter:
     import onnx
 
-    ops = Counter(node.op_type for node in onnx.load(str(int8.output_dir / "model.onnx")).graph.node)
-    assert ops["MatMulInteger"] > ops["MatMul"], ops  # the weight matmuls are quantized (the attention ones stay fp32)
-    q = load_run(int8.output_dir).predict(TEXTS).probabilities
-    p = load_run(run).predict(TEXTS).probabilities
-    assert q.shape == p.shape and np.abs(q - p).max() < 0.1
+    return Counter(node.op_type for node in onnx.load(str(run_dir / "model.onnx")).graph.node)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_optimized_encoder_graph_is_fused_and_matches_pytorch(tmp_path, tiny_bert_dir, pooling):
+    run = save_run(tmp_path, tiny_bert_dir, pooling=pooling, head="mlp")
+    result = export_onnx(run, tmp_path / "onnx")
+    ops = _ops(result.output_dir)
+    # onnxruntime's BERT fusions: embeddings + LayerNorm, residual + LayerNorm, bias + GELU, and attention;
+    # with cls pooling the last layer computes position 0 alone (its attention is not the fused pattern)
+    assert ops["EmbedLayerNormalization"] == 1 and ops["SkipLayerNormalization"] >= 3 and ops["BiasGelu"] == 2, ops
+    assert ops["Attention"] == (1 if pooling == "cls" else 2), ops
+    assert "Erf" not in ops and "LayerNormalization" not in ops
+    m = read_manifest(result.output_dir)
+    assert m.onnx["optimizer"]["fused"]["Attention"] == ops["Attention"] and result.optimized == m.onnx["optimizer"]
+    assert result.max_logit_difference <= 1e-4
+    assert_same(run, result.output_dir, atol=1e-4)
+    plain = export_onnx(run, tmp_path / "plain", optimize=False)
+    assert plain.optimized is None and "Attention" not in _ops(plain.output_dir)
+
+
+def test_int8_choice_meets_its_agreement_target(tmp_path, tiny_bert_dir):
+    run = save_run(tmp_path, tiny_bert_dir, pooling="mean", head="linear")
+    calib = [t for t, _ in toy_rows(64, seed=8)]
+    said = []
+    int8 = export_onnx(run, tmp_path / "int8", quantize="int8", agreement=0.97, calibration_texts=calib, say=said.append)
+    q = read_manifest(int8.output_dir).onnx["int8"]
+    assert q == int8.int8 and q["target"] == 0.97 and q["agreement"] >= 0.97 and q["evaluation_texts"] == 64
+    assert q["method"] in ("dynamic", "static") and {c["method"] for c in q["candidates"]} >= {"dynamic", "static"}
+    assert len(said) == len(q["candidates"])
+    ops = _ops(int8.output_dir)
+    quantized = ops["MatMulInteger"] + ops["QAttention"] + ops["DynamicQuantizeMatMul"] + ops["QuantizeLinear"]
+    assert quantized > 0, ops
+    # the recorded agreement is what the written graph does in the predictor (same texts, same batches)
+    ours, fp32 = list(load_run(int8.output_dir).predict(calib)), list(load_run(run).predict(calib))
+    assert np.mean([a == b for a, b in zip(ours, fp32)]) == pytest.approx(q["agreement"])
+
+
+def test_int8_keeps_sensitive_nodes_in_fp32_when_quantizing_everything_misses(tmp_path, tiny_bert_dir, monkeypatch):
+    import onnx
+
+    from nlp_transfer.inference import onnx_optimize
+
+    run = save_run(tmp_path, tiny_bert_dir, pooling="mean", head="linear")
+    calib = [t for t, _ in toy_rows(48, seed=9)]
+    calls, real_quantize = [], onnx_optimize._quantize
+
+    def quantize(method, fp32, out, calibration, exclude, only):
+        calls.append((method, list(exclude), only))
+        real_quantize(method, fp32, out, calibration, exclude, only)
+
+    # labels count as kept only where some nodes stayed fp32: quantizing everything must miss the target
+    monkeypatch.setattr(onnx_optimize, "_quantize", quantize)
+    monkeypatch.setattr(onnx_optimize, "_same", lambda a, b: np.full(len(a), bool(calls[-1][1])))
+    int8 = export_onnx(run, tmp_path / "int8", quantize="int8", calibration_texts=calib)
+    q = int8.int8
+    assert [c["excluded"] for c in q["candidates"][:2]] == [0, 0] and q["candidates"][0]["agreement"] == 0.0
+    assert any(only for _, _, only in calls)  # the sensitivity of each group of nodes was measured
+    assert q["agreement"] == 1.0 and q["nodes_excluded"], q
+    graph = onnx.load(str(int8.output_dir / "model.onnx")).graph
+    kept = {n.name: n.op_type for n in graph.node}
+    assert all(kept.get(name) in ("MatMul", "Attention", "Gemm") for name in q["nodes_excluded"]), (q["nodes_excluded"], kept)
+    assert read_manifest(int8.output_dir).onnx["int8"]["nodes_excluded"] == q["nodes_excluded"]
+
+
+def test_int8_refuses_an_unreachable_target_and_writes_nothing(tmp_path, tiny_gpt2_dir, monkeypatch):
+    from nlp_transfer.inference import onnx_optimize
+
+    run = save_run(tmp_path, tiny_gpt2_dir, pooling="mean", head="linear")
+    monkeypatch.setattr(onnx_optimize, "_same", lambda a, b: np.zeros(len(a), dtype=bool))  # every label "changes"
+    with pytest.raises(ModelError, match="no int8 quantization reached 99.50%"):
+        export_onnx(run, tmp_path / "int8", quantize="int8", calibration_texts=TEXTS)
+    assert not (tmp_path / "int8").exists()
+    with pytest.raises(ConfigError, match="recipe.yaml"):
+        export_onnx(run, tmp_path / "int8", quantize="int8")  # no validation texts to calibrate on
 
 
 def test_export_refusals(tmp_path, tiny_bert_dir):

@@ -110,3 +110,45 @@ def test_serve_command_line_errors(capsys, tmp_path):
     assert err.count("error:") == 1 and "does not exist" in err
     assert run_cli(serve_main, [str(tmp_path), "--port", "70000"]) == 2
     assert "not a TCP port" in capsys.readouterr().err
+
+
+def test_api_key_and_origins(run):
+    from fastapi.testclient import TestClient
+
+    from nlp_transfer.inference.server import create_app
+
+    key, allowed = "s3cret-key-for-tests", "https://app.example.com"
+    with TestClient(create_app(run, device="cpu", api_key=key, cors_origins=[allowed]), base_url="http://127.0.0.1:8000") as c:
+        body = {"texts": ["a good film"]}
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": key}, {"authorization": f"Bearer {key}x"}):
+            for method, path in (("POST", "/predict"), ("GET", "/metadata"), ("GET", "/metrics"), ("GET", "/openapi.json")):
+                r = c.request(method, path, json=body if method == "POST" else None, headers=headers)
+                assert r.status_code == 401 and "API key" in r.json()["error"], (path, headers, r.text)
+        good = {"authorization": f"Bearer {key}"}
+        assert c.post("/predict", json=body, headers=good).status_code == 200
+        assert c.get("/metadata", headers=good).json()["labels"] == ["neg", "pos", "meh"]
+        assert c.get("/health").status_code == 200 and c.get("/").status_code == 200  # open: the probe and the page
+        evil = c.post("/predict", json=body, headers={**good, "origin": "https://evil.example"})
+        assert evil.status_code == 403 and "--cors-origin https://evil.example" in evil.json()["error"]
+        ok = c.post("/predict", json=body, headers={**good, "origin": allowed})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == allowed
+        pre = c.options(
+            "/predict",
+            headers={"origin": allowed, "access-control-request-method": "POST", "access-control-request-headers": "authorization"},
+        )
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == allowed
+        assert c.post("/predict", json=body, headers={**good, "origin": "http://127.0.0.1:8000"}).status_code == 200  # same origin
+    with TestClient(create_app(run, device="cpu")) as c:  # no key, no origins: open locally, other origins refused
+        assert c.post("/predict", json={"texts": ["x"]}).status_code == 200
+        assert c.post("/predict", json={"texts": ["x"]}, headers={"origin": "https://app.example.com"}).status_code == 403
+
+
+def test_serve_refuses_a_short_key_and_a_bad_origin(capsys, run, monkeypatch):
+    from nlp_transfer.cli import run_cli, serve_main
+
+    monkeypatch.setenv("NLP_TRANSFER_API_KEY", "short")
+    assert run_cli(serve_main, [str(run)]) == 2
+    assert "shorter than 8 characters" in capsys.readouterr().err
+    monkeypatch.delenv("NLP_TRANSFER_API_KEY")
+    assert run_cli(serve_main, [str(run), "--cors-origin", "app.example.com"]) == 2
+    assert "not an origin" in capsys.readouterr().err

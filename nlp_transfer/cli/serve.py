@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nlp_transfer.cli.common import positive_int, setup_logging
@@ -14,7 +15,7 @@ def serve_main(argv: list[str]) -> None:
         description="Serve a saved run (PyTorch, or an ONNX export from nlp-transfer export --onnx) over HTTP. "
         'POST /predict with {"texts": [...]} (and "text_pairs") answers labels, scores and probabilities as '
         "nlp-transfer predict writes them; GET /health, GET /metadata (labels, task, checkpoint, metrics), GET /metrics "
-        "(requests, batches), GET /docs (OpenAPI). Concurrent requests are batched together: up to --max-batch-size "
+        "(requests, batches), GET /docs (OpenAPI), GET / (a page to try the model). Concurrent requests are batched together: up to --max-batch-size "
         "texts, waiting at most --max-wait-ms for more. Oversized requests get 413, invalid ones 422, malformed "
         'JSON 400, each with a JSON {"error": ...} body.',
         epilog="examples:\n  nlp-transfer serve runs/rt-minilm-full --port 8000\n"
@@ -35,6 +36,19 @@ def serve_main(argv: list[str]) -> None:
     p.add_argument("--max-chars", type=positive_int, default=20_000, help="characters per text (default: 20000; more: 413)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="autocast for PyTorch runs (default: the run's own)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("NLP_TRANSFER_API_KEY"),
+        help="require Authorization: Bearer KEY on every endpoint but /health and the page (default: $NLP_TRANSFER_API_KEY; "
+        "unset: no key). Prefer the environment variable: a command line is visible to other users of the machine",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (e.g. https://app.example.com) call the server; repeatable (default: other origins refused)",
+    )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="uvicorn's log level")
     args = p.parse_args(argv)
     from nlp_transfer.errors import ConfigError
@@ -43,6 +57,13 @@ def serve_main(argv: list[str]) -> None:
         raise ConfigError(f"--port {args.port} is not a TCP port; use 1-65535")
     if args.max_wait_ms < 0:
         raise ConfigError("--max-wait-ms must be 0 or more")
+    if args.api_key is not None and len(args.api_key.strip()) < 8:
+        raise ConfigError(
+            "the API key is shorter than 8 characters; use a long random one (python -c 'import secrets; print(secrets.token_urlsafe())')"
+        )
+    for origin in args.cors_origin:
+        if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
+            raise ConfigError(f"--cors-origin {origin!r} is not an origin; write scheme://host[:port], e.g. https://app.example.com")
     from nlp_transfer.utils.extras import require_extra
 
     require_extra("serve", "nlp-transfer serve", ConfigError)
@@ -55,6 +76,7 @@ def serve_main(argv: list[str]) -> None:
     setup_logging()
 
     limits = Limits(args.max_texts, args.max_chars, args.max_batch_size, args.max_wait_ms)
-    app = create_app(args.run, limits, device=args.device, precision=args.precision)
-    print(f"serving {args.run} on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr, flush=True)
+    app = create_app(args.run, limits, device=args.device, precision=args.precision, api_key=args.api_key, cors_origins=args.cors_origin)
+    access = "an API key required" if args.api_key else "no API key"
+    print(f"serving {args.run} on http://{args.host}:{args.port} (try it: /, docs: /docs; {access})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

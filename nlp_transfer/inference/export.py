@@ -18,12 +18,15 @@ import dataclasses
 import logging
 import shutil
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nlp_transfer.errors import ConfigError, ModelError
 from nlp_transfer.inference.onnx import ONNX_FILE
+from nlp_transfer.inference.onnx_optimize import LEGACY_OPSET, export_optimized, optimizer_model_type, select_int8, to_fp16
 from nlp_transfer.inference.predictor import check_run_dir
 from nlp_transfer.manifest import read_manifest, write_manifest
 from nlp_transfer.models.adapters import merge
@@ -89,7 +92,11 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, overwrite: bool = Fal
 
 # ---- ONNX ----------------------------------------------------------------------------------
 QUANTIZATIONS = ("int8",)
+PRECISIONS = ("fp32", "fp16")
 OPSET = 18  # the dynamo exporter's own opset (converting it down breaks some graphs)
+DEFAULT_AGREEMENT = 0.995  # int8: share of validation texts whose label the int8 graph must keep
+MAX_CALIBRATION_TEXTS = 256  # static quantization's calibration texts (its calibrator keeps every activation)
+MAX_AGREEMENT_TEXTS = 1000  # validation texts the int8 candidates are compared on
 _PROBES = (
     ["a probe sentence for the export check", "short"],
     ["three texts of different lengths", "a second, somewhat longer probe text for the check", "x"],
@@ -110,59 +117,70 @@ class _LogitsOnly(torch.nn.Module):
 @dataclasses.dataclass
 class OnnxExportResult:
     output_dir: Path
-    max_logit_difference: float  # ONNX against PyTorch (fp32) logits on the probe batches
+    max_logit_difference: float  # the fp32 graph against PyTorch (fp32) logits on the probe batches
     quantize: str | None
     size_bytes: int
+    optimized: dict | None = None  # onnxruntime's transformer optimizer: fused op counts (None: plain export)
+    int8: dict | None = None  # the int8 choice: method, agreement reached, target, nodes left in fp32, candidates
+    precision: str = "fp32"
 
 
 def export_onnx(
-    run_dir: str | Path, output_dir: str | Path, quantize: str | None = None, overwrite: bool = False, tolerance: float = 1e-4
+    run_dir: str | Path,
+    output_dir: str | Path,
+    quantize: str | None = None,
+    overwrite: bool = False,
+    tolerance: float = 1e-4,
+    optimize: bool = True,
+    agreement: float = DEFAULT_AGREEMENT,
+    calibration_texts: Sequence[str] | None = None,
+    precision: str = "fp32",
+    say: Callable[[str], None] = lambda _: None,
 ) -> OnnxExportResult:
     """Write ``run_dir``'s classifier as ONNX (tokens -> logits, dynamic batch and sequence axes) with its
-    tokenizer and manifest into ``output_dir``; ``quantize="int8"``: dynamic int8 quantization of the weights
-    (onnxruntime's ``quantize_dynamic``, a scale per output channel). The fp32 graph's logits are checked against PyTorch's (fp32) on two
-    probe batches of different shapes before anything is written; the directory appears whole or not at all.
-    Adapter runs are refused: merge them first (``nlp-transfer export RUN MERGED --merge``)."""
+    tokenizer and manifest into ``output_dir``.
+
+    BERT-style encoders go through onnxruntime's transformer optimizer unless ``optimize=False`` (fused
+    attention, LayerNorm, GELU; see :mod:`nlp_transfer.inference.onnx_optimize`). The fp32 graph's logits
+    are checked against PyTorch's (fp32) on two probe batches of different shapes before anything is
+    written; the directory appears whole or not at all. ``quantize="int8"``: dynamic or static (calibrated)
+    quantization, with the most sensitive nodes kept in fp32 as needed, whichever is fastest while keeping
+    at least ``agreement`` of the fp32 labels on ``calibration_texts`` (default: the run's validation
+    texts); the agreement reached goes into the manifest. ``precision="fp16"``: a float16 graph for GPU
+    execution providers. Adapter runs are refused: merge them first (``nlp-transfer export RUN MERGED --merge``)."""
     from nlp_transfer.training.rundir import atomic_directory
 
     require_extra("onnx", "exporting to ONNX", ModelError)
     src, out = check_run_dir(run_dir), Path(output_dir)
     manifest = read_manifest(src)
-    if manifest.backend == "onnx":
-        raise ConfigError(
-            f"'{src}' is already an ONNX export; export the PyTorch run it came from "
-            f"({(manifest.onnx or {}).get('source_run', 'see its manifest')})"
-        )
-    if manifest.adapter is not None:
-        raise ConfigError(
-            f"'{src}' is an adapter run ({manifest.adapter.get('method', 'peft')}); merge it first: "
-            f"nlp-transfer export {src} MERGED --merge, then nlp-transfer export MERGED OUT --onnx"
-        )
-    if quantize not in (None, *QUANTIZATIONS):
-        raise ConfigError(f"unknown quantization '{quantize}'; use {', '.join(QUANTIZATIONS)}")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"output directory '{out}' already exists; pass --overwrite or choose another")
-    if out.resolve() == src.resolve():
-        raise ConfigError("the ONNX export must go to another directory than the run")
+    _check_export_args(src, out, manifest, quantize, precision, agreement, overwrite)
     model = TextClassifier.from_pretrained(src).float().eval()  # fp32 graph (a bf16 backbone is widened)
     tokenizer = load_tokenizer(str(src))
+    if quantize and calibration_texts is None:
+        calibration_texts = _validation_texts(src)
     probes = [dict(tokenizer(texts, padding=True, return_tensors="pt")) for texts in _PROBES]
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in probes[0]]
     with atomic_directory(out) as tmp:
         path = tmp / ONNX_FILE
-        _torch_to_onnx(_LogitsOnly(model, names), probes[0], names, path)
+        optimized = _fp32_graph(model, probes, names, path, optimize)
         diff = _check_onnx(model, path, probes, names)
         if not diff <= tolerance:
             raise ModelError(f"the ONNX model's logits differ from PyTorch's by {diff:.2e} (more than {tolerance:g}); nothing was written")
+        int8 = None
         if quantize == "int8":
-            diff = _quantize_int8(path, model, probes, names)
+            int8 = _int8(path, model, tokenizer, names, calibration_texts, agreement, say, manifest.eval_batch_size or 32)
+        elif precision == "fp16":
+            _fp16(path)
         tokenizer.save_pretrained(tmp)
         onnx_meta = {
             "file": ONNX_FILE,
             "inputs": names,
-            "opset": OPSET,
+            "opset": OPSET if optimized is None else LEGACY_OPSET,
             "quantize": quantize,
-            "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+            "precision": "int8" if quantize else precision,
+            "exporter": f"torch.onnx.export(dynamo={optimized is None}), torch {torch.__version__}",
+            "optimizer": optimized,
+            "int8": int8,
             "max_logit_difference": diff,
             "source_run": str(src),
         }
@@ -176,7 +194,107 @@ def export_onnx(
                 shutil.copy2(src / f, tmp / f)
         write_model_card(tmp)  # the export's own card: ONNX, loaded with load_run or onnxruntime
         size = path.stat().st_size
-    return OnnxExportResult(out, diff, quantize, size)
+    return OnnxExportResult(out, diff, quantize, size, optimized, int8, "int8" if quantize else precision)
+
+
+def _check_export_args(src: Path, out: Path, manifest, quantize, precision, agreement, overwrite) -> None:
+    if manifest.backend == "onnx":
+        raise ConfigError(
+            f"'{src}' is already an ONNX export; export the PyTorch run it came from "
+            f"({(manifest.onnx or {}).get('source_run', 'see its manifest')})"
+        )
+    if manifest.adapter is not None:
+        raise ConfigError(
+            f"'{src}' is an adapter run ({manifest.adapter.get('method', 'peft')}); merge it first: "
+            f"nlp-transfer export {src} MERGED --merge, then nlp-transfer export MERGED OUT --onnx"
+        )
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ConfigError(f"unknown quantization '{quantize}'; use {', '.join(QUANTIZATIONS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
+    if quantize and precision != "fp32":
+        raise ConfigError(f"--quantize {quantize} and --precision {precision} exclude each other; choose one")
+    if not 0 < agreement <= 1:
+        raise ConfigError(f"--agreement {agreement} is not a share; use a number in (0, 1], e.g. 0.995")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"output directory '{out}' already exists; pass --overwrite or choose another")
+    if out.resolve() == src.resolve():
+        raise ConfigError("the ONNX export must go to another directory than the run")
+
+
+def _fp32_graph(model: TextClassifier, probes: list[dict], names: list[str], path: Path, optimize: bool) -> dict | None:
+    """The fp32 graph at ``path``: optimized where onnxruntime's BERT fusions apply (and ``optimize``), else torch's
+    dynamo export as it comes. Returns the optimizer's record, or None."""
+    wrapper = _LogitsOnly(model, names)
+    if optimize and optimizer_model_type(model) == "bert":
+        return export_optimized(model, wrapper, probes[0], names, path)
+    _torch_to_onnx(wrapper, probes[0], names, path)
+    return None
+
+
+def _validation_texts(src: Path) -> list[str]:
+    """The run's validation texts (its recipe's data, split as training split it): the int8 calibration and agreement set."""
+    from nlp_transfer.config import RecipeConfig
+    from nlp_transfer.data.loading import load_data
+
+    if not (src / "recipe.yaml").is_file():
+        raise ConfigError(f"'{src}' has no recipe.yaml to find its validation texts; pass --calibration-data FILE for the int8 choice")
+    data = load_data(RecipeConfig.from_yaml(src / "recipe.yaml").data)
+    split = data.splits.get("validation")
+    if split is None or len(split) == 0:
+        raise ConfigError(f"the run '{src}' has no validation split; pass --calibration-data FILE for the int8 choice")
+    return list(split["text"])
+
+
+def _int8(path: Path, model: TextClassifier, tokenizer, names: list[str], texts, target: float, say, batch_size: int) -> dict:
+    """Replace the fp32 graph at ``path`` with the int8 graph :func:`select_int8` chooses on ``texts``, batched as
+    the predictor batches them (longest first, the run's evaluation batch size): dynamic quantization scales each
+    batch's activations, so a label can depend on the batch a text runs in."""
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if len(texts) < 8:
+        raise ConfigError(f"{len(texts)} calibration texts; the int8 choice needs at least 8 (ideally a few hundred)")
+    rng = np.random.default_rng(0)
+    texts = [texts[i] for i in sorted(rng.permutation(len(texts))[:MAX_AGREEMENT_TEXTS])]
+    max_length = int(model.meta.get("max_length") or 128)
+
+    def batches(chunk: list[str]) -> list[dict]:
+        lengths = [len(ids) for ids in tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"]]
+        chunk = [chunk[i] for i in np.argsort([-n for n in lengths], kind="stable")]
+        out = []
+        for i in range(0, len(chunk), batch_size):
+            enc = tokenizer(chunk[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np")
+            out.append({n: np.asarray(enc[n], dtype=np.int64) for n in names})
+        return out
+
+    import onnx
+
+    thresholds = getattr(model, "thresholds", None)
+    fp32 = path.with_name("model-fp32.onnx")
+    graph = onnx.load(str(path))
+    del graph.graph.value_info[:]  # the dynamo exporter's recorded shapes trip the quantizer's shape inference; it infers its own
+    onnx.save(graph, str(fp32))
+    path.unlink()
+    try:
+        return select_int8(
+            fp32,
+            path,
+            batches(texts[:MAX_CALIBRATION_TEXTS]),
+            batches(texts),
+            lambda logits: model.task.decide(logits, thresholds),
+            target,
+            say,
+        )
+    finally:
+        fp32.unlink(missing_ok=True)
+
+
+def _fp16(path: Path) -> None:
+    fp32 = path.with_name("model-fp32.onnx")
+    path.replace(fp32)
+    try:
+        to_fp16(fp32, path)
+    finally:
+        fp32.unlink(missing_ok=True)
 
 
 def _torch_to_onnx(wrapper: torch.nn.Module, probe: dict, names: list[str], path: Path) -> None:
@@ -230,28 +348,3 @@ def _check_onnx(model: TextClassifier, path: Path, probes: list[dict], names: li
     """Largest absolute logit difference between the ONNX graph and PyTorch (fp32) over the probe batches."""
     ours = [model(**{n: p[n] for n in names})["logits"].float().numpy() for p in probes]
     return max(float(abs(a - b).max()) for a, b in zip(ours, _onnx_logits(path, probes, names)))
-
-
-def _quantize_int8(path: Path, model: TextClassifier, probes: list[dict], names: list[str]) -> float:
-    """Replace ``path`` with its dynamically int8-quantized version; the logit difference that leaves (not checked:
-    quantization changes logits by design; `python -m benchmarks ship` measures agreement and accuracy)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    fp32 = path.with_name("model-fp32.onnx")
-    graph = onnx.load(str(path))
-    del graph.graph.value_info[:]  # the exporter's recorded shapes trip the quantizer's shape inference; it infers its own
-    onnx.save(graph, str(fp32))
-    path.unlink()
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs every MatMul it leaves alone (INFO) and generic advice (WARNING) to the root logger
-    try:
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)  # per output channel: closer to fp32
-    except Exception as e:  # onnxruntime's own error types
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise ModelError(f"onnxruntime could not quantize the model ({type(e).__name__}: {first}); export without --quantize") from None
-    finally:
-        root.setLevel(level)
-        fp32.unlink(missing_ok=True)
-    return _check_onnx(model, path, probes, names)

@@ -7,6 +7,15 @@
   one record per text, as ``nlp-transfer predict`` writes them (``label``, ``score``, ``probabilities``;
   multi-label ``labels``; regression ``value``); ``batch_texts`` is how many texts the model ran with
   this request's (its own and other clients' texts batched together).
+* ``GET /``: a page to try the model (one static HTML + JS file, no build step): a text box, the label,
+  the probabilities and, for PyTorch runs with captum installed, the words coloured by their
+  attribution (``POST /explain`` ``{"text": "..."}``: Integrated Gradients, see
+  :mod:`nlp_transfer.inference.explain`). Everything the user types or the model answers is put into
+  the page as text (``textContent``), never as HTML.
+* **Access**: with ``api_key`` every endpoint but ``/health`` and the page itself answers 401 unless the
+  request carries ``Authorization: Bearer KEY`` (the page has a key field). Requests from another
+  origin (a browser's ``Origin`` header naming another host) are refused with 403 unless that origin is
+  in ``cors_origins``, which also get CORS headers (FastAPI's ``CORSMiddleware``).
 * ``GET /health``, ``GET /metadata`` (labels, task, checkpoint, backend, limits, the run's test metrics),
   ``GET /metrics`` (requests, texts, batches, largest batch), ``GET /docs`` (OpenAPI, FastAPI's own).
 * **Dynamic batching**: requests wait in a queue; one background task takes the first and whatever
@@ -23,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +49,13 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[StrictStr]
     text_pairs: list[StrictStr] | None = None
+
+
+class ExplainRequest(BaseModel):
+    """One text to explain (PyTorch runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr
 
 
 class PredictResponse(BaseModel):
@@ -145,6 +162,7 @@ def metadata(run_dir: Path, predictor, limits: Limits) -> dict:
         "quantize": (m.onnx or {}).get("quantize"),
         "max_length": m.max_length,
         "chunking": bool(m.long_text.get("chunking")),
+        "explain": _can_explain(predictor),
         "limits": {
             "max_texts": limits.max_texts,
             "max_chars": limits.max_chars,
@@ -155,7 +173,88 @@ def metadata(run_dir: Path, predictor, limits: Limits) -> dict:
     }
 
 
-def create_app(run_dir: str | Path, limits: Limits | None = None, device: str | None = None, precision: str | None = None):
+def _can_explain(predictor) -> bool:
+    """Word attributions on the page: PyTorch runs (not ONNX) with captum installed, text classification (not pairs)."""
+    import importlib.util
+
+    return getattr(predictor, "runner", None) is None and importlib.util.find_spec("captum") is not None
+
+
+def page() -> str:
+    """The page served at ``/`` (nlp_transfer/inference/static/index.html, package data)."""
+    from importlib.resources import files
+
+    return files("nlp_transfer.inference").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+OPEN_PATHS = ("/health", "/")  # no key needed: the liveness probe and the page (which holds no data; it asks for the key)
+
+
+def _guard(app, api_key: str | None, cors_origins: list[str]) -> None:
+    """The access rules of the module docstring: the key check and the origin check, CORS headers for allowed origins."""
+    from fastapi.middleware.cors import CORSMiddleware
+    from fastapi.responses import JSONResponse
+
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
+    @app.middleware("http")
+    async def access(request, call_next):
+        origin = request.headers.get("origin")
+        if origin and origin not in cors_origins and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+            return JSONResponse({"error": f"requests from origin {origin} are refused; start the server with --cors-origin {origin}"}, 403)
+        if expected is not None and request.url.path not in OPEN_PATHS and request.method != "OPTIONS":
+            given = request.headers.get("authorization", "").encode()
+            if not secrets.compare_digest(given, expected):
+                return JSONResponse(
+                    {"error": "missing or wrong API key: send the header Authorization: Bearer KEY"},
+                    401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await call_next(request)
+
+    if cors_origins:  # added last: outermost, so it answers preflight requests before the key check
+        app.add_middleware(
+            CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"]
+        )
+
+
+def _page_routes(app, predictor, meta: dict, limits: Limits, error) -> None:
+    """``GET /`` (the page) and ``POST /explain`` (its word attributions)."""
+    from fastapi.responses import HTMLResponse
+
+    explain_lock = asyncio.Lock()  # one explanation at a time (each is dozens of forward and backward passes)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        nonce = secrets.token_urlsafe(16)  # only the page's own script runs, whatever text ends up in it
+        csp = f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'"
+        return HTMLResponse(page().replace("<script>", f'<script nonce="{nonce}">', 1), headers={"Content-Security-Policy": csp})
+
+    @app.post("/explain")
+    async def explain(body: ExplainRequest):
+        """Word attributions (Integrated Gradients) of ``text`` towards its predicted label: PyTorch runs, with captum."""
+        if not meta["explain"]:
+            return error(501, "explanations need a PyTorch run and captum (pip install 'nlp-transfer[trust]'); this run cannot explain")
+        if not body.text.strip():
+            return error(422, "text is empty; send a non-empty text")
+        if len(body.text) > limits.max_chars:
+            return error(413, f"text has {len(body.text):,} characters; the limit is {limits.max_chars:,}")
+        async with explain_lock:
+            try:
+                ex = (await asyncio.to_thread(predictor.explain, [body.text], n_steps=20, progress=False))[0]
+            except Exception as e:  # noqa: BLE001 - reported to the client, the server goes on
+                return error(500, f"explanation failed: {type(e).__name__}: {str(e)[:300]}")
+        return {"label": ex.label, "score": ex.score, "words": [[w, a] for w, a in ex.words]}
+
+
+def create_app(
+    run_dir: str | Path,
+    limits: Limits | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+):
     """The FastAPI application serving ``run_dir`` (loaded now, so a bad run fails before the server starts)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -180,8 +279,12 @@ def create_app(run_dir: str | Path, limits: Limits | None = None, device: str | 
         description=f"Classifies texts with the run '{run_dir}' ({meta['task']}, labels: {', '.join(meta['labels'])}).",
     )
 
+    _guard(app, api_key, list(cors_origins or []))
+
     def error(status: int, message: str, **extra) -> JSONResponse:
         return JSONResponse({"error": message, **extra}, status_code=status)
+
+    _page_routes(app, predictor, meta, limits, error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
