@@ -17,6 +17,7 @@ import tempfile
 
 os.environ["NLP_TRANSFER_CACHE"] = tempfile.mkdtemp(prefix="nlp-transfer-test-cache-")
 
+import contextlib
 import csv
 import random
 from pathlib import Path
@@ -252,6 +253,29 @@ def free_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return str(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served by uvicorn on a free port of 127.0.0.1 in a thread; yields its base URL, stops it after."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = int(free_port())
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
 
 
 # ---- tiny decoders (GPT-2 and Llama) with a word-level tokenizer --------------------------------

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 
 import pytest
-from conftest import free_port, save_run, toy_rows
+from conftest import save_run, serving, toy_rows
 
 from nlp_transfer import load_run
 
@@ -62,30 +60,13 @@ def run(tmp_path_factory, tiny_bert_dir):
     return save_run(tmp_path_factory.mktemp("page"), tiny_bert_dir, pooling="mean")
 
 
-def _serve(app):
-    import uvicorn
-
-    port = int(free_port())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started
-    return srv, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def servers(run):
     from nlp_transfer.inference.server import Limits, create_app
 
     limits = Limits(max_texts=8, max_chars=300, max_batch_size=8, max_wait_ms=1)
-    started = [_serve(create_app(run, limits, device="cpu")), _serve(create_app(run, limits, device="cpu", api_key=KEY))]
-    yield {"open": started[0][2], "keyed": started[1][2]}
-    for srv, thread, _ in started:
-        srv.should_exit = True
-        thread.join(10)
+    with serving(create_app(run, limits, device="cpu")) as open_url, serving(create_app(run, limits, device="cpu", api_key=KEY)) as keyed:
+        yield {"open": open_url, "keyed": keyed}
 
 
 def _classify(page, text: str) -> None:

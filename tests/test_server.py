@@ -7,13 +7,11 @@ tiny BERT saved as a run; a long max-wait lets concurrent requests meet in one m
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, save_run, toy_rows
+from conftest import save_run, serving, toy_rows
 
 from nlp_transfer import load_run
 
@@ -29,22 +27,12 @@ def run(tmp_path_factory, tiny_bert_dir):
 
 @pytest.fixture(scope="module")
 def server(run):
-    import uvicorn
 
     from nlp_transfer.inference.server import Limits, create_app
 
     app = create_app(run, Limits(max_texts=8, max_chars=200, max_batch_size=32, max_wait_ms=300), device="cpu")
-    port = int(free_port())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url
 
 
 def test_predict_matches_the_predictor_and_metadata(server, run):
