@@ -13,10 +13,10 @@
   activations quantized on the fly; fused ``Attention`` becomes ``QAttention``) and static QDQ quantization
   (activation scales calibrated on the run's validation texts with ``quantize_static`` and a
   ``CalibrationDataReader``), each first with every quantizable node, then, where label agreement with the
-  fp32 graph falls short of the target, with the most sensitive groups of nodes left in fp32
+  fp32 graph falls short of the required agreement, with the most sensitive groups of nodes left in fp32
   (``nodes_to_exclude``; a group is a contiguous run of quantizable nodes, about one transformer layer;
   its sensitivity is how far quantizing that group alone moves the logits). The fastest candidate that
-  meets the target is kept; what was tried is returned for the manifest.
+  reaches the required agreement is kept; what was tried is returned for the manifest.
 """
 
 from __future__ import annotations
