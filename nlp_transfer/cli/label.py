@@ -59,6 +59,10 @@ def label_main(argv: list[str]) -> None:
 
     for s in args.strategy:
         check_strategy(s)
+    if args.simulate or args.strategy != ["coreset"]:  # every other strategy, and random beside a simulation's, is small-text's
+        from nlp_transfer.utils.extras import require_extra
+
+        require_extra("active", "nlp-transfer label --strategy " + " ".join(args.strategy), ConfigError)
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
     if args.simulate:
         if args.train:
