@@ -211,6 +211,30 @@ def test_bad_label_files_are_refused_in_one_line_and_change_nothing(loop, capsys
     assert not [p for p in out.rglob(".*tmp*")]
 
 
+def test_a_step_stopped_between_its_files_is_repeated_with_the_same_batch(loop, capsys, monkeypatch):
+    from nlp_transfer.experiments import active
+
+    out = loop["out"]
+    assert _call(loop["args"], capsys)[0] == 0
+    _fill(out / "round-1" / "to_label.csv", loop["truth"])
+    real = active.atomic_write
+
+    def dies_after_the_batch(path, text):
+        real(path, text)
+        if path.name == "to_label.csv":
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(active, "atomic_write", dies_after_the_batch)
+    with pytest.raises(RuntimeError):
+        run_cli(label_main, loop["args"] + ["--no-progress"])
+    first_try = (out / "round-2" / "to_label.csv").read_text()
+    assert len(json.loads((out / "state.json").read_text())["asked"]) == 1  # the labels were kept; round 2 not recorded
+    monkeypatch.setattr(active, "atomic_write", real)
+    assert _call(loop["args"], capsys)[0] == 0
+    state = json.loads((out / "state.json").read_text())
+    assert (out / "round-2" / "to_label.csv").read_text() == first_try and len(state["asked"]) == 2 and len(state["answers"]) == 8
+
+
 def test_a_changed_setting_is_refused(loop, capsys):
     assert _call(loop["args"], capsys)[0] == 0
     args = [a if a != "breaking_ties" else "entropy" for a in loop["args"]]
