@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo docs trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc select select-rt select-bbc select-tweet domain longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
+.PHONY: setup constraints demo docs trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc active active-rt active-bbc active-tweet select select-rt select-bbc select-tweet domain longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
 
 setup: $(STAMP)
 
@@ -84,6 +84,26 @@ curve-rt: $(STAMP)
 
 curve-bbc: $(STAMP)
 	$(call curve,bbc_news,bbc)
+
+# Active learning, simulated (pool: the training split, labels revealed when queried): every strategy beside random,
+# batches of 64 up to 512 labels, 3 seeds, on frozen MiniLM features + logistic regression; tables and plots in
+# docs/results/active-learning.md. Tweets: a pool of 10,000 (data.max_samples). Interrupted, the same command resumes.
+ACTIVE_STRATEGIES := random least_confidence entropy breaking_ties kmeans coreset
+define active
+	$(PY) scripts/label.py --config recipes/$(1)/minilm-logreg.yaml $(3) --simulate --strategy $(ACTIVE_STRATEGIES) \
+		--batch 64 --rounds 8 --seeds 3 --out runs/active-$(2) --no-progress --table results/active-$(1).md \
+		--readme docs/results/active-learning.md --section active-$(1) --command "make active-$(2)"
+endef
+active: active-rt active-bbc active-tweet
+
+active-rt: $(STAMP)
+	$(call active,rotten_tomatoes,rt)
+
+active-bbc: $(STAMP)
+	$(call active,bbc_news,bbc)
+
+active-tweet: $(STAMP)
+	$(call active,tweet_sentiment,tweet,data.max_samples=10000)
 
 # Model selection: which checkpoint, layer and pooling (scripts/select_checkpoint.py, features encoded cold), every candidate
 # checked against the logreg probe (--validate), the time against MiniLM's full fine-tuning (trained first if missing),

@@ -28,6 +28,7 @@ _EXPORTS = {
     "recipes_main": "nlp_transfer.cli.recipes",
     "push_main": "nlp_transfer.cli.push",
     "tune_main": "nlp_transfer.cli.tune",
+    "label_main": "nlp_transfer.cli.label",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("nlp_transfer.cli.export:export_main", "merge an adapter into the weights, or write ONNX [onnx]"),
     "serve": ("nlp_transfer.cli.serve:serve_main", "an HTTP server for a saved run, with dynamic batching [serve]"),
     "label-issues": ("nlp_transfer.cli.label_issues:label_issues_main", "suspect labels in a recipe's data [trust]"),
+    "label": ("nlp_transfer.cli.label:label_main", "active learning: which texts to label next, with a person or simulated [active]"),
     "tune": ("nlp_transfer.cli.tune:tune_main", "hyperparameter search on Optuna: pruned, resumable, shared by workers [tune]"),
     "summarize": ("nlp_transfer.cli.summarize:summarize_main", "a table of finished runs beside the TF-IDF baseline"),
     "push": ("nlp_transfer.cli.push:push_main", "upload a saved run to the Hugging Face Hub"),

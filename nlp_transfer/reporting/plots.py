@@ -179,10 +179,11 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> Path
     return _save(fig, path)
 
 
-def plot_curve(summary: list[dict], path: str | Path, title: str = "") -> Path | None:
+def plot_curve(summary: list[dict], path: str | Path, title: str = "", xlabel: str | None = None) -> Path | None:
     """Label-efficiency curves: mean test accuracy and macro F1 against labels per class (log axis), one line
     per method with a band of one standard deviation; the whole training set at its mean count per class,
-    a zero-shot point (0 labels) as a dashed horizontal line."""
+    a zero-shot point (0 labels) as a dashed horizontal line; ``xlabel`` names another x axis (``per_class``
+    then holds what it counts)."""
     fig = _figure(figsize=(12, 4.4))
     if fig is None:
         return None
@@ -205,7 +206,7 @@ def plot_curve(summary: list[dict], path: str | Path, title: str = "") -> Path |
             ax.plot(xs, mean, marker="o", color=colour, label=m)
             ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.15, lw=0)
         ax.set_xscale("log")
-        ax.set(xlabel="labelled examples per class (log; the last point: all)", ylabel=label, title=label)
+        ax.set(xlabel=xlabel or "labelled examples per class (log; the last point: all)", ylabel=label, title=label)
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), frameon=False, fontsize=8)

@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "fewshot": ("setfit",),
     "plots": ("matplotlib",),
     "gguf": ("gguf",),
+    "active": ("small_text",),
 }
 
 
