@@ -340,7 +340,9 @@ def test_pyproject_lists_every_package_and_ships_the_recipes():
     tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "nlp_transfer").rglob("__init__.py")}
     recipes = {"nlp_transfer._recipes"} | {f"nlp_transfer._recipes.{d.name}" for d in (REPO / "recipes").iterdir() if d.is_dir()}
-    assert set(tool["packages"]) == on_disk | recipes
+    data_only = {"nlp_transfer.inference.static"}  # the served page
+    assert set(tool["packages"]) == on_disk | recipes | data_only
+    assert tool["package-data"]["nlp_transfer.inference.static"] == ["*.html"]
     assert tool["package-dir"] == {"nlp_transfer._recipes": "recipes"}
     assert all(tool["package-data"].get(p) == ["*.yaml"] for p in recipes)
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]

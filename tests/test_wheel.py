@@ -51,6 +51,7 @@ def test_the_wheel_carries_the_recipes_and_the_command(wheel):
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "nlp-transfer = nlp_transfer.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "nlp_transfer/__main__.py" in names
+    assert "nlp_transfer/inference/static/index.html" in names  # the page nlp-transfer serve answers at /
 
 
 def test_installed_wheel_lists_trains_by_name_and_predicts(wheel, tmp_path):
