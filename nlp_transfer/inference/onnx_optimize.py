@@ -13,7 +13,8 @@
   activations quantized on the fly; fused ``Attention`` becomes ``QAttention``) and static QDQ quantization
   (activation scales calibrated on the run's validation texts with ``quantize_static`` and a
   ``CalibrationDataReader``), each first with every quantizable node, then, where label agreement with the
-  fp32 graph falls short of the required agreement, with the most sensitive groups of nodes left in fp32
+  fp32 graph falls short of the required agreement and the candidate runs faster than the best one that
+  reaches it, with the most sensitive groups of nodes left in fp32
   (``nodes_to_exclude``; a group is a contiguous run of quantizable nodes, about one transformer layer;
   its sensitivity is how far quantizing that group alone moves the logits). The fastest candidate that
   reaches the required agreement is kept; what was tried is returned for the manifest.
@@ -239,15 +240,19 @@ def select_int8(
 
     best: dict = {}
     first = {m: attempt(m, []) for m in ("dynamic", "static")}
-    short = [m for m, r in first.items() if "agreement" in r and r["agreement"] < target]
-    if short and best.get("row") is None:
+
+    def faster_than_best(row: dict) -> bool:  # nodes kept in fp32 only slow a candidate down
+        return best.get("row") is None or row.get("texts_per_second", 0.0) > best["row"]["texts_per_second"]
+
+    # A candidate short of the target that runs faster than the best one meeting it gets fp32 groups, most sensitive first.
+    short = [m for m, r in first.items() if "agreement" in r and r["agreement"] < target and faster_than_best(r)]
+    if short:
         order = _sensitivity(fp32, calibration, evaluation, reference)
         for method in sorted(short, key=lambda m: -first[m]["agreement"]):
             for k in range(1, max(len(order) // 2, 1) + 1):
-                if attempt(method, [name for g in order[:k] for name in g])["agreement"] >= target:
+                row = attempt(method, [name for g in order[:k] for name in g])
+                if row.get("agreement", 0.0) >= target or not faster_than_best(row):
                     break
-            if best.get("row") is not None:
-                break
     work.unlink(missing_ok=True)
     if best.get("row") is None:
         reached = max((r.get("agreement", 0.0) for r in tried), default=0.0)
