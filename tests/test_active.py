@@ -305,6 +305,54 @@ def test_setfit_missing_is_one_line(loop, capsys, monkeypatch):
     assert code == 2 and err.strip() == "error: " + extras.extra_hint("fewshot", "nlp-transfer label --model setfit", ["setfit"])
 
 
+def test_label_studio_tasks_are_written_with_the_models_guess(loop, capsys):
+    out, truth = loop["out"], loop["truth"]
+    args = loop["args"] + ["--format", "label-studio"]
+    code, stdout, _ = _call(args, capsys)
+    tasks = json.loads((out / "round-1" / "to_label.json").read_text())
+    assert code == 0 and "into Label Studio" in stdout and not (out / "round-1" / "to_label.csv").exists()
+    assert len(tasks) == 8 and all(set(t["data"]) == {"text", "id"} and t["predictions"] == [] for t in tasks)  # no model yet
+    export = [{"id": i, "data": t["data"], "annotations": [_ls_choice(truth[t["data"]["id"]])]} for i, t in enumerate(tasks, 1)]
+    (out / "round-1" / "labels.json").write_text(json.dumps(export))
+    code, stdout, _ = _call(args, capsys)
+    second = json.loads((out / "round-2" / "to_label.json").read_text())
+    assert code == 0 and stdout.startswith("8 labels read")
+    for t in second:
+        (pred,) = t["predictions"]
+        (result,) = pred["result"]
+        assert pred["model_version"] == "round-2" and 0.5 <= pred["score"] <= 1
+        assert result["type"] == "choices" and result["value"]["choices"][0] in ("neg", "pos") and result["to_name"] == "text"
+
+
+def _ls_choice(label: str, cancelled: bool = False) -> dict:
+    value = {"choices": [label]}
+    return {"was_cancelled": cancelled, "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": value}]}
+
+
+def test_a_label_studio_export_is_read_as_labels(loop, capsys):
+    out, truth = loop["out"], loop["truth"]
+    assert _call(loop["args"], capsys)[0] == 0
+    asked = [r["id"] for r in _read(out / "round-1" / "to_label.csv")]
+    export = [
+        {"id": 11, "data": {"text": "x", "id": asked[0]}, "annotations": [_ls_choice("meh", cancelled=True), _ls_choice(truth[asked[0]])]},
+        {"id": 12, "data": {"text": "x", "id": asked[1]}, "annotations": [_ls_choice(truth[asked[1]])]},
+        {"id": 13, "data": {"text": "x", "id": asked[2]}, "annotations": []},  # not labelled yet
+    ]
+    path = out / "round-1" / "labels.json"
+    path.write_text(json.dumps(export))
+    code, stdout, _ = _call(loop["args"], capsys)
+    state = json.loads((out / "state.json").read_text())
+    assert code == 0 and stdout.startswith("2 labels read") and state["answers"] == {a: truth[a] for a in asked[:2]}
+    # a label outside the label set: one line naming the task, nothing written
+    path2 = out / "round-2" / "labels.json"
+    second = [r["id"] for r in _read(out / "round-2" / "to_label.csv")]
+    path2.write_text(json.dumps([{"data": {"id": second[0]}, "annotations": [_ls_choice("meh")]}]))
+    before = (out / "state.json").read_bytes()
+    code, _, err = _call(loop["args"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "labels.json: task 1: label 'meh' is not one of neg, pos" in err
+    assert (out / "state.json").read_bytes() == before and not (out / "round-3").exists()
+
+
 # ---- an interrupted simulation resumes with the same picks ---------------------------------------------
 def test_kill_9_mid_simulation_then_the_same_command_gives_the_same_picks(tmp_path, tiny_bert_dir, toy_csv, capsys):
     cfg = build_cfg(tmp_path, tiny_bert_dir, toy_csv, "transfer.mode=feature_extraction", f"transfer.cache_dir={tmp_path / 'cache'}")

@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         "settings in setfit mode) [fewshot]",
     )
     p.add_argument(
+        "--format",
+        choices=("csv", "label-studio"),
+        default="csv",
+        help="--pool: each batch as DIR/round-K/to_label.csv (default) or as Label Studio tasks in DIR/round-K/to_label.json "
+        "(the guess as a prediction); a Label Studio JSON export saved as DIR/round-K/labels.json is read in either case",
+    )
+    p.add_argument(
         "--no-seed",
         action="store_true",
         help="--pool: start from the pool alone; by default the recipe's labelled training examples (if any) seed the loop",
@@ -119,6 +126,7 @@ def label_main(argv: list[str]) -> None:
         train=args.train,
         use_seed=not args.no_seed,
         model=args.model,
+        output_format=args.format,
         progress=not args.no_progress,
     )
     kappa = "" if r.kappa is None else f"; kappa average of the predictions {r.kappa:.3f} (at 0.99 or more, further labels change little)"
@@ -127,6 +135,9 @@ def label_main(argv: list[str]) -> None:
         tail = f"; trained: {r.run}" if r.run else "; --train trains the recipe on them"
         print(f"{read}{r.labelled} labels in all after {r.round} rounds: finished{tail}{kappa}")
     else:
-        print(
-            f"{read}{r.labelled} labels so far; round {r.round}: fill in the label column of {r.to_label} and run the same command again{kappa}"
+        todo = (
+            f"import {r.to_label} into Label Studio, label it, export the project as JSON to {r.to_label.with_name('labels.json')}"
+            if r.to_label.suffix == ".json"
+            else f"fill in the label column of {r.to_label}"
         )
+        print(f"{read}{r.labelled} labels so far; round {r.round}: {todo} and run the same command again{kappa}")

@@ -420,7 +420,7 @@ def write_active(points: list[dict], summary: list[dict], table: str, out: Path,
 
 
 # ---- a person in the loop ----------------------------------------------------------------------------
-ANSWER_FILES = ("labels.jsonl", "labels.csv", "to_label.csv")  # where a round's labels are read, first found
+ANSWER_FILES = ("labels.json", "labels.jsonl", "labels.csv", "to_label.csv")  # where a round's labels are read, first found
 
 
 def read_pool(path: str | Path, text_column: str = "text", id_column: str = "id") -> tuple[list[str], list[str]]:
@@ -450,8 +450,12 @@ def read_pool(path: str | Path, text_column: str = "text", id_column: str = "id"
     return ids, [str(r[text_column]) for r in rows]
 
 
-def _answer_rows(path: Path) -> list[tuple[int, str, str]]:
-    """(line, id, label) of every row with a label in a CSV or JSONL answers file."""
+def _answer_rows(path: Path) -> list[tuple[str, str, str]]:
+    """(where, id, label) of every row with a label in a CSV or JSONL answers file, or a Label Studio JSON export."""
+    if path.suffix == ".json":
+        from nlp_transfer.experiments.label_studio import read_export
+
+        return read_export(path)
     out = []
     if path.suffix == ".jsonl":
         for i, line in enumerate(path.read_text().splitlines(), 1):
@@ -464,7 +468,7 @@ def _answer_rows(path: Path) -> list[tuple[int, str, str]]:
             if not isinstance(r, dict) or "id" not in r:
                 raise DataError(f"{path} line {i} has no id; write one object per line with id and label")
             if r.get("label") not in (None, ""):
-                out.append((i, str(r["id"]), str(r["label"])))
+                out.append((f"line {i}", str(r["id"]), str(r["label"])))
         return out
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -472,7 +476,7 @@ def _answer_rows(path: Path) -> list[tuple[int, str, str]]:
             raise DataError(f"{path} needs the columns id and label (it has {', '.join(reader.fieldnames or []) or 'none'})")
         for i, r in enumerate(reader, 2):
             if (r.get("label") or "").strip():
-                out.append((i, str(r["id"]), r["label"].strip()))
+                out.append((f"line {i}", str(r["id"]), r["label"].strip()))
     return out
 
 
@@ -480,6 +484,11 @@ def read_answers(round_dir: Path, asked: list[str], names: list[str]) -> tuple[d
     """{id: label} given for a round (a partly filled file is fine); a label outside ``names``, an id given twice or
     one not asked in this round is a :class:`DataError` naming the file and line."""
     path = next((round_dir / f for f in ANSWER_FILES if (round_dir / f).is_file()), None)
+    if path is None and (round_dir / "to_label.json").is_file():
+        raise DataError(
+            f"no labels for {round_dir.name} yet: import {round_dir / 'to_label.json'} into Label Studio, label it, export the "
+            f"project as JSON to {round_dir / 'labels.json'} and run the same command again"
+        )
     if path is None:
         raise DataError(f"{round_dir / 'to_label.csv'} is missing; run the same command without changes to write it again")
     answers: dict[str, str] = {}
@@ -487,11 +496,11 @@ def read_answers(round_dir: Path, asked: list[str], names: list[str]) -> tuple[d
     asked_set = set(asked)
     for line, id_, label in _answer_rows(path):
         if id_ not in asked_set:
-            problems.append(f"line {line}: id '{id_}' was not asked in {round_dir.name}")
+            problems.append(f"{line}: id '{id_}' was not asked in {round_dir.name}")
         elif id_ in answers:
-            problems.append(f"line {line}: id '{id_}' is labelled twice")
+            problems.append(f"{line}: id '{id_}' is labelled twice")
         elif label not in names:
-            problems.append(f"line {line}: label '{label}' is not one of {', '.join(names)}")
+            problems.append(f"{line}: label '{label}' is not one of {', '.join(names)}")
         else:
             answers[id_] = label
     if problems:
@@ -503,7 +512,17 @@ def read_answers(round_dir: Path, asked: list[str], names: list[str]) -> tuple[d
 
 
 def _write_batch(path: Path, ids: list[str], texts: list[str], rows: np.ndarray, probs, names: list[str]) -> None:
+    """``to_label.csv``, or with a ``.json`` path the tasks of Label Studio's format (the guess as a prediction)."""
     import io
+
+    if path.suffix == ".json":
+        from nlp_transfer.experiments.label_studio import to_tasks
+
+        guesses = [None if probs is None else names[int(probs[r].argmax())] for r in rows]
+        scores = [None if probs is None else float(probs[r].max()) for r in rows]
+        tasks = to_tasks([ids[r] for r in rows], [texts[r] for r in rows], guesses, scores, path.parent.name)
+        atomic_write(path, json.dumps(tasks, indent=1, ensure_ascii=False))
+        return
 
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -573,17 +592,21 @@ def label_pool(
     train: bool = False,
     use_seed: bool = True,
     model: str = "logreg",
+    output_format: str = "csv",
     progress: bool = False,
 ) -> LabelRound:
     """One step of the loop: read the labels given for the waiting round, refit, write the next batch (or, once
     ``rounds`` rounds are answered, train the recipe on every label with ``train``). With ``use_seed``, the recipe's
     labelled training examples (when its data has them) seed the loop: the first model is fitted on them. ``model``:
-    ``logreg`` (frozen features) or ``setfit`` (SetFit refit on the labels so far)."""
+    ``logreg`` (frozen features) or ``setfit`` (SetFit refit on the labels so far). ``output_format``: ``csv``
+    (``to_label.csv``) or ``label-studio`` (``to_label.json``, Label Studio tasks)."""
     from nlp_transfer.experiments.compare import load_recipes
 
     check_strategy(strategy)
     if batch < 1 or rounds < 1:
         raise ConfigError("--batch and --rounds must be at least 1")
+    if output_format not in ("csv", "label-studio"):
+        raise ConfigError(f"--format {output_format} is not one of csv, label-studio")
     if model not in LOOP_MODELS:
         raise ConfigError(f"--model {model} is not one of {', '.join(LOOP_MODELS)}")
     if model == "setfit":
@@ -619,7 +642,7 @@ def label_pool(
     emb, known, y, probs = _round_model(cfg, model, texts, labelled, y, seed_set, len(names), seed, progress)
     k = len(state["asked"]) + 1
     rows = pick(strategy, batch, probs, emb, known, seed, k - 1)  # the seed set's rows count as labelled: never picked
-    target = out / f"round-{k}" / "to_label.csv"
+    target = out / f"round-{k}" / ("to_label.json" if output_format == "label-studio" else "to_label.csv")
     _write_batch(target, ids, texts, rows, probs, names)
     if probs is not None:  # the stopping criterion: how much the model's predictions on the stop set still change
         state["stop_predictions"].append(probs[stop_rows(len(ids))].argmax(1).tolist())
