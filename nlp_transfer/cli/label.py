@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Pool-based active learning on the recipe's checkpoint, frozen (features encoded once, through the "
         "feature cache) with a logistic regression refit each round (--model setfit: SetFit refit instead). With --pool: the "
         "recipe's labelled training examples, if its data has any, seed the loop (--no-seed: a cold start); each call reads "
-        "the labels given for the waiting round (DIR/round-K/to_label.csv filled in, or round-K/labels.csv / labels.jsonl with id,label), refits and "
+        "the labels given for the waiting round (DIR/round-K/to_label.csv filled in, round-K/labels.csv / labels.jsonl with id,label, or a Label Studio JSON export as round-K/labels.json), refits and "
         "writes the next batch to DIR/round-K+1/to_label.csv; after --rounds rounds, --train trains the recipe on the labels "
         "(DIR/run, an ordinary run directory). With --simulate: the recipe's training split is the pool, its labels revealed "
         "only when queried; curves of test accuracy and macro F1 against labels for each strategy beside random, over "

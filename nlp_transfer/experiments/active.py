@@ -13,8 +13,10 @@ uncertainty strategies draw at random (``kmeans`` and ``coreset`` need no model)
 
 A person's loop keeps its state in ``DIR/state.json``; round K writes ``DIR/round-K/to_label.csv`` (id,
 text, the model's guess and its probability, an empty ``label`` column). The next call reads the labels
-given (in that file, or ``round-K/labels.csv`` / ``labels.jsonl`` with id and label; blanks stay
-unlabelled and may be asked again), refits and writes round K+1. Every file is written whole (a temporary
+given (in that file, ``round-K/labels.csv`` / ``labels.jsonl`` with id and label, or a Label Studio JSON
+export ``labels.json``; blanks stay unlabelled and may be asked again), refits and writes round K+1. The recipe's
+labelled training examples, if any, seed the loop unless ``use_seed=False``; ``model="setfit"`` refits SetFit
+(:mod:`nlp_transfer.experiments.active_setfit`) instead of the logistic regression. Every file is written whole (a temporary
 file renamed), and a round's picks depend only on the labels so far and the seed, so a call killed at
 any point is repeated by the same command with the same result.
 
