@@ -143,7 +143,7 @@ def loop(tmp_path, tiny_bert_dir, toy_csv):
     truth = {f"t{i}": label for i, (_, label) in enumerate(rows)}
     out = tmp_path / "al"
     args = ["--config", str(recipe), "--pool", str(pool), "--strategy", "breaking_ties", "--batch", "8", "--rounds", "2", "--out", str(out)]
-    return {"args": args, "out": out, "truth": truth, "tmp": tmp_path}
+    return {"args": args + ["--no-seed"], "out": out, "truth": truth, "tmp": tmp_path, "recipe": recipe, "cfg": cfg}
 
 
 def _read(path: Path) -> list[dict]:
@@ -240,6 +240,117 @@ def test_a_changed_setting_is_refused(loop, capsys):
     args = [a if a != "breaking_ties" else "entropy" for a in loop["args"]]
     code, _, err = _call(args, capsys)
     assert code == 2 and "another --strategy" in err
+
+
+def _seeded_recipe(loop, *dotted: str) -> Path:
+    """The loop's recipe on a seed set of 4 labelled examples per class."""
+    recipe = loop["tmp"] / "seeded.yaml"
+    recipe.write_text(loop["cfg"].replace("data.samples_per_class=4", *dotted).to_yaml())
+    return recipe
+
+
+def test_the_recipes_labelled_examples_seed_the_loop(loop, capsys):
+    args = [a for a in loop["args"] if a != "--no-seed"]
+    args[args.index(str(loop["recipe"]))] = str(_seeded_recipe(loop))
+    code, stdout, _ = _call(args, capsys)
+    first = _read(loop["out"] / "round-1" / "to_label.csv")
+    state = json.loads((loop["out"] / "state.json").read_text())
+    assert code == 0 and "0 labels so far; round 1" in stdout
+    assert state["settings"]["seeded"] == 8 and state["seed_set"] == {"examples": 8, "per_label": {"neg": 4, "pos": 4}}
+    # a model from the first round on: every text asked has the seed model's guess and its probability
+    assert len(first) == 8 and all(r["guess"] in ("neg", "pos") and 0.5 <= float(r["score"]) <= 1 for r in first)
+    code, _, err = _call(args + ["--no-seed"], capsys)  # the same loop without its seed set is another loop
+    assert code == 2 and "another seed set" in err
+    code, _, err = _call(args[:-2] + ["--out", str(loop["tmp"] / "other"), "--labels", "bad,good"], capsys)
+    assert code == 2 and "--no-seed" in err and len(err.strip().splitlines()) == 1
+
+
+def test_setfit_is_the_model_queried(loop, capsys, monkeypatch):
+    pytest.importorskip("setfit")
+    from nlp_transfer.experiments import active, active_setfit
+
+    recipe = _seeded_recipe(loop, "transfer.mode=setfit", "transfer.setfit.num_iterations=1", "train.epochs=1", "train.batch_size=16")
+    args = [a for a in loop["args"] if a != "--no-seed"]
+    args[args.index(str(loop["recipe"]))] = str(recipe)
+    fitted = []
+    real = active_setfit.setfit_probs
+
+    def recorded(*a, **k):
+        fitted.append((a, real(*a, **k)))
+        return fitted[-1][1]
+
+    def no_logreg(*a, **k):
+        raise AssertionError("the logistic regression was fitted")
+
+    monkeypatch.setattr(active_setfit, "setfit_probs", recorded)
+    monkeypatch.setattr(active, "fit_probs", no_logreg)
+    code, _, err = _call(args + ["--model", "setfit"], capsys)
+    assert code == 0, err
+    (cfg, lab_texts, y, num_labels, seed, pool_texts), probs = fitted[0]
+    assert len(fitted) == 1 and len(lab_texts) == 8 and sorted(y.tolist()) == [0] * 4 + [1] * 4 and probs.shape == (60, 2)
+    asked = _read(loop["out"] / "round-1" / "to_label.csv")
+    row = {t: i for i, t in enumerate(pool_texts)}
+    for r in asked:  # the guesses and scores written are SetFit's
+        p = probs[row[r["text"]]]
+        assert r["guess"] == ("neg", "pos")[int(p.argmax())] and float(r["score"]) == pytest.approx(p.max(), abs=1e-4)
+    margins = np.sort(probs, 1)[:, -1] - np.sort(probs, 1)[:, -2]  # breaking_ties: the smallest margins of SetFit's probabilities
+    assert sorted(row[r["text"]] for r in asked) == sorted(np.argsort(margins, kind="stable")[:8].tolist())
+
+
+def test_setfit_missing_is_one_line(loop, capsys, monkeypatch):
+    from nlp_transfer.utils import extras
+
+    monkeypatch.setattr(extras, "missing_modules", lambda mods: [m for m in mods if m == "setfit"])
+    code, _, err = _call(loop["args"] + ["--model", "setfit"], capsys)
+    assert code == 2 and err.strip() == "error: " + extras.extra_hint("fewshot", "nlp-transfer label --model setfit", ["setfit"])
+
+
+def test_label_studio_tasks_are_written_with_the_models_guess(loop, capsys):
+    out, truth = loop["out"], loop["truth"]
+    args = loop["args"] + ["--format", "label-studio"]
+    code, stdout, _ = _call(args, capsys)
+    tasks = json.loads((out / "round-1" / "to_label.json").read_text())
+    assert code == 0 and "into Label Studio" in stdout and not (out / "round-1" / "to_label.csv").exists()
+    assert len(tasks) == 8 and all(set(t["data"]) == {"text", "id"} and t["predictions"] == [] for t in tasks)  # no model yet
+    export = [{"id": i, "data": t["data"], "annotations": [_ls_choice(truth[t["data"]["id"]])]} for i, t in enumerate(tasks, 1)]
+    (out / "round-1" / "labels.json").write_text(json.dumps(export))
+    code, stdout, _ = _call(args, capsys)
+    second = json.loads((out / "round-2" / "to_label.json").read_text())
+    assert code == 0 and stdout.startswith("8 labels read")
+    for t in second:
+        (pred,) = t["predictions"]
+        (result,) = pred["result"]
+        assert pred["model_version"] == "round-2" and 0.5 <= pred["score"] <= 1
+        assert result["type"] == "choices" and result["value"]["choices"][0] in ("neg", "pos") and result["to_name"] == "text"
+
+
+def _ls_choice(label: str, cancelled: bool = False) -> dict:
+    value = {"choices": [label]}
+    return {"was_cancelled": cancelled, "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": value}]}
+
+
+def test_a_label_studio_export_is_read_as_labels(loop, capsys):
+    out, truth = loop["out"], loop["truth"]
+    assert _call(loop["args"], capsys)[0] == 0
+    asked = [r["id"] for r in _read(out / "round-1" / "to_label.csv")]
+    export = [
+        {"id": 11, "data": {"text": "x", "id": asked[0]}, "annotations": [_ls_choice("meh", cancelled=True), _ls_choice(truth[asked[0]])]},
+        {"id": 12, "data": {"text": "x", "id": asked[1]}, "annotations": [_ls_choice(truth[asked[1]])]},
+        {"id": 13, "data": {"text": "x", "id": asked[2]}, "annotations": []},  # not labelled yet
+    ]
+    path = out / "round-1" / "labels.json"
+    path.write_text(json.dumps(export))
+    code, stdout, _ = _call(loop["args"], capsys)
+    state = json.loads((out / "state.json").read_text())
+    assert code == 0 and stdout.startswith("2 labels read") and state["answers"] == {a: truth[a] for a in asked[:2]}
+    # a label outside the label set: one line naming the task, nothing written
+    path2 = out / "round-2" / "labels.json"
+    second = [r["id"] for r in _read(out / "round-2" / "to_label.csv")]
+    path2.write_text(json.dumps([{"data": {"id": second[0]}, "annotations": [_ls_choice("meh")]}]))
+    before = (out / "state.json").read_bytes()
+    code, _, err = _call(loop["args"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "labels.json: task 1: label 'meh' is not one of neg, pos" in err
+    assert (out / "state.json").read_bytes() == before and not (out / "round-3").exists()
 
 
 # ---- an interrupted simulation resumes with the same picks ---------------------------------------------

@@ -17,8 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nlp-transfer label",
         description="Pool-based active learning on the recipe's checkpoint, frozen (features encoded once, through the "
-        "feature cache) with a logistic regression refit each round. With --pool: each call reads the labels given for the "
-        "waiting round (DIR/round-K/to_label.csv filled in, or round-K/labels.csv / labels.jsonl with id,label), refits and "
+        "feature cache) with a logistic regression refit each round (--model setfit: SetFit refit instead). With --pool: the "
+        "recipe's labelled training examples, if its data has any, seed the loop (--no-seed: a cold start); each call reads "
+        "the labels given for the waiting round (DIR/round-K/to_label.csv filled in, round-K/labels.csv / labels.jsonl with id,label, or a Label Studio JSON export as round-K/labels.json), refits and "
         "writes the next batch to DIR/round-K+1/to_label.csv; after --rounds rounds, --train trains the recipe on the labels "
         "(DIR/run, an ordinary run directory). With --simulate: the recipe's training split is the pool, its labels revealed "
         "only when queried; curves of test accuracy and macro F1 against labels for each strategy beside random, over "
@@ -42,6 +43,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="the label set, comma-separated (default: the labels of the recipe's data)")
     p.add_argument("--seeds", type=positive_int, default=3, help="--simulate: seeds per strategy (default 3)")
     p.add_argument("--seed", type=int, default=0, help="--pool: the seed of every draw (default 0)")
+    p.add_argument(
+        "--model",
+        choices=("logreg", "setfit"),
+        default="logreg",
+        help="--pool: the model in the loop, refit each round on the labels so far: logreg (frozen features, seconds; default) "
+        "or setfit (the encoder tuned on contrastive pairs, then a logistic-regression head; the recipe's transfer.setfit "
+        "settings in setfit mode) [fewshot]",
+    )
+    p.add_argument(
+        "--format",
+        choices=("csv", "label-studio"),
+        default="csv",
+        help="--pool: each batch as DIR/round-K/to_label.csv (default) or as Label Studio tasks in DIR/round-K/to_label.json "
+        "(the guess as a prediction); a Label Studio JSON export saved as DIR/round-K/labels.json is read in either case",
+    )
+    p.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="--pool: start from the pool alone; by default the recipe's labelled training examples (if any) seed the loop",
+    )
     p.add_argument("--train", action="store_true", help="--pool: once every round is labelled, train the recipe on the labels (DIR/run)")
     p.add_argument("--text-column", default="text", help="--pool: the text column (default: text)")
     p.add_argument("--id-column", default="id", help="--pool: the id column (default: id; without one, the row number)")
@@ -67,6 +88,8 @@ def label_main(argv: list[str]) -> None:
     if args.simulate:
         if args.train:
             raise ConfigError("--train trains on a person's labels (--pool); a simulation only measures")
+        if args.model != "logreg":
+            raise ConfigError("a simulation refits a logistic regression on frozen features; --model setfit is for --pool")
         setup_logging()
         from nlp_transfer.experiments.active import simulate
 
@@ -101,6 +124,9 @@ def label_main(argv: list[str]) -> None:
         text_column=args.text_column,
         id_column=args.id_column,
         train=args.train,
+        use_seed=not args.no_seed,
+        model=args.model,
+        output_format=args.format,
         progress=not args.no_progress,
     )
     kappa = "" if r.kappa is None else f"; kappa average of the predictions {r.kappa:.3f} (at 0.99 or more, further labels change little)"
@@ -109,6 +135,9 @@ def label_main(argv: list[str]) -> None:
         tail = f"; trained: {r.run}" if r.run else "; --train trains the recipe on them"
         print(f"{read}{r.labelled} labels in all after {r.round} rounds: finished{tail}{kappa}")
     else:
-        print(
-            f"{read}{r.labelled} labels so far; round {r.round}: fill in the label column of {r.to_label} and run the same command again{kappa}"
+        todo = (
+            f"import {r.to_label} into Label Studio, label it, export the project as JSON to {r.to_label.with_name('labels.json')}"
+            if r.to_label.suffix == ".json"
+            else f"fill in the label column of {r.to_label}"
         )
+        print(f"{read}{r.labelled} labels so far; round {r.round}: {todo} and run the same command again{kappa}")

@@ -13,8 +13,10 @@ uncertainty strategies draw at random (``kmeans`` and ``coreset`` need no model)
 
 A person's loop keeps its state in ``DIR/state.json``; round K writes ``DIR/round-K/to_label.csv`` (id,
 text, the model's guess and its probability, an empty ``label`` column). The next call reads the labels
-given (in that file, or ``round-K/labels.csv`` / ``labels.jsonl`` with id and label; blanks stay
-unlabelled and may be asked again), refits and writes round K+1. Every file is written whole (a temporary
+given (in that file, ``round-K/labels.csv`` / ``labels.jsonl`` with id and label, or a Label Studio JSON
+export ``labels.json``; blanks stay unlabelled and may be asked again), refits and writes round K+1. The recipe's
+labelled training examples, if any, seed the loop unless ``use_seed=False``; ``model="setfit"`` refits SetFit
+(:mod:`nlp_transfer.experiments.active_setfit`) instead of the logistic regression. Every file is written whole (a temporary
 file renamed), and a round's picks depend only on the labels so far and the seed, so a call killed at
 any point is repeated by the same command with the same result.
 
@@ -420,7 +422,7 @@ def write_active(points: list[dict], summary: list[dict], table: str, out: Path,
 
 
 # ---- a person in the loop ----------------------------------------------------------------------------
-ANSWER_FILES = ("labels.jsonl", "labels.csv", "to_label.csv")  # where a round's labels are read, first found
+ANSWER_FILES = ("labels.json", "labels.jsonl", "labels.csv", "to_label.csv")  # where a round's labels are read, first found
 
 
 def read_pool(path: str | Path, text_column: str = "text", id_column: str = "id") -> tuple[list[str], list[str]]:
@@ -450,8 +452,12 @@ def read_pool(path: str | Path, text_column: str = "text", id_column: str = "id"
     return ids, [str(r[text_column]) for r in rows]
 
 
-def _answer_rows(path: Path) -> list[tuple[int, str, str]]:
-    """(line, id, label) of every row with a label in a CSV or JSONL answers file."""
+def _answer_rows(path: Path) -> list[tuple[str, str, str]]:
+    """(where, id, label) of every row with a label in a CSV or JSONL answers file, or a Label Studio JSON export."""
+    if path.suffix == ".json":
+        from nlp_transfer.experiments.label_studio import read_export
+
+        return read_export(path)
     out = []
     if path.suffix == ".jsonl":
         for i, line in enumerate(path.read_text().splitlines(), 1):
@@ -464,7 +470,7 @@ def _answer_rows(path: Path) -> list[tuple[int, str, str]]:
             if not isinstance(r, dict) or "id" not in r:
                 raise DataError(f"{path} line {i} has no id; write one object per line with id and label")
             if r.get("label") not in (None, ""):
-                out.append((i, str(r["id"]), str(r["label"])))
+                out.append((f"line {i}", str(r["id"]), str(r["label"])))
         return out
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -472,7 +478,7 @@ def _answer_rows(path: Path) -> list[tuple[int, str, str]]:
             raise DataError(f"{path} needs the columns id and label (it has {', '.join(reader.fieldnames or []) or 'none'})")
         for i, r in enumerate(reader, 2):
             if (r.get("label") or "").strip():
-                out.append((i, str(r["id"]), r["label"].strip()))
+                out.append((f"line {i}", str(r["id"]), r["label"].strip()))
     return out
 
 
@@ -480,6 +486,11 @@ def read_answers(round_dir: Path, asked: list[str], names: list[str]) -> tuple[d
     """{id: label} given for a round (a partly filled file is fine); a label outside ``names``, an id given twice or
     one not asked in this round is a :class:`DataError` naming the file and line."""
     path = next((round_dir / f for f in ANSWER_FILES if (round_dir / f).is_file()), None)
+    if path is None and (round_dir / "to_label.json").is_file():
+        raise DataError(
+            f"no labels for {round_dir.name} yet: import {round_dir / 'to_label.json'} into Label Studio, label it, export the "
+            f"project as JSON to {round_dir / 'labels.json'} and run the same command again"
+        )
     if path is None:
         raise DataError(f"{round_dir / 'to_label.csv'} is missing; run the same command without changes to write it again")
     answers: dict[str, str] = {}
@@ -487,11 +498,11 @@ def read_answers(round_dir: Path, asked: list[str], names: list[str]) -> tuple[d
     asked_set = set(asked)
     for line, id_, label in _answer_rows(path):
         if id_ not in asked_set:
-            problems.append(f"line {line}: id '{id_}' was not asked in {round_dir.name}")
+            problems.append(f"{line}: id '{id_}' was not asked in {round_dir.name}")
         elif id_ in answers:
-            problems.append(f"line {line}: id '{id_}' is labelled twice")
+            problems.append(f"{line}: id '{id_}' is labelled twice")
         elif label not in names:
-            problems.append(f"line {line}: label '{label}' is not one of {', '.join(names)}")
+            problems.append(f"{line}: label '{label}' is not one of {', '.join(names)}")
         else:
             answers[id_] = label
     if problems:
@@ -503,7 +514,17 @@ def read_answers(round_dir: Path, asked: list[str], names: list[str]) -> tuple[d
 
 
 def _write_batch(path: Path, ids: list[str], texts: list[str], rows: np.ndarray, probs, names: list[str]) -> None:
+    """``to_label.csv``, or with a ``.json`` path the tasks of Label Studio's format (the guess as a prediction)."""
     import io
+
+    if path.suffix == ".json":
+        from nlp_transfer.experiments.label_studio import to_tasks
+
+        guesses = [None if probs is None else names[int(probs[r].argmax())] for r in rows]
+        scores = [None if probs is None else float(probs[r].max()) for r in rows]
+        tasks = to_tasks([ids[r] for r in rows], [texts[r] for r in rows], guesses, scores, path.parent.name)
+        atomic_write(path, json.dumps(tasks, indent=1, ensure_ascii=False))
+        return
 
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -527,21 +548,31 @@ class LabelRound:
     run: Path | None = None  # the run trained on the labels (train=True, once finished)
 
 
-def _settings(cfg, ids, texts, strategy, batch, rounds, names, seed) -> dict:
+def _settings(cfg, ids, texts, strategy, batch, names, seed, seeded: int, model: str) -> dict:
     from nlp_transfer.experiments.curve import _recipe_key
 
     pool = hashlib.sha256(json.dumps([ids, texts]).encode()).hexdigest()[:16]
-    return {"recipe": _recipe_key(cfg), "pool": pool, "strategy": strategy, "batch": batch, "labels": names, "seed": seed}
+    settings = {"recipe": _recipe_key(cfg), "pool": pool, "strategy": strategy, "batch": batch, "labels": names, "seed": seed}
+    return {**settings, "seeded": seeded, "model": model}
 
 
-def _load_state(out: Path, settings: dict, rounds: int) -> dict:
+SETTING_NAMES = {
+    "recipe": "recipe",
+    "pool": "pool file",
+    "labels": "label set",
+    "seeded": "seed set (the recipe's labelled examples, or none with --no-seed)",
+}
+SETTING_DEFAULTS = {"seeded": 0, "model": "logreg"}  # what a state written before these settings existed used
+
+
+def _load_state(out: Path, settings: dict, rounds: int, seed: dict) -> dict:
     path = out / "state.json"
     if not path.is_file():
-        return {"settings": settings, "rounds": rounds, "asked": [], "read": 0, "answers": {}, "stop_predictions": [], "kappa": []}
+        return {"settings": settings, "rounds": rounds, "asked": [], "read": 0, "answers": {}, "stop_predictions": [], "kappa": [], **seed}
     state = json.loads(path.read_text())
     for k, v in settings.items():
-        if state["settings"].get(k) != v:
-            what = {"recipe": "recipe", "pool": "pool file", "labels": "label set"}.get(k, f"--{k}")
+        if state["settings"].get(k, SETTING_DEFAULTS.get(k)) != v:
+            what = SETTING_NAMES.get(k, f"--{k}")
             raise ConfigError(f"{out} was started with another {what}; run it with the same settings, or choose a new --out")
     state["rounds"] = rounds  # more (or fewer) rounds may be asked for later
     return state
@@ -561,23 +592,38 @@ def label_pool(
     text_column: str = "text",
     id_column: str = "id",
     train: bool = False,
+    use_seed: bool = True,
+    model: str = "logreg",
+    output_format: str = "csv",
     progress: bool = False,
 ) -> LabelRound:
     """One step of the loop: read the labels given for the waiting round, refit, write the next batch (or, once
-    ``rounds`` rounds are answered, train the recipe on every label with ``train``)."""
+    ``rounds`` rounds are answered, train the recipe on every label with ``train``). With ``use_seed``, the recipe's
+    labelled training examples (when its data has them) seed the loop: the first model is fitted on them. ``model``:
+    ``logreg`` (frozen features) or ``setfit`` (SetFit refit on the labels so far). ``output_format``: ``csv``
+    (``to_label.csv``) or ``label-studio`` (``to_label.json``, Label Studio tasks)."""
     from nlp_transfer.experiments.compare import load_recipes
 
     check_strategy(strategy)
     if batch < 1 or rounds < 1:
         raise ConfigError("--batch and --rounds must be at least 1")
+    if output_format not in ("csv", "label-studio"):
+        raise ConfigError(f"--format {output_format} is not one of csv, label-studio")
+    if model not in LOOP_MODELS:
+        raise ConfigError(f"--model {model} is not one of {', '.join(LOOP_MODELS)}")
+    if model == "setfit":
+        from nlp_transfer.experiments.active_setfit import require_setfit
+
+        require_setfit()
     cfg = load_recipes([recipe], list(overrides))[0]
     quiet_datasets(progress)
     ids, texts = read_pool(pool_file, text_column, id_column)
-    names = list(labels) if labels else _recipe_labels(cfg)
+    names, seed_set = _label_set(cfg, labels, use_seed)
     if len(set(names)) != len(names) or len(names) < 2:
         raise ConfigError(f"the label set needs two or more distinct labels, not {', '.join(names)}")
     out = Path(out)
-    state = _load_state(out, _settings(cfg, ids, texts, strategy, batch, rounds, names, seed), rounds)
+    seed_info = {"seed_set": {"examples": len(seed_set[0]), "per_label": {n: seed_set[1].count(i) for i, n in enumerate(names)}}}
+    state = _load_state(out, _settings(cfg, ids, texts, strategy, batch, names, seed, len(seed_set[0]), model), rounds, seed_info)
     read = 0
     if len(state["asked"]) > state["read"]:  # a batch is waiting: its labels first
         k = len(state["asked"])
@@ -590,16 +636,15 @@ def label_pool(
     row = {d: i for i, d in enumerate(ids)}
     labelled = np.asarray([row[d] for d in state["answers"]], dtype=np.int64)
     if state["read"] >= rounds or len(labelled) == len(ids):
-        run = _train_on_answers(cfg, state, ids, texts, names, out, progress) if train else None
+        run = _train_on_answers(cfg, state, ids, texts, names, seed_set, out, progress) if train else None
         return LabelRound(state["read"], len(labelled), read, None, kappa, True, run)
     if train:
         logger.info(f"--train trains once all {rounds} rounds are labelled ({state['read']} so far)")
-    feats = encode_texts(cfg, {"pool": texts}, progress)["pool"]
     y = np.asarray([names.index(state["answers"][ids[r]]) for r in labelled], dtype=np.int64)
-    probs = fit_probs(feats[labelled], y, len(names), loop_c(cfg), seed, feats)[0] if len(labelled) else None
+    emb, known, y, probs = _round_model(cfg, model, texts, labelled, y, seed_set, len(names), seed, progress)
     k = len(state["asked"]) + 1
-    rows = pick(strategy, batch, probs, feats, labelled, seed, k - 1)
-    target = out / f"round-{k}" / "to_label.csv"
+    rows = pick(strategy, batch, probs, emb, known, seed, k - 1)  # the seed set's rows count as labelled: never picked
+    target = out / f"round-{k}" / ("to_label.json" if output_format == "label-studio" else "to_label.csv")
     _write_batch(target, ids, texts, rows, probs, names)
     if probs is not None:  # the stopping criterion: how much the model's predictions on the stop set still change
         state["stop_predictions"].append(probs[stop_rows(len(ids))].argmax(1).tolist())
@@ -610,17 +655,61 @@ def label_pool(
     return LabelRound(k, len(labelled), read, target, kappa, False)
 
 
-def _recipe_labels(cfg) -> list[str]:
+LOOP_MODELS = ("logreg", "setfit")
+
+
+def _round_model(cfg, model: str, texts, labelled, y, seed_set, num_labels: int, seed: int, progress: bool):
+    """(embeddings of the pool then the seed set, the labelled rows of them, their labels, the model's probabilities
+    for every row or None) for this round: the pool's labels so far and the seed set."""
+    seed_texts, seed_y = seed_set
+    feats = encode_texts(cfg, {"pool": texts, **({"seed": seed_texts} if seed_texts else {})}, progress)
+    emb = np.concatenate([feats["pool"], feats["seed"]]) if seed_texts else feats["pool"]
+    known = np.concatenate([labelled, np.arange(len(texts), len(emb), dtype=np.int64)])
+    y = np.concatenate([y, np.asarray(seed_y, dtype=np.int64)])
+    if not len(known):
+        return emb, known, y, None
+    if model == "logreg":
+        return emb, known, y, fit_probs(emb[known], y, num_labels, loop_c(cfg), seed, emb)[0]
+    from nlp_transfer.experiments.active_setfit import setfit_probs
+
+    all_texts = list(texts) + list(seed_texts)
+    probs = setfit_probs(cfg, [all_texts[r] for r in known], y, num_labels, seed, list(texts))
+    if probs is not None and seed_texts:  # the seed set is labelled and never asked: no need to score it
+        probs = np.concatenate([probs, np.full((len(seed_texts), num_labels), 1.0 / num_labels)])
+    return emb, known, y, probs
+
+
+def _label_set(cfg, labels: list[str] | None, use_seed: bool) -> tuple[list[str], tuple[list[str], list[int]]]:
+    """(the label set, (texts, label indices) of the seed set): --labels, else the recipe's data's labels; its
+    labelled training examples seed the loop with ``use_seed`` (none if the data has none, or did not load and
+    --labels names the label set)."""
     from nlp_transfer.data.loading import load_data
 
+    if labels and not use_seed:
+        return list(labels), ([], [])
     try:
-        return load_data(cfg.data).labels
+        data = load_data(cfg.data)
     except DataError as e:
+        if labels:
+            logger.info(f"no seed set: the recipe's data did not load ({e})")
+            return list(labels), ([], [])
         raise ConfigError(f"the label set comes from the recipe's data, which did not load ({e}); give it with --labels a,b,c") from None
+    names = list(labels) if labels else list(data.labels)
+    train = data.splits.get("train")
+    if not use_seed or data.task != "single_label" or train is None or len(train) == 0:
+        return names, ([], [])
+    if names != list(data.labels):
+        raise ConfigError(
+            f"the recipe's labelled examples ({', '.join(data.labels)}) seed the loop, but --labels gives another label set "
+            f"({', '.join(names)}); give --no-seed to start from the pool alone, or leave out --labels"
+        )
+    logger.info(f"seed set: {len(train)} labelled examples of the recipe's training data (--no-seed: none)")
+    return names, (list(train["text"]), [int(v) for v in train["label"]])
 
 
-def _train_on_answers(cfg, state: dict, ids, texts, names, out: Path, progress: bool) -> Path:
-    """The recipe trained on every label given; validation and test from the recipe's own data (same label set)."""
+def _train_on_answers(cfg, state: dict, ids, texts, names, seed_set, out: Path, progress: bool) -> Path:
+    """The recipe trained on every label given and the seed set; validation and test from the recipe's own data
+    (same label set)."""
     import datasets
 
     from nlp_transfer.data.loading import TextData, load_data
@@ -635,7 +724,10 @@ def _train_on_answers(cfg, state: dict, ids, texts, names, out: Path, progress: 
     row = {d: i for i, d in enumerate(ids)}
     given = list(state["answers"].items())
     train_split = datasets.Dataset.from_dict(
-        {"text": [texts[row[d]] for d, _ in given], "label": [names.index(lab) for _, lab in given]}
+        {
+            "text": [texts[row[d]] for d, _ in given] + list(seed_set[0]),
+            "label": [names.index(lab) for _, lab in given] + list(seed_set[1]),
+        }
     ).cast_column("label", data.splits["validation"].features["label"])
     picked = TextData(datasets.DatasetDict({**data.splits, "train": train_split}), names, data.task)
     run_dir = out / "run"
