@@ -134,6 +134,9 @@ MEASURING_TARGETS = [
     "bench-adapters",
     "bench-speed",
     "bench-ship",
+    "active-rt",
+    "active-bbc",
+    "active-tweet",
 ]
 DEFAULT_SECTIONS = {"benchmarks cache": "bench-cache", "benchmarks adapters": "bench-adapters", "benchmarks speed": "bench-speed"}
 DEFAULT_SECTIONS |= {"benchmarks ship": "bench-ship", "label_issues.py": "trust-label-issues"}

@@ -244,7 +244,7 @@ def select_int8(
     def faster_than_best(row: dict) -> bool:  # nodes kept in fp32 only slow a candidate down
         return best.get("row") is None or row.get("texts_per_second", 0.0) > best["row"]["texts_per_second"]
 
-    # A candidate short of the target that runs faster than the best one meeting it gets fp32 groups, most sensitive first.
+    # A candidate below the required agreement that runs faster than the best one reaching it gets fp32 groups, most sensitive first.
     short = [m for m, r in first.items() if "agreement" in r and r["agreement"] < target and faster_than_best(r)]
     if short:
         order = _sensitivity(fp32, calibration, evaluation, reference)
