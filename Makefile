@@ -202,11 +202,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(MAKE) --no-print-directory docs
-	# one pytest worker per core (pytest-xdist): most tests wait on interpreter start-up, imports and one-thread work
-	$(PY) -m pytest -q -n auto
+	# one pytest worker per core (pytest-xdist): most tests wait on interpreter start-up, imports and one-thread work;
+	# worksteal rebalances the long integration tests between workers; the 15 slowest tests are listed at the end
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n auto -m "not slow"
+	$(PY) -m pytest -q -n auto --dist worksteal -m "not slow"
 
 # On a GPU machine: the CUDA tests (fp16 with loss scaling, bf16, 2-process DDP) and the speed bench on CUDA.
 # Writes results/gpu-check/ (pytest log, bench JSON); one call verifies a lent machine.
