@@ -347,3 +347,16 @@ def test_pyproject_lists_every_package_and_ships_the_recipes():
     assert all(tool["package-data"].get(p) == ["*.yaml"] for p in recipes)
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"nlp-transfer": "nlp_transfer.cli.main:main"}
+
+
+def test_a_closed_pipe_ends_the_listing_quietly():
+    """`nlp-transfer recipes | head`: the reader may close the pipe before the listing is written (here `true`
+    reads nothing at all); the command stops with exit code 1 and no traceback."""
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{sys.executable} -m nlp_transfer recipes | true"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
