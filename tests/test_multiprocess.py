@@ -190,3 +190,86 @@ def test_two_processes_killed_mid_epoch_resume_to_the_same_metrics(make_cfg, tmp
     assert [e["validation"] for e in got["epochs"]] == [e["validation"] for e in ref["epochs"]]
     assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in ref["epochs"]]
     assert got["test"] == ref["test"]
+
+
+# The trials each process trains, recorded from inside scripts/tune.py (the values a process trains are what matters).
+TRIAL_LOG = """
+import json, os, runpy, sys
+from nlp_transfer.experiments import tune as t
+real = t.Search.train
+def train(self, number, values, trial=None):
+    with open(os.environ["TRIAL_LOG"], "a") as f:
+        f.write(json.dumps({"rank": int(os.environ["RANK"]), "pid": os.getpid(), "number": number, "values": values}) + "\\n")
+    return real(self, number, values, trial)
+t.Search.train = train
+sys.argv = ["scripts/tune.py", *sys.argv[1:]]
+runpy.run_path("scripts/tune.py", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_two_process_trial_trains_the_same_parameters_on_both_ranks(make_cfg, tmp_path):
+    import optuna
+    import yaml
+
+    from nlp_transfer.config import RecipeConfig
+    from nlp_transfer.experiments.tune import open_storage
+
+    cfg, out = make_cfg(tmp_path, "transfer.mode=feature_extraction", "train.epochs=1"), tmp_path / "tune"
+    recipe, space, script, log = tmp_path / "recipe.yaml", tmp_path / "space.yaml", tmp_path / "tune_logged.py", tmp_path / "trials.jsonl"
+    recipe.write_text(cfg.to_yaml())
+    space.write_text(yaml.safe_dump({"train.lr": {"type": "float", "low": 1.0e-3, "high": 3.0e-2, "log": True}}))
+    script.write_text(TRIAL_LOG)
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", free_port(), str(script)]
+    cmd += ["--config", str(recipe), "--space", str(space), "--trials", "2", "--out", str(out), "--pruner", "none", "--no-progress"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TRIAL_LOG": str(log)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    trained = [json.loads(line) for line in log.read_text().splitlines()]
+    by_rank = {r: [(e["number"], e["values"]) for e in trained if e["rank"] == r] for r in (0, 1)}
+    assert len(by_rank[0]) == 2 and by_rank[1] == by_rank[0], by_rank  # the same trial numbers and values on both ranks
+    study = optuna.load_study(study_name="toy", storage=open_storage(f"sqlite:///{out / 'study.db'}"))
+    main_pid = {e["pid"] for e in trained if e["rank"] == 0}
+    assert [(t.number, t.params) for t in study.trials] == by_rank[0]
+    assert {t.user_attrs["pid"] for t in study.trials} == main_pid  # only the main process asked the study for trials
+    for t in study.trials:
+        ran = RecipeConfig.from_yaml(out / "trials" / f"{t.number:04d}" / "recipe.yaml")
+        assert ran.train.lr == pytest.approx(t.params["train.lr"])
+    assert proc.stderr.count("study 'toy':") == 1 and sorted(p.name for p in (out / "trials").iterdir()) == ["0000", "0001"]
+
+
+@pytest.mark.slow
+def test_two_nodes_give_the_metrics_of_two_processes_on_one_node(make_cfg, tmp_path):
+    """Two torchrun launchers of one process each meet through a c10d rendezvous on 127.0.0.1: the same
+    2-process job as one launcher of 2 processes, so the same trained weights and metrics."""
+    recipes = {}
+    for name in ("one_node", "two_nodes"):
+        cfg = make_cfg(tmp_path / name, "train.epochs=1")
+        recipes[name] = (cfg, tmp_path / f"{name}.yaml")
+        recipes[name][1].write_text(cfg.to_yaml())
+    _torchrun(recipes["one_node"][1])
+    torchrun, port = str(Path(sys.executable).parent / "torchrun"), free_port()
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}"]
+            + ["--node_rank", str(rank), "scripts/train.py", "--config", str(recipes["two_nodes"][1]), "--no-progress"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    errs = [n.communicate(timeout=300)[1] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], [e[-2000:] for e in errs]
+    assert sum(e.count("2 process(es)") for e in errs) >= 1
+    one = json.loads((Path(recipes["one_node"][0].output.dir) / "metrics.json").read_text())
+    two = json.loads((Path(recipes["two_nodes"][0].output.dir) / "metrics.json").read_text())
+    assert two["schedule"]["num_processes"] == 2 and two["test"]["num_examples"] == 80
+    assert _without_loss(two["test"]) == _without_loss(one["test"])
+    assert two["test"]["loss"] == pytest.approx(one["test"]["loss"], rel=1e-5)
+    assert [_without_loss(e["validation"]) for e in two["epochs"]] == [_without_loss(e["validation"]) for e in one["epochs"]]
+    assert sorted(p.name for p in (tmp_path / "two_nodes").iterdir()) == ["run"]  # written once

@@ -299,3 +299,81 @@ def test_postgres_storage_runs_trials_with_heartbeats_and_resumes(make_cfg, tmp_
         assert len(optuna.load_study(study_name=name, storage=open_storage(POSTGRES)).trials) == 2
     finally:
         optuna.delete_study(study_name=name, storage=open_storage(POSTGRES))
+
+
+# ---- robustness through the command and over many trials ----------------------------------------
+def _running_trial(db: Path, number: int) -> bool:
+    """Trial ``number`` is RUNNING in the SQLite study (read while the worker writes: a locked file is 'not yet')."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.1) as con:
+            return con.execute("SELECT 1 FROM trials WHERE number = ? AND state = 'RUNNING'", (number,)).fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
+def test_kill_9_of_the_command_then_the_same_command_gives_n_trials_without_duplicates(make_cfg, tmp_path):
+    from conftest import kill_when
+
+    cfg, out = make_cfg(tmp_path, *FAST, "train.epochs=1"), tmp_path / "tune"
+    recipe, space = tmp_path / "recipe.yaml", tmp_path / "space.yaml"
+    recipe.write_text(cfg.to_yaml())
+    space.write_text(yaml.safe_dump(LR))
+    cmd = [sys.executable, "scripts/tune.py", "--config", str(recipe), "--space", str(space), "--trials", "3", "--out", str(out)]
+    cmd += ["--pruner", "none", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    kill_when(cmd, lambda: _running_trial(out / "study.db", 1), env, "trial 1 started")  # trial 0 finished, trial 1 running
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    trials = _trials(out)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    killed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(done) == 3 and len(killed) == 1 and killed[0].number == 1, [(t.number, t.state, t.user_attrs) for t in trials]
+    assert len({t.params["train.lr"] for t in done}) == 3, "a resumed search draws new values"
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({t.user_attrs["run_dir"] for t in done}) == 3
+    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(f"{t.number:04d}" for t in done)  # no run dir of the killed trial
+    (retry,) = [t for t in done if t.user_attrs.get("retry_of") == 1]
+    assert killed[0].params.items() <= retry.params.items()  # the killed trial ran again with the values it had drawn
+    assert len(list(csv.DictReader((out / "trials.csv").open()))) == 4
+
+
+MEMORY_PROBE = """
+import gc, json, resource, sys
+import torch
+from nlp_transfer.config import RecipeConfig
+from nlp_transfer.experiments import tune as t
+from nlp_transfer.experiments.search_space import parse_space
+
+cfg = RecipeConfig.from_yaml(sys.argv[1])
+real, seen = t.Search.objective, []
+
+def objective(self, trial):
+    try:
+        return real(self, trial)
+    finally:
+        gc.collect()
+        modules = sum(isinstance(o, torch.nn.Module) for o in gc.get_objects())
+        seen.append({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "modules": modules})
+
+t.Search.objective = objective
+t.tune(cfg, parse_space(json.loads(sys.argv[2])), t.TuneOptions(trials=20, out=sys.argv[3], pruner="none", sampler="random"))
+print(json.dumps(seen))
+"""
+
+
+def test_peak_memory_after_20_trials_is_within_10_percent_of_that_after_5(make_cfg, tmp_path):
+    cfg = make_cfg(tmp_path, *FAST, "train.epochs=1", "data.max_samples=120")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(cfg.to_yaml())
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", MEMORY_PROBE, str(recipe), json.dumps(LR), str(tmp_path / "tune")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(seen) == 20
+    after5, after20 = seen[4], seen[19]
+    assert after20["peak_kb"] <= 1.10 * after5["peak_kb"], (after5, after20)
+    assert after20["modules"] == after5["modules"], "models of finished trials stay in memory"

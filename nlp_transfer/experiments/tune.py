@@ -243,8 +243,6 @@ class Search:
         import optuna
 
         values = sample(trial, self.params, self.base_dict)
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("epochs_planned", int(self.recipe(trial.number, {}).train.epochs))
         logger.info(f"trial {trial.number}: {', '.join(f'{k}={_show(v)}' for k, v in values.items()) or '(the recipe)'}")
         self.channel.share((trial.number, values))
@@ -317,6 +315,35 @@ def reap_dead_workers(study) -> int:
     return n
 
 
+def stamp_worker(study) -> None:
+    """Every trial this worker starts carries its host and pid from the moment it is RUNNING (a new trial is created
+    with them in one write; an enqueued one gets them right after this worker takes it), so a kill -9 at any instant leaves
+    no RUNNING trial that :func:`reap_dead_workers` cannot attribute."""
+    from datetime import datetime
+
+    from optuna.trial import FrozenTrial, TrialState
+
+    storage, me = study._storage, {"host": socket.gethostname(), "pid": os.getpid()}
+    create, set_state = storage.create_new_trial, storage.set_trial_state_values
+
+    def create_new_trial(study_id, template_trial=None):
+        if template_trial is None:
+            template_trial = FrozenTrial(
+                number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(), datetime_complete=None, params={},
+                distributions={}, user_attrs=dict(me), system_attrs={}, intermediate_values={}, trial_id=-1,
+            )  # fmt: skip
+        return create(study_id, template_trial)
+
+    def set_trial_state_values(trial_id, state, values=None):
+        taken = set_state(trial_id, state, values)
+        if taken and state == TrialState.RUNNING:  # a WAITING (enqueued) trial this worker took
+            for k, v in me.items():
+                storage.set_trial_user_attr(trial_id, k, v)
+        return taken
+
+    storage.create_new_trial, storage.set_trial_state_values = create_new_trial, set_trial_state_values
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -346,6 +373,8 @@ def open_study(base: RecipeConfig, params: list[Param], opts: TuneOptions, metri
         study = optuna.create_study(storage=storage, study_name=name, directions=dirs, sampler=sampler, pruner=pruner, load_if_exists=True)
     except ValueError as e:  # another direction than the stored study's
         raise ConfigError(f"study '{name}' exists with other objectives ({e}); choose another --study") from None
+    if study.trials:  # a resumed search: a sampler seeded as before would draw the first trials' values again
+        study.sampler = make_sampler(opts.sampler, seed + len(study.trials))
     meta = {"metric": metric, "also": opts.also, "space": space_yaml(params)}
     stored = {k: study.user_attrs.get(k) for k in meta}
     if study.user_attrs.get("space") is None:
@@ -379,6 +408,7 @@ def tune(base: RecipeConfig, params: list[Param], opts: TuneOptions) -> TuneResu
     Path(opts.out).mkdir(parents=True, exist_ok=True)
     study = open_study(base, params, opts, metric)
     reap_dead_workers(study)
+    stamp_worker(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # RDB: trials whose worker stopped beating (another machine), queued again
