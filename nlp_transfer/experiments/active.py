@@ -31,9 +31,7 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,25 +39,11 @@ import numpy as np
 
 from nlp_transfer.errors import ConfigError, DataError
 from nlp_transfer.experiments.strategies import NEEDS_MODEL, check_strategy, kappa_average, query
+from nlp_transfer.utils.paths import atomic_write
 
 logger = logging.getLogger("nlp_transfer")
 STOP_SET = 1000  # pool texts whose predictions the stopping criterion compares between rounds
 DEFAULT_C = 1.0  # the loop's logistic regression (standardised features), unless the recipe sets model.logreg_c
-
-
-# ---- files written whole ------------------------------------------------------------------------------
-def atomic_write(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file renamed over it: the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---- the oracle of a simulation ----------------------------------------------------------------------

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.transfer.estimators import ESTIMATORS, applies, transferability
+from nlp_transfer.utils.paths import atomic_write
 
 logger = logging.getLogger("nlp_transfer")
 
@@ -594,15 +594,6 @@ def _timing_line(t: dict, cands: list[dict]) -> str:
     return s
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write(out: Path, sel: Selection, cfg: RecipeConfig, base_recipe: str | None) -> dict[str, Path]:
     """ranking.json, ranking.md, recipe.yaml (and recipe-last-layer.yaml: the same on the last layer, to check
     the recommendation against) and a plot per checkpoint; each file written whole or not at all."""
@@ -648,14 +639,14 @@ def _write(out: Path, sel: Selection, cfg: RecipeConfig, base_recipe: str | None
         "validation": sel.validation,
         "timing": sel.timing,
     }
-    _atomic_write(files["json"], json.dumps(payload, indent=2))
+    atomic_write(files["json"], json.dumps(payload, indent=2))
     for key, recipe in recipes.items():
-        _atomic_write(
+        atomic_write(
             files[key],
             f"# Written by nlp-transfer select: {recipe.model.name_or_path}, layer "
             f"{recipe.model.feature_layer or 'last'}, {recipe.model.pooling} pooling.\n# Train it: "
             f"accelerate launch -m nlp_transfer train --config {files[key]}\n" + recipe.to_yaml(),
         )
-    _atomic_write(files["table"], sel.table() + ("\n\n" + images if images else "") + "\n")
+    atomic_write(files["table"], sel.table() + ("\n\n" + images if images else "") + "\n")
     files.update({f"plot:{k}": v for k, v in plots.items()})
     return files

@@ -1,9 +1,10 @@
-"""Where things live on disk: the cache root, and installed packages found without importing them."""
+"""Where things live on disk: the cache root, installed packages found without importing them, files written whole."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import uuid
 from pathlib import Path
 
 
@@ -27,3 +28,19 @@ def require_package(package: str, pip_name: str, what: str, error: type) -> Path
     if d is None:
         raise error(f"{what} needs the package '{pip_name}'; install it with: pip install --no-deps {pip_name}")
     return d
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """``data`` into ``path`` through a temporary file, synced and renamed over it: the old file or the new, never
+    half (also after kill -9 or a power cut)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
