@@ -263,6 +263,7 @@ def test_extras_match_pyproject_and_a_missing_module_is_named():
         (["select", "--data", "rotten_tomatoes", "--candidates", "minilm", "--out", "OUT"], "transformer_ranker", "select"),
         (["label-issues", "--config", "rotten_tomatoes/minilm-logreg"], "cleanlab", "trust"),
         (["train", "--config", "rotten_tomatoes/minilm-setfit"], "setfit", "fewshot"),
+        (["tune", "--config", "rotten_tomatoes/minilm-logreg", "--trials", "1", "--out", "OUT"], "optuna", "tune"),
     ],
 )
 def test_a_missing_extra_is_one_line_naming_its_pip_install(argv, module, extra, monkeypatch, capsys, tmp_path):

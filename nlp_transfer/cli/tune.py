@@ -49,6 +49,9 @@ def tune_main(argv: list[str]) -> None:
     p.add_argument("--print-space", action="store_true", help="print the search space and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(argv)
+    from nlp_transfer.utils.extras import require_extra
+
+    require_extra("tune", "nlp-transfer tune")
 
     from pathlib import Path
 
@@ -56,7 +59,7 @@ def tune_main(argv: list[str]) -> None:
     from nlp_transfer.experiments.search_space import default_space, load_space, space_yaml
     from nlp_transfer.experiments.tune import TuneOptions, check_storage, tune
 
-    base = load_recipes([_recipe_path(args.config)], args.overrides)[0]
+    base = load_recipes([args.config], args.overrides)[0]
     params = load_space(args.space) if args.space else default_space(base)
     if args.print_space:
         print(space_yaml(params), end="")
@@ -87,14 +90,3 @@ def tune_main(argv: list[str]) -> None:
     print(f"\ndashboard: {dashboard_command(result.storage_url)}")
     if "best" not in result.files:
         raise TrainingError(f"no trial of study '{result.study.study_name}' finished; see {result.files['study']} for their errors")
-
-
-def _recipe_path(name: str) -> str:
-    """A shipped recipe name (rotten_tomatoes/minilm-full) or a path."""
-    from pathlib import Path
-
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        return name
-    shipped = Path(__file__).resolve().parents[2] / "recipes" / f"{name}.yaml"
-    return str(shipped) if shipped.is_file() else name

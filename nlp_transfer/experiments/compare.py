@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlp_transfer.config import ADAPTER_MODES, RecipeConfig
-from nlp_transfer.config.shipped import find_recipe, resolve_recipe
+from nlp_transfer.config.shipped import find_recipe
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.reporting.tables import adapter_note
 
@@ -67,7 +67,7 @@ def load_target(target: str, overrides: list[str] = (), text_column: str = "text
 
     p = Path(target)
     if p.suffix.lower() in (".yaml", ".yml") or (not p.is_file() and find_recipe(target)):  # a recipe file or shipped name
-        cfg = RecipeConfig.from_yaml(_resolve(target), list(overrides))
+        cfg = RecipeConfig.from_yaml(target, list(overrides))
         data = load_data(cfg.data, cfg.model.num_labels)
         if data.task != "single_label":
             raise ConfigError(f"--target recipe '{target}' has {data.task} data; compare scores single-label classifiers")
@@ -115,14 +115,9 @@ def describe(cfg: RecipeConfig) -> str:
     return f"{model}: {what}"
 
 
-def _resolve(recipe: str | Path) -> Path:
-    """A recipe file, or a shipped recipe by name (also as ``recipes/DATASET/NAME.yaml``, from any working directory)."""
-    return resolve_recipe(recipe)
-
-
 def load_recipes(recipes, overrides: list[str] = ()) -> list[RecipeConfig]:
-    """Recipes (paths or configs) with ``overrides`` applied to each; they must share one data setting."""
-    cfgs = [r.replace(*overrides) if isinstance(r, RecipeConfig) else RecipeConfig.from_yaml(_resolve(r), list(overrides)) for r in recipes]
+    """Recipes (files, shipped names or configs) with ``overrides`` applied to each; they must share one data setting."""
+    cfgs = [r.replace(*overrides) if isinstance(r, RecipeConfig) else RecipeConfig.from_yaml(r, list(overrides)) for r in recipes]
     if not cfgs:
         raise ConfigError("no recipes to compare; pass at least one with --recipe")
     first = cfgs[0]

@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "plots": ("matplotlib",),
     "gguf": ("gguf",),
     "active": ("small_text",),
+    "tune": ("optuna",),
 }
 
 
