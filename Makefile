@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo docs trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc active active-rt active-bbc active-tweet select select-rt select-bbc select-tweet domain longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
+.PHONY: setup constraints demo docs trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc active active-rt active-bbc active-tweet select select-rt select-bbc select-tweet domain tune tune-rt tune-domain longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
 
 setup: $(STAMP)
 
@@ -146,6 +146,32 @@ domain: $(STAMP)
 	$(PY) scripts/compare.py $(patsubst %,-r recipes/rotten_tomatoes/minilm-%.yaml,$(DOMAIN)) $(DOMAIN_ARGS) \
 		--target recipes/tweet_sentiment/minilm-full-posneg.yaml --runs runs/domain --overwrite --no-progress \
 		--out results/domain-rt-tweets.md --readme docs/results/domain-shift.md --section domain-rt-tweets --command "make domain $(DOMAIN_ARGS)"
+
+# Hyperparameter search (docs/results/tune.md). tune-rt: MiniLM on Rotten Tomatoes over four transfer modes and their
+# parameters (recipes/spaces/rt-minilm-modes.yaml), median pruning; then the chosen recipe against the shipped recipes of
+# those modes, trained side by side on the test split. tune-domain: Rotten Tomatoes to tweets, continued pretraining and
+# domain-adversarial settings chosen on Rotten Tomatoes' validation split; then the chosen recipe scored on the tweets
+# beside source-only and the in-domain reference. TUNE_ARGS: more options or overrides for every step.
+TUNE := $(VENV)/bin/nlp-transfer tune --no-progress
+TUNE_ARGS ?=
+TUNE_SHOWN = $(if $(TUNE_ARGS), TUNE_ARGS="$(TUNE_ARGS)")
+TUNE_RT_TRIALS ?= 30
+TUNE_DOMAIN_TRIALS ?= 10
+tune: tune-rt tune-domain
+
+tune-rt: $(STAMP)
+	$(TUNE) --config rotten_tomatoes/minilm-full --space rt-minilm-modes --trials $(TUNE_RT_TRIALS) --out runs/tune-rt \
+		--readme docs/results/tune.md --section tune-rt --command 'make tune-rt$(TUNE_SHOWN)' $(TUNE_ARGS)
+	$(PY) scripts/compare.py -r rotten_tomatoes/minilm-logreg -r rotten_tomatoes/minilm-partial -r rotten_tomatoes/minilm-lora \
+		-r rotten_tomatoes/minilm-full -r runs/tune-rt/best.yaml --runs runs/tune-rt-test --overwrite --no-progress $(TUNE_ARGS) \
+		--out results/tune-rt-test.md --readme docs/results/tune.md --section tune-rt-test --command 'make tune-rt$(TUNE_SHOWN)'
+
+tune-domain: $(STAMP)
+	$(TUNE) --config rotten_tomatoes/minilm-tune-tweets --space rt-tweets-domain --trials $(TUNE_DOMAIN_TRIALS) --out runs/tune-domain \
+		--readme docs/results/tune.md --section tune-domain --command 'make tune-domain$(TUNE_SHOWN)' $(TUNE_ARGS)
+	$(PY) scripts/compare.py -r rotten_tomatoes/minilm-full -r runs/tune-domain/best.yaml --target tweet_sentiment/minilm-full-posneg \
+		--runs runs/tune-domain-target --overwrite --no-progress --no-baseline $(TUNE_ARGS) --out results/tune-domain-target.md \
+		--readme docs/results/tune.md --section tune-domain-target --command 'make tune-domain$(TUNE_SHOWN)'
 
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
 LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max

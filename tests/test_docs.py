@@ -138,6 +138,8 @@ MEASURING_TARGETS = [
     "active-rt",
     "active-bbc",
     "active-tweet",
+    "tune-rt",
+    "tune-domain",
 ]
 DEFAULT_SECTIONS = {"benchmarks cache": "bench-cache", "benchmarks adapters": "bench-adapters", "benchmarks speed": "bench-speed"}
 DEFAULT_SECTIONS |= {"benchmarks ship": "bench-ship", "label_issues.py": "trust-label-issues"}

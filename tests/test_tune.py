@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from nlp_transfer.cli import run_cli, tune_main
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError
-from nlp_transfer.experiments.search_space import DEFAULT_SPACES, default_space, parse_space, sample
+from nlp_transfer.experiments.search_space import DEFAULT_SPACES, default_space, parse_space, recipe_values, sample, space_yaml
 from nlp_transfer.experiments.tune import TuneOptions, open_storage, tune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +54,38 @@ def test_space_parses_types_bounds_and_conditions():
     assert partial == {"transfer.mode": "partial", "train.lr": 1e-4, "transfer.unfreeze_top": 3, "train.epochs": 2}
     lora = sample(optuna.trial.FixedTrial({"transfer.mode": "lora", "train.lr": 1e-4, "train.epochs": 1}), params, base)
     assert "transfer.unfreeze_top" not in lora and "model.head" not in lora  # their conditions do not hold
+
+
+def test_a_key_with_several_distributions_is_one_parameter_per_condition():
+    raw = {
+        "transfer.mode": {"type": "categorical", "choices": ["partial", "full"]},
+        "train.lr": [
+            {"type": "float", "low": 1.0e-5, "high": 1.0e-3, "log": True, "when": {"transfer.mode": "partial"}},
+            {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True, "when": {"transfer.mode": "full"}},
+        ],
+    }
+    params = parse_space(raw)
+    assert [p.name for p in params] == ["transfer.mode", "train.lr|partial", "train.lr|full"]
+    assert [p.key for p in params] == ["transfer.mode", "train.lr", "train.lr"]
+    chosen = {"transfer.mode": "full", "train.lr|full": 5e-3}
+    values = sample(optuna.trial.FixedTrial(chosen), params, RecipeConfig().to_dict())
+    assert values == {"transfer.mode": "full", "train.lr": 5e-3} == recipe_values(params, chosen)
+    again = parse_space(yaml.safe_load(space_yaml(params)))  # what a resumed study compares: the same space
+    assert [(p.name, p.low, p.high) for p in again] == [(p.name, p.low, p.high) for p in params]
+    with pytest.raises(ConfigError, match="needs its own 'when'"):
+        parse_space({"train.lr": [LR["train.lr"], LR["train.lr"]]})
+    with pytest.raises(ConfigError, match="the same 'when'"):
+        parse_space({"train.lr": [raw["train.lr"][0], raw["train.lr"][0]]})
+
+
+def test_shipped_spaces_parse_and_print_by_name(capsys):
+    for name in ("rt-minilm-modes", "rt-tweets-domain"):
+        recipe = "rotten_tomatoes/minilm-full" if name == "rt-minilm-modes" else "rotten_tomatoes/minilm-tune-tweets"
+        assert run_cli(tune_main, ["--config", recipe, "--space", name, "--print-space"]) == 0  # no --trials, no --out
+        shown = yaml.safe_load(capsys.readouterr().out)
+        assert shown == yaml.safe_load((REPO / "recipes" / "spaces" / f"{name}.yaml").read_text())
+    assert run_cli(tune_main, ["--config", "rotten_tomatoes/minilm-full", "--space", "rt-minilm-mode", "--print-space"]) == 2
+    assert "did you mean 'rt-minilm-modes'" in capsys.readouterr().err
 
 
 def test_every_default_space_parses_and_zero_shot_has_none():
@@ -114,6 +146,16 @@ def test_storage_that_cannot_be_opened_is_one_error_line(storage, make_cfg, tmp_
     rc = run_cli(tune_main, ["--config", str(recipe), "--trials", "2", "--out", str(out), "--storage", storage])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("error:") == 1 and err.startswith(f"error: --storage {storage}"), err
+    assert not out.exists()
+
+
+def test_readme_without_its_block_is_one_error_line_before_any_trial(make_cfg, tmp_path, capsys):
+    recipe, out, page = tmp_path / "recipe.yaml", tmp_path / "tune", tmp_path / "page.md"
+    recipe.write_text(make_cfg(tmp_path).to_yaml())
+    page.write_text("# Results\n")
+    rc = run_cli(tune_main, ["--config", str(recipe), "--trials", "2", "--out", str(out), "--readme", str(page), "--section", "x"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1 and "<!-- results:x -->" in err, err
     assert not out.exists()
 
 
@@ -377,3 +419,33 @@ def test_peak_memory_after_20_trials_is_within_10_percent_of_that_after_5(make_c
     after5, after20 = seen[4], seen[19]
     assert after20["peak_kb"] <= 1.10 * after5["peak_kb"], (after5, after20)
     assert after20["modules"] == after5["modules"], "models of finished trials stay in memory"
+
+
+def test_continued_pretraining_in_the_space_adapts_once_per_setting_and_best_yaml_names_the_checkpoint(make_cfg, tmp_path, caplog):
+    """adapt.* in the space: a trial adapts before training, into DIR/adapted/KEY, and later trials with the same
+    settings reuse it; adapt.epochs=0 trains the recipe's own checkpoint; the results block sums the search up."""
+    import logging
+
+    from nlp_transfer.experiments.tune_report import results_markdown
+
+    caplog.set_level(logging.INFO, logger="nlp_transfer")
+    cfg = make_cfg(tmp_path, *FAST, "adapt.max_samples=64", "adapt.lr=1e-3")
+    space = parse_space({"adapt.epochs": {"type": "categorical", "choices": [0, 1]}, **LR})
+    out = tmp_path / "tune"
+    out.mkdir()
+    study = optuna.create_study(study_name="toy", storage=f"sqlite:///{out / 'study.db'}", direction="maximize")
+    for epochs in (1, 0, 1):  # queued, so each setting is drawn
+        study.enqueue_trial({"adapt.epochs": epochs})
+    result = tune(cfg, space, TuneOptions(trials=3, out=out, pruner="none", study="toy"))
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    assert [t.params["adapt.epochs"] for t in trials] == [1, 0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
+    adapted = sorted(p for p in (out / "adapted").iterdir() if p.is_dir())
+    assert len(adapted) == 1 and (adapted[0] / "adapt.json").is_file()  # one setting, adapted once
+    assert caplog.text.count("continued pretraining for this trial") == 1 and f"reusing {adapted[0]}" in caplog.text
+    used = [RecipeConfig.from_yaml(out / "trials" / f"{t.number:04d}" / "recipe.yaml").model.name_or_path for t in trials]
+    assert used[0] == used[2] == str(adapted[0]) and used[1] == cfg.model.name_or_path
+    best = RecipeConfig.from_yaml(out / "best.yaml")
+    assert best.model.name_or_path == used[result.study.best_trial.number]
+    text = results_markdown(result, cfg, space, "toy-space")
+    assert "3 trials (3 complete)" in text and "| `adapt.epochs` | `train.lr` |" in text
+    assert f"The chosen trial ({result.study.best_trial.number}) on the test split" in text

@@ -34,11 +34,11 @@ def tune_main(argv: list[str]) -> None:
     p.add_argument("--config", required=True, help="recipe: a shipped name (rotten_tomatoes/minilm-full) or a YAML file")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides of the recipe")
     p.add_argument("--space", help="search space YAML (default: the recipe's transfer mode's default space)")
-    p.add_argument("--trials", type=positive_int, required=True, help="the study's total number of trials (finished ones count)")
+    p.add_argument("--trials", type=positive_int, help="the study's total number of trials (finished ones count); required")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--storage", help="sqlite:///PATH, journal:PATH or an RDB URL (default: sqlite:///DIR/study.db)")
     p.add_argument("--study", help="study name (default: the recipe's name)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder of the trials and the search's outputs")
+    p.add_argument("--out", metavar="DIR", help="folder of the trials and the search's outputs; required")
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median", help="stop poor trials early (default: median)")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="how values are drawn (default: tpe)")
     p.add_argument("--seed", type=int, help="sampler seed (default: the recipe's train.seed)")
@@ -46,6 +46,9 @@ def tune_main(argv: list[str]) -> None:
     p.add_argument(
         "--also", choices=("seconds", "trainable_params"), help="a second objective to minimise: the result is a Pareto front (no pruning)"
     )
+    p.add_argument("--readme", help="also replace the <!-- results:SECTION --> block of this file with the search's summary")
+    p.add_argument("--section", default="tune", help="README block name (default: tune)")
+    p.add_argument("--command", help="the command to print under the summary (default: this invocation)")
     p.add_argument("--print-space", action="store_true", help="print the search space and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(argv)
@@ -56,14 +59,17 @@ def tune_main(argv: list[str]) -> None:
     from pathlib import Path
 
     from nlp_transfer.experiments.compare import load_recipes
-    from nlp_transfer.experiments.search_space import default_space, load_space, space_yaml
+    from nlp_transfer.experiments.search_space import default_space, load_space, resolve_space, space_yaml
     from nlp_transfer.experiments.tune import TuneOptions, check_storage, tune
 
     base = load_recipes([args.config], args.overrides)[0]
-    params = load_space(args.space) if args.space else default_space(base)
+    params = load_space(resolve_space(args.space)) if args.space else default_space(base)
     if args.print_space:
         print(space_yaml(params), end="")
         return
+    missing = [flag for flag, v in (("--trials", args.trials), ("--out", args.out)) if v is None]
+    if missing:
+        p.error(f"the following arguments are required: {', '.join(missing)}")
     opts = TuneOptions(
         trials=args.trials,
         out=Path(args.out),
@@ -78,6 +84,10 @@ def tune_main(argv: list[str]) -> None:
         progress=not args.no_progress,
     )
     check_storage(opts)  # before anything is written in DIR
+    if args.readme:
+        from nlp_transfer.reporting.tables import check_readme
+
+        check_readme(args.readme, args.section)
     setup_logging()
     result = tune(base, params, opts)
     if result is None:  # not the main process
@@ -88,5 +98,14 @@ def tune_main(argv: list[str]) -> None:
     print(f"\n{Path(opts.out) / 'study.md'}:\n")
     print(result.files["study"].read_text().split("## Search space")[0].rstrip())
     print(f"\ndashboard: {dashboard_command(result.storage_url)}")
+    if args.readme and "best" in result.files:
+        import shlex
+
+        from nlp_transfer.experiments.tune_report import results_markdown
+        from nlp_transfer.reporting.tables import update_readme
+
+        command = args.command or "nlp-transfer tune " + " ".join(shlex.quote(a) for a in argv)
+        text = results_markdown(result, base, params, args.space or f"default space of {base.transfer.mode}")
+        update_readme(args.readme, args.section, f"{text}\n\nProduced by: `{command}`\n")
     if "best" not in result.files:
         raise TrainingError(f"no trial of study '{result.study.study_name}' finished; see {result.files['study']} for their errors")

@@ -533,7 +533,7 @@ class AdaptConfig:
     objective: str = _f("auto", "mlm (masked language modelling: encoders), clm (next-token: decoders), or auto (by the checkpoint).")
     whole_word_mask: bool = _f(False, "mlm: mask every token of a chosen word together (always with [MASK]).")
     mask_probability: float = _f(0.15, "mlm: share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept).")
-    epochs: int = _f(1, "Passes over the texts.")
+    epochs: int = _f(1, "Passes over the texts (0: none; tune searches the number of epochs from 0).")
     max_steps: int | None = _f(None, "Stop after this many optimiser steps (instead of whole epochs); the schedule ends there.")
     max_samples: int | None = _f(None, "Use at most this many texts (a seeded random choice).")
     lr: float = _f(5.0e-5, "Peak learning rate (linear warm-up over train.warmup_ratio, then linear decay).")
@@ -542,7 +542,7 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         _choice("adapt", "objective", self.objective, ADAPT_OBJECTIVES)
         _check(0.0 < self.mask_probability < 1.0, f"adapt.mask_probability={self.mask_probability} must be in (0, 1)")
-        _check(self.epochs >= 1, f"adapt.epochs={self.epochs} must be at least 1")
+        _check(self.epochs >= 0, f"adapt.epochs={self.epochs} must be 0 (no continued pretraining) or more")
         _check(self.max_steps is None or self.max_steps >= 1, f"adapt.max_steps={self.max_steps} must be at least 1 (or null)")
         _check(self.max_samples is None or self.max_samples >= 2, f"adapt.max_samples={self.max_samples} must be at least 2")
         _check(self.lr > 0, f"adapt.lr={self.lr} must be positive")

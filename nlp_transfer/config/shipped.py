@@ -30,9 +30,12 @@ __all__ = [
     "accelerate_configs",
     "resolve_accelerate_config",
     "recipe_summary",
+    "space_names",
+    "resolve_space",
 ]
 
 ACCELERATE = "accelerate"  # the folder of Accelerate configs beside the dataset folders
+SPACES = "spaces"  # the folder of tune's search spaces
 _SUFFIXES = (".yaml", ".yml")
 
 
@@ -52,7 +55,7 @@ def recipe_names() -> list[str]:
     root = shipped_dir()
     if not root.is_dir():
         return []
-    files = [p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.relative_to(root).parts[0] != ACCELERATE]
+    files = [p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.relative_to(root).parts[0] not in (ACCELERATE, SPACES)]
     return sorted(_name(p, root) for p in files)
 
 
@@ -166,3 +169,25 @@ def recipe_summary(name: str) -> dict:
         "mode": mode,
         "description": _description(text.splitlines()),
     }
+
+
+def space_names() -> list[str]:
+    """Every shipped search space of ``tune`` (``spaces/NAME.yaml``), by NAME."""
+    root = shipped_dir() / SPACES
+    return sorted(p.stem for p in root.glob("*") if p.suffix in _SUFFIXES) if root.is_dir() else []
+
+
+def resolve_space(text: str | Path) -> Path:
+    """A search-space file: an existing file, else a shipped space by name (``rt-minilm-modes``, ``spaces/...``)."""
+    if Path(text).is_file():
+        return Path(text)
+    name = _normalise(str(text)).removeprefix(f"{SPACES}/")
+    name = name[: -len(Path(name).suffix)] if Path(name).suffix in _SUFFIXES else name
+    for suffix in _SUFFIXES:
+        path = shipped_dir() / SPACES / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    names = space_names()
+    near = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else (f"; shipped spaces: {', '.join(names)}" if names else "")
+    raise ConfigError(f"search space: '{text}' is neither a file nor a shipped space{hint}")

@@ -9,6 +9,14 @@ Every key is a recipe key (``section.key`` as in an override); ``type`` is ``flo
 optional ``log`` or ``step``), ``int`` (``low``, ``high``, optional ``step`` or ``log``) or ``categorical``
 (``choices``: numbers, strings, booleans or null). ``when: {key: value}`` (or ``{key: [values]}``) samples the
 key only where the trial's recipe has that value (a key sampled earlier in the file, or the recipe's own).
+A key may map to a list of distributions, each with its own ``when``: one range per transfer mode, say
+
+    train.lr:
+      - {type: float, low: 1.0e-5, high: 2.0e-4, log: true, when: {transfer.mode: full}}
+      - {type: float, low: 1.0e-4, high: 5.0e-3, log: true, when: {transfer.mode: lora}}
+
+Optuna then sees one parameter per alternative (``train.lr|full``, ``train.lr|lora``), so each mode's values
+are modelled apart; the first alternative whose condition holds is sampled.
 Without a space file, :data:`DEFAULT_SPACES` gives one per transfer mode.
 """
 
@@ -113,16 +121,20 @@ class Param:
     step: float | int | None = None
     choices: list | None = None
     when: dict[str, list] = field(default_factory=dict)
+    name: str = ""  # Optuna's name: the key, or key|condition for one of several alternatives
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.key
 
     def applies(self, values: dict[str, Any]) -> bool:
         return all(values.get(k) in allowed for k, allowed in self.when.items())
 
     def sample(self, trial) -> Any:
         if self.type == "float":
-            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
-            return trial.suggest_int(self.key, self.low, self.high, log=self.log, step=self.step or 1)
-        return trial.suggest_categorical(self.key, self.choices)
+            return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=self.step or 1)
+        return trial.suggest_categorical(self.name, self.choices)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"type": self.type}
@@ -263,17 +275,35 @@ def _parse_when(key: str, when: Any, earlier: list[str]) -> dict[str, list]:
     return out
 
 
+def _alternative_name(key: str, when: dict[str, list]) -> str:
+    return key + "|" + ";".join(",".join(map(str, v)) for v in when.values())
+
+
 def parse_space(raw: Any, source: str = "the space") -> list[Param]:
-    """Every entry of a space mapping, in order; a condition on a searched key must come after that key."""
+    """Every entry of a space mapping, in order; a condition on a searched key must come after that key.
+    A key that maps to a list gives one :class:`Param` per alternative, each named ``key|condition``."""
     if not isinstance(raw, dict) or not raw:
         raise _error(f"{source} must be a non-empty mapping of recipe keys to distributions")
     params: list[Param] = []
     for key, spec in raw.items():
-        p = parse_param(str(key), spec, [q.key for q in params])
-        later = [k for k in p.when if k in raw and k not in [q.key for q in params]]
-        if later:
-            raise _error(f"{key}: its condition on {later[0]} must come after {later[0]} in {source}")
-        params.append(p)
+        key = str(key)
+        specs = spec if isinstance(spec, list) else [spec]
+        if not specs:
+            raise _error(f"{key}: an empty list; give a distribution, or a list of them each with its own 'when'")
+        alternatives = [parse_param(key, one, [q.key for q in params]) for one in specs]
+        if len(alternatives) > 1:
+            for p in alternatives:
+                if not p.when:
+                    raise _error(f"{key}: each of several distributions needs its own 'when' (which trials it is for)")
+                p.name = _alternative_name(key, p.when)
+            names = [p.name for p in alternatives]
+            if len(set(names)) != len(names):
+                raise _error(f"{key}: two distributions have the same 'when'; give each alternative its own condition")
+        for p in alternatives:
+            later = [k for k in p.when if k in raw and k not in [q.key for q in params]]
+            if later:
+                raise _error(f"{key}: its condition on {later[0]} must come after {later[0]} in {source}")
+        params.extend(alternatives)
     return params
 
 
@@ -286,6 +316,13 @@ def load_space(path: str | Path) -> list[Param]:
     except yaml.YAMLError as e:
         raise _error(f"'{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     return parse_space(raw, f"'{path}'")
+
+
+def resolve_space(text: str | Path) -> Path:
+    """``--space``: a YAML file, or the name of a space shipped with the recipes (``spaces/NAME.yaml``)."""
+    from nlp_transfer.config.shipped import resolve_space as shipped
+
+    return shipped(text)
 
 
 def default_space(cfg: RecipeConfig) -> list[Param]:
@@ -305,10 +342,22 @@ def sample(trial, params: list[Param], base: dict) -> dict[str, Any]:
         return values[k] if k in values else recipe_value(base, k)
 
     for p in params:
-        if p.applies({k: current(k) for k in p.when}):
+        if p.key not in values and p.applies({k: current(k) for k in p.when}):
             values[p.key] = p.sample(trial)
     return values
 
 
+def recipe_values(params: list[Param], optuna_params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's Optuna parameters as recipe keys (``train.lr|full`` -> ``train.lr``)."""
+    key_of = {p.name: p.key for p in params}
+    return {key_of.get(name, name): v for name, v in optuna_params.items()}
+
+
 def space_yaml(params: list[Param]) -> str:
-    return yaml.safe_dump({p.key: p.to_dict() for p in params}, sort_keys=False)
+    out: dict[str, Any] = {}
+    for p in params:
+        if p.name == p.key:
+            out[p.key] = p.to_dict()
+        else:
+            out.setdefault(p.key, []).append(p.to_dict())
+    return yaml.safe_dump(out, sort_keys=False)

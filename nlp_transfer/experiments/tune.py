@@ -22,7 +22,11 @@ pruning decision) so every process trains the same trial.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gc
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -144,8 +148,12 @@ def make_sampler(name: str, seed: int):
 
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)  # multi-objective too (MOTPE)
+    if name == "tpe":  # multi-objective too (MOTPE)
+        # multivariate with groups: a conditional space (a mode's own parameters) is modelled per group of keys that
+        # occur together; constant_liar: workers running at once do not draw the same values
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     raise ConfigError(f"--sampler {name!r} is not one of {', '.join(SAMPLERS)}")
 
 
@@ -210,6 +218,7 @@ class Search:
         self.base, self.params, self.opts, self.data, self.metric, self.channel = base, params, opts, data, metric, channel
         self.base_dict = base.to_dict()
         self.out = Path(opts.out)
+        self.adapting = any(p.key.startswith("adapt.") for p in params)  # continued pretraining is part of the search
 
     def recipe(self, number: int, values: dict) -> RecipeConfig:
         d = self.base.to_dict()
@@ -225,6 +234,8 @@ class Search:
         from nlp_transfer.training.hooks import default_hooks
 
         cfg = self.recipe(number, values)
+        if self.adapting and (cfg.adapt.epochs or cfg.adapt.max_steps):
+            cfg = self.adapted(cfg, trial)
         hook = PruneHook(trial, self.metric, self.channel, prune=not self.opts.also)
         data = self.data if cfg.data == self.base.data and cfg.model.num_labels == self.base.model.num_labels else None
         trainer = Trainer(cfg, data, progress=self.opts.progress)
@@ -239,11 +250,31 @@ class Search:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
+    def adapted(self, cfg: RecipeConfig, trial=None) -> RecipeConfig:
+        """The trial's recipe on its continued-pretrained checkpoint (``adapt.*`` in the space): adapted once per
+        distinct set of adapt settings, into ``DIR/adapted/KEY``, and shared by every later trial with those settings."""
+        from filelock import FileLock
+
+        from nlp_transfer.training.adapt import ADAPT_FILE, adapt
+
+        where = self.out / "adapted" / adapt_key(cfg)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        # two workers wanting the same checkpoint: one adapts, the other waits (the main process of each holds the lock)
+        with FileLock(str(where) + ".lock") if self.channel.is_main else contextlib.nullcontext():
+            if not self.channel.share((where / ADAPT_FILE).is_file()):
+                logger.info(f"continued pretraining for this trial ({_adapt_words(cfg)}) into {where}")
+                adapt(cfg.replace(f"output.dir={where}", "output.overwrite=true", "train.resume=null"), progress=self.opts.progress)
+            else:
+                logger.info(f"continued pretraining ({_adapt_words(cfg)}): reusing {where}")
+        if trial is not None:
+            trial.set_user_attr("adapted", str(where))
+        return cfg.replace(f"model.name_or_path={where}")
+
     def objective(self, trial):
         import optuna
 
         values = sample(trial, self.params, self.base_dict)
-        trial.set_user_attr("epochs_planned", int(self.recipe(trial.number, {}).train.epochs))
+        trial.set_user_attr("epochs_planned", int(values.get("train.epochs", self.base.train.epochs)))
         logger.info(f"trial {trial.number}: {', '.join(f'{k}={_show(v)}' for k, v in values.items()) or '(the recipe)'}")
         self.channel.share((trial.number, values))
         try:
@@ -279,6 +310,24 @@ class Search:
                 self.train(*job)
             except Exception:  # the main process records the trial; every process failed or stopped alike
                 pass
+
+
+def adapt_key(cfg: RecipeConfig) -> str:
+    """What a continued-pretrained checkpoint depends on: the model, the data, the adapt section, the seed and the
+    loop settings adapt reads."""
+    t = cfg.train
+    what = {
+        "model": dataclasses.asdict(cfg.model),
+        "data": dataclasses.asdict(cfg.data),
+        "adapt": dataclasses.asdict(cfg.adapt),
+        "train": [t.seed, t.batch_size, t.grad_accum_steps, t.warmup_ratio, t.weight_decay, t.mixed_precision],
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _adapt_words(cfg: RecipeConfig) -> str:
+    a = cfg.adapt
+    return f"{a.epochs} epoch(s)" + (f", at most {a.max_steps} steps" if a.max_steps else "") + f" on {a.source or 'the recipe texts'}"
 
 
 def _show(v) -> str:

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from nlp_transfer.config import RecipeConfig
-from nlp_transfer.experiments.search_space import set_value, space_yaml
+from nlp_transfer.experiments.search_space import recipe_values, set_value, space_yaml
 
 logger = logging.getLogger("nlp_transfer")
 PLOTS = {"history": "history.png", "importance": "importance.png", "parallel": "parallel_coordinate.png", "pareto": "pareto_front.png"}
@@ -86,15 +86,18 @@ def keep_best(result, k: int, chosen: list) -> list[int]:
     return removed
 
 
-def best_recipe(base: RecipeConfig, trial, out: Path) -> RecipeConfig:
+def best_recipe(base: RecipeConfig, params, trial, out: Path) -> RecipeConfig:
     d = base.to_dict()
-    for k, v in {**trial.params, "output.dir": str(out / "best-run")}.items():
+    values = recipe_values(params, trial.params)
+    if trial.user_attrs.get("adapted"):  # its continued-pretrained checkpoint, which tune wrote
+        values["model.name_or_path"] = trial.user_attrs["adapted"]
+    for k, v in {**values, "output.dir": str(out / "best-run")}.items():
         set_value(d, k, v)
     return RecipeConfig.from_dict(d)
 
 
-def write_best(result, base: RecipeConfig, trial, out: Path) -> Path:
-    cfg = best_recipe(base, trial, out)
+def write_best(result, base: RecipeConfig, params, trial, out: Path) -> Path:
+    cfg = best_recipe(base, params, trial, out)
     values = ", ".join(f"{v:.6g}" for v in trial.values)
     head = (
         f"# The best trial ({trial.number}) of study '{result.study.study_name}': validation {result.metric} {values}.\n"
@@ -172,12 +175,13 @@ def write_outputs(result, base: RecipeConfig, params, opts, data) -> None:
     out = Path(opts.out)
     chosen = chosen_trials(result)
     result.chosen = [
-        {"number": t.number, "values": list(t.values), "params": dict(t.params), "test": _test_of(t, base, data)} for t in chosen
+        {"number": t.number, "values": list(t.values), "params": recipe_values(params, t.params), "test": _test_of(t, base, data)}
+        for t in chosen
     ]
     removed = keep_best(result, opts.keep_best, chosen) if opts.keep_best is not None else []
     files = {"trials": write_trials_csv(result, out)}
     if chosen:
-        files["best"] = write_best(result, base, chosen[0], out)
+        files["best"] = write_best(result, base, params, chosen[0], out)
     files.update(write_plots(result, out))
     path = out / "study.md"
     path.write_text(study_markdown(result, base, params, files, removed))
@@ -245,7 +249,7 @@ def _chosen_lines(result) -> list[str]:
 
 def study_markdown(result, base: RecipeConfig, params, files: dict, removed: list[int]) -> str:
     study = result.study
-    keys = [p.key for p in params]
+    keys = [p.name for p in params]
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(_states(study).items()))
     lines = [
         f"# Study `{study.study_name}`",
@@ -281,4 +285,55 @@ def study_markdown(result, base: RecipeConfig, params, files: dict, removed: lis
             lines += [f"![{name}]({files[name].name})", ""]
     lines += ["## Search space", "", "```yaml", space_yaml(params).rstrip(), "```", ""]
     lines += ["## Dashboard", "", f"`{dashboard_command(result.storage_url)}` (pip install optuna-dashboard)", ""]
+    return "\n".join(lines)
+
+
+# ---- a results block (--readme) --------------------------------------------------------------------
+def _wall_seconds(study) -> tuple[float, float]:
+    """(first start to last end, the sum of the trials' own durations), over every trial of the study."""
+    spans = [(t.datetime_start, t.datetime_complete) for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
+    if not spans:
+        return 0.0, 0.0
+    wall = (max(e for _, e in spans) - min(s for s, _ in spans)).total_seconds()
+    return wall, sum((e - s).total_seconds() for s, e in spans)
+
+
+def _epoch_counts(study) -> tuple[int, int, int]:
+    """(epochs run, epochs the pruned trials would have run on, trials pruned)."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    run = sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials)
+    saved = sum(max(int(t.user_attrs.get("epochs_planned", 0)) - int(t.user_attrs.get("epochs_run", 0)), 0) for t in pruned)
+    return run, saved, len(pruned)
+
+
+def results_markdown(result, base: RecipeConfig, params, space: str, top: int = 8) -> str:
+    """The search in a few lines and a table of its best trials: what a results page shows."""
+    from nlp_transfer.utils.environment import cpu_model
+
+    study = result.study
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(_states(study).items()))
+    wall, summed = _wall_seconds(study)
+    run, saved, pruned = _epoch_counts(study)
+    share = f"{saved / (run + saved):.0%}" if run + saved else "0%"
+    keys = [p.name for p in params]
+    lines = [
+        f"Recipe `{base.name}`, space `{space}`; objective: validation `{result.metric}`. "
+        f"{len(study.trials)} trials ({counts}) in {wall / 60:.1f} min of wall time ({summed / 60:.1f} min of trial time), "
+        f"on {cpu_model() or 'this machine'}. Pruning stopped {pruned} trial(s) and saved {saved} of the {run + saved} epochs "
+        f"the finished and pruned trials planned ({share}).",
+        "",
+        f"| trial | validation {result.metric} | epochs | " + " | ".join(f"`{k}`" for k in keys) + " |",
+        "|---:|---:|---:|" + "---|" * len(keys),
+    ]
+    for t in ranked(result)[:top]:
+        cells = [_cell(t.params[k]) if k in t.params else "" for k in keys]
+        lines.append(f"| {t.number} | {t.values[0]:.4f} | {t.user_attrs.get('epochs_run', '-')} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for c in result.chosen:
+        test = c["test"] or {}
+        shown = ", ".join(f"{k} {test[k]:.4f}" for k in ("accuracy", "f1_macro", "mse") if k in test)
+        lines.append(f"The chosen trial ({c['number']}) on the test split, read once after the search: {shown or 'not on this machine'}.")
     return "\n".join(lines)

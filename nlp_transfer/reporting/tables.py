@@ -160,6 +160,17 @@ def imbalance_notes(t) -> list[str]:
     return out
 
 
+def check_readme(path: str | Path, section: str) -> None:
+    """Fail before any work when ``path`` has no ``<!-- results:section -->`` block to update."""
+    p = Path(path)
+    start, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
+    if not p.is_file():
+        raise ConfigError(f"--readme {p}: no such file; pass a Markdown file with a '{start}' ... '{end}' block")
+    src = p.read_text()
+    if start not in src or end not in src:
+        raise ConfigError(f"{p} has no '{start}' ... '{end}' block to update; add one or pass another --section")
+
+
 def update_readme(path: str | Path, section: str, text: str) -> None:
     """Replace the block between ``<!-- results:section -->`` and ``<!-- /results:section -->``."""
     p = Path(path)

@@ -255,6 +255,8 @@ def adapt(cfg: RecipeConfig, progress: bool = True) -> AdaptResult:
     from nlp_transfer.utils.progress import interactive
 
     t_start = time.perf_counter()
+    if cfg.adapt.epochs == 0 and cfg.adapt.max_steps is None:
+        raise ConfigError("adapt.epochs=0: nothing to adapt; set adapt.epochs to 1 or more (or adapt.max_steps)")
     out = Path(cfg.output.dir)
     if out.exists() and not cfg.output.overwrite:
         raise ConfigError(f"output directory '{out}' already exists; set output.overwrite=true or choose another output.dir")
