@@ -4,6 +4,7 @@
     python -m benchmarks adapters   # top-k LoRA with and without the frozen-prefix cache
     python -m benchmarks speed      # against transformers' Trainer and pipeline
     python -m benchmarks ship       # ONNX against PyTorch, streamed prediction memory, the server under load
+    python -m benchmarks distill    # distilled students against their teachers: size, accuracy, agreement, speed
     python -m benchmarks NAME --help
 
 Results go to results/bench_NAME.json and the table beside it (.md), both with the command that produced
@@ -17,9 +18,9 @@ import argparse
 import os
 import sys
 
-from benchmarks import adapters, cache, harness, ship, speed
+from benchmarks import adapters, cache, distill, harness, ship, speed
 
-BENCHMARKS = {m.NAME: m for m in (cache, adapters, speed, ship)}
+BENCHMARKS = {m.NAME: m for m in (cache, adapters, speed, ship, distill)}
 
 
 def parser() -> argparse.ArgumentParser:
