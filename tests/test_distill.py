@@ -182,6 +182,9 @@ def test_a_one_layer_student_of_a_two_layer_teacher_trains_and_reloads(make_cfg,
     teacher_acc = json.loads((teacher / "metrics.json").read_text())["test"]["accuracy"]
     assert test["teacher"] == pytest.approx(teacher_acc) and test["student"] == m["test"]["accuracy"]
     assert test["kept"] == pytest.approx(test["student"] / test["teacher"]) and test["agreement"] > 0.7
+    assert (
+        f"| | {test['agreement']:.4f} | {test['student']:.4f} | {test['teacher']:.4f} |" in (result.output_dir / "summary.md").read_text()
+    )
     manifest = json.loads((result.output_dir / "nlp_transfer.json").read_text())["distillation"]
     assert manifest["teachers"] == [{"path": str(teacher), "fingerprint": distill_module.fingerprint_run(teacher)}]
 
