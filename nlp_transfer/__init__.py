@@ -29,6 +29,8 @@ _EXPORTS = {
     "SetFitConfig": "nlp_transfer.config",
     "DomainAdversarialConfig": "nlp_transfer.config",
     "AdaptConfig": "nlp_transfer.config",
+    "DistillConfig": "nlp_transfer.config",
+    "AugmentConfig": "nlp_transfer.config",
     "NLPTransferError": "nlp_transfer.errors",
     "ConfigError": "nlp_transfer.errors",
     "DataError": "nlp_transfer.errors",

@@ -69,6 +69,7 @@ class RunManifest:
     transformers_class: str | None = None  # set where plain AutoModelForSequenceClassification loads the run
     transformers_note: str | None = None  # why not, otherwise
     name: str | None = None  # the recipe's name
+    distillation: dict | None = None  # a distilled run: its teachers (paths, fingerprints), temperature and alpha
     backend: str = "torch"  # torch (safetensors weights) or onnx (nlp-transfer export --onnx: model.onnx, run on onnxruntime)
     onnx: dict | None = None  # ONNX exports: file, inputs, opset, quantize, exporter, max_logit_difference, source_run
     versions: dict = field(default_factory=dict)  # libraries that wrote the run

@@ -550,13 +550,87 @@ class AdaptConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """``distill.augment``: more texts for the teacher to label, made from the training texts (Tang et al. 2019).
+
+    Each copy of a training text goes word by word (words: runs of non-space characters): a word becomes the
+    student tokenizer's mask token with probability ``p_mask``, else another word of the training texts
+    (drawn uniformly from their distinct words) with probability ``p_replace``; then, with probability
+    ``p_ngram``, only a random run of 1 to ``max_ngram`` consecutive words of the copy is kept.
+    """
+
+    copies: int = _f(0, "Augmented texts made from each training text (Tang et al. used 20); 0: off.")
+    p_mask: float = _f(0.1, "Probability that a word becomes the mask token ([MASK] for BERT-style tokenizers).")
+    p_replace: float = _f(0.1, "Probability that a word becomes another word drawn from the training texts' vocabulary.")
+    p_ngram: float = _f(0.25, "Probability that a copy is cut to a random n-gram of its words (n from 1 to max_ngram).")
+    max_ngram: int = _f(5, "Longest n-gram the n-gram sampling keeps.")
+
+    def __post_init__(self) -> None:
+        _check(self.copies >= 0, f"distill.augment.copies={self.copies} must be >= 0 (0: no augmentation)")
+        for name in ("p_mask", "p_replace", "p_ngram"):
+            v = getattr(self, name)
+            _check(0.0 <= v <= 1.0, f"distill.augment.{name}={v} must be in [0, 1]")
+        _check(self.p_mask + self.p_replace <= 1.0, "distill.augment.p_mask + distill.augment.p_replace must be at most 1")
+        _check(self.max_ngram >= 1, f"distill.augment.max_ngram={self.max_ngram} must be at least 1")
+
+
+@dataclass
+class DistillConfig:
+    """``distill``: knowledge distillation, the student (this recipe's model) trained on the outputs of teacher runs."""
+
+    teachers: list[str] = _f(
+        [],
+        "Run directories of the teachers (any run load_run loads: encoder, decoder, adapter, merged or ONNX export); "
+        "several: their probabilities (regression: values) are averaged. Empty: no distillation.",
+    )
+    temperature: float = _f(
+        2.0, "Single-label: softmax temperature T of teacher and student in the soft loss, KL(teacher_T || student_T) * T^2."
+    )
+    alpha: float = _f(0.5, "Weight of the soft (teacher) loss on labelled rows: alpha * soft + (1 - alpha) * the recipe's own loss.")
+    unlabelled: str | None = _f(
+        None,
+        "Unlabelled texts the teacher labels too (soft loss only): a catalog name, a file, a hub dataset or a recipe YAML "
+        "(its training texts), as adapt.source takes them. Texts of the student's validation and test splits are left out.",
+    )
+    text_column: str = _f("text", "Column of the unlabelled texts (tables and hub datasets).")
+    unlabelled_max_samples: int | None = _f(None, "Use at most this many unlabelled texts (a seeded random choice).")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_dir: str | None = _f(
+        None,
+        "Where the teachers' outputs are kept (default: transfer.cache_dir, else $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer).",
+    )
+
+    def __post_init__(self) -> None:
+        _check(all(isinstance(t, str) and t for t in self.teachers), "distill.teachers must list run directories")
+        _check(len(set(self.teachers)) == len(self.teachers), f"distill.teachers={self.teachers} names a run twice")
+        _check(self.temperature > 0, f"distill.temperature={self.temperature} must be positive")
+        _check(0.0 <= self.alpha <= 1.0, f"distill.alpha={self.alpha} must be in [0, 1]")
+        _check(
+            self.unlabelled_max_samples is None or self.unlabelled_max_samples >= 1,
+            f"distill.unlabelled_max_samples={self.unlabelled_max_samples} must be at least 1 (or null)",
+        )
+        if not self.teachers and (self.unlabelled is not None or self.augment.copies):
+            raise ConfigError("distill.unlabelled and distill.augment need teachers to label the texts; set distill.teachers")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.teachers)
+
+    @property
+    def adds_rows(self) -> bool:
+        """Does the transfer set hold rows without labels (augmented or unlabelled texts)?"""
+        return self.unlabelled is not None or self.augment.copies > 0
+
+
+@dataclass
 class RecipeConfig:
     """A whole recipe: one dataclass per YAML section, every field typed and validated on construction.
 
     Sections: ``model`` (:class:`ModelConfig`), ``data`` (:class:`DataConfig`), ``transfer``
     (:class:`TransferConfig`, with ``peft``: :class:`AdapterConfig`, ``setfit``: :class:`SetFitConfig`,
     ``domain_adversarial``: :class:`DomainAdversarialConfig`), ``train`` (:class:`TrainConfig`), ``output``
-    (:class:`OutputConfig`) and ``adapt`` (:class:`AdaptConfig`, for ``nlp-transfer adapt``). A value the
+    (:class:`OutputConfig`), ``adapt`` (:class:`AdaptConfig`, for ``nlp-transfer adapt``) and ``distill``
+    (:class:`DistillConfig`, with ``augment``: :class:`AugmentConfig`). A value the
     schema refuses, or a combination that cannot work, raises a one-line
     :class:`~nlp_transfer.errors.ConfigError`.
 
@@ -575,6 +649,7 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         if self.model.num_labels is not None and self.model.num_labels < 2:
@@ -591,6 +666,8 @@ class RecipeConfig:
             )
         if self.transfer.mode == "setfit":
             self._check_setfit()
+        if self.distill.enabled:
+            self._check_distill()
         if self.transfer.mode == "zero_shot":
             self._check_zero_shot()
         elif self.model.label_words is not None or self.model.calibration_text != "N/A":
@@ -637,6 +714,32 @@ class RecipeConfig:
         _check(
             self.transfer.layerwise_lr_decay == 1.0 and self.transfer.l2sp == 0.0,
             "transfer.mode=setfit tunes the whole encoder with one learning rate; set transfer.layerwise_lr_decay=1.0 and transfer.l2sp=0",
+        )
+
+    def _check_distill(self) -> None:
+        """distill.teachers set: the student trains by SGD on token batches that carry the teachers' outputs."""
+        mode = self.transfer.mode
+        _check(
+            mode not in ("setfit", "zero_shot") and self.model.head != "logreg",
+            f"distill trains the student on the teachers' outputs by gradient steps, which transfer.mode={mode} with "
+            f"model.head={self.model.head} does not take; use full, partial, gradual, bitfit, an adapter mode, or a linear/mlp head",
+        )
+        _check(
+            mode != "feature_extraction" or not self.transfer.cache_features,
+            "distill with transfer.mode=feature_extraction needs transfer.cache_features=false (the cached features carry "
+            "no teacher outputs)",
+        )
+        _check(
+            self.transfer.domain_adversarial.target is None,
+            "distill and transfer.domain_adversarial both add unlabelled texts to training; use one of them",
+        )
+        _check(
+            not self.distill.adds_rows or self.data.text_pair_column is None,
+            "distill.unlabelled and distill.augment make single texts, but data.text_pair_column is set; remove them",
+        )
+        _check(
+            not self.distill.adds_rows or self.train.sampler == "random",
+            "train.sampler=weighted draws rows by class, and augmented or unlabelled rows have none; use train.sampler=random",
         )
 
     def _check_zero_shot(self) -> None:

@@ -16,13 +16,17 @@ import torch
 
 from nlp_transfer.data.chunking import LongTextSpec, encode
 
+# Columns a split may have besides text and label that go into its token rows: a distillation transfer set's
+# teacher outputs and whether the row has a label (nlp_transfer/training/distill.py).
+CARRIED_COLUMNS = ("teacher", "labelled")
+
 
 def tokenize(data: datasets.DatasetDict, tokenizer, max_length: int, spec=None) -> datasets.DatasetDict:
     """Token ids per example (no padding: batches are padded dynamically), plus ``length``.
 
     ``spec`` (a :class:`nlp_transfer.data.chunking.LongTextSpec`) chooses the truncation or the
     sliding windows; with chunking a text becomes several rows, each with the text's label
-    and its index in the split as ``doc_id``.
+    and its index in the split as ``doc_id``. Columns of :data:`CARRIED_COLUMNS` are kept (a window: its text's).
     """
     spec = spec or LongTextSpec(max_length)
     has_pair = "text_pair" in data["train"].column_names
@@ -32,12 +36,16 @@ def tokenize(data: datasets.DatasetDict, tokenizer, max_length: int, spec=None) 
         doc = enc.pop("doc_id")  # position within this batch
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         enc["labels"] = [batch["label"][d] for d in doc]
+        for col in CARRIED_COLUMNS:  # every window of a text carries the text's values
+            if col in batch:
+                enc[col] = [batch[col][d] for d in doc]
         if spec.chunking:
             enc["doc_id"] = [indices[d] for d in doc]
         return enc
 
-    cols = data["train"].column_names
-    return data.map(fn, batched=True, with_indices=True, remove_columns=cols, desc="tokenizing")
+    return datasets.DatasetDict(
+        {k: ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names, desc="tokenizing") for k, ds in data.items()}
+    )
 
 
 def tokenize_texts(texts: list[str], tokenizer, max_length: int, offsets: bool = False) -> datasets.Dataset:

@@ -152,6 +152,33 @@ def _epoch_lines(metrics: dict, pngs: list[str]) -> list[str]:
     return lines
 
 
+def distillation_lines(d: dict) -> list[str]:
+    """The ``## Distillation`` section: the teachers, the transfer set's rows and the student against the teachers on test."""
+    if not d:
+        return []
+    rows = d["rows"]
+    teachers = ", ".join(f"`{t['path']}`" for t in d["teachers"])
+    lines = [
+        "",
+        "## Distillation",
+        "",
+        f"Teachers: {teachers}{' (probabilities averaged)' if len(d['teachers']) > 1 else ''}; temperature {d['temperature']:g}, "
+        f"alpha {d['alpha']:g}. Transfer set: {rows['labelled']:,} labelled, {rows['augmented']:,} augmented and "
+        f"{rows['unlabelled']:,} unlabelled rows.",
+    ]
+    test = d.get("test")
+    if test:
+        agreement = "n/a" if test["agreement"] is None else f"{test['agreement']:.4f}"
+        kept = "n/a" if test["kept"] is None else f"{test['kept']:.1%}"
+        lines += [
+            "",
+            f"| test | agreement with the teachers | student {test['metric']} | teachers' {test['metric']} | kept |",
+            "|---|---:|---:|---:|---:|",
+            f"| | {agreement} | {test['student']:.4f} | {test['teacher']:.4f} | {kept} |",
+        ]
+    return lines
+
+
 def _data_lines(metrics: dict) -> list[str]:
     data, task = metrics["data"], get_task(metrics.get("task", "single_label"))
     if data.get("label_counts"):
@@ -170,6 +197,7 @@ def write_summary(run_dir: Path, cfg, metrics: dict, plots: bool = True) -> Path
     pngs = write_plots(run_dir, cfg, metrics) if plots else []
     lines = _head_lines(cfg, metrics) + _test_lines(metrics, pngs)
     lines += calibration_lines(metrics.get("calibration") or {}, RELIABILITY_PNG if RELIABILITY_PNG in pngs else None)
+    lines += distillation_lines(metrics.get("distillation") or {})
     lines += _epoch_lines(metrics, pngs) + _data_lines(metrics)
     lines += ["", "## Loading this run", "", loading_instructions(read_manifest(run_dir))]
     lines += [

@@ -75,6 +75,7 @@ class Task:
     has_classes: ClassVar[bool] = True  # the outputs are labels (model.num_labels applies)
     ranks_label_issues: ClassVar[bool] = False  # suspect labels (inference/label_issues.py): single-label classes
     calibration_method: ClassVar[str | None] = None  # fitted after training (tasks/calibration.py): temperature, platt
+    distill_metric: ClassVar[str]  # the test metric whose student / teacher ratio a distilled run records
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
@@ -163,6 +164,19 @@ class Task:
 
     def as_labels(self, targets, names: Sequence[str]) -> list:
         """Targets back to what a user writes: names, lists of names, numbers."""
+        raise NotImplementedError
+
+    # ---- distillation (training/distill.py) ------------------------------------------------
+    def soft_targets(self, teacher_logits: np.ndarray, temperature: float) -> np.ndarray:
+        """What the student learns from: the teachers' logits [K, N, C] (K teachers) as one target row per text [N, C]."""
+        raise NotImplementedError
+
+    def soft_loss(self, student_logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The distillation loss of each row [B] between the student's logits [B, C] and :meth:`soft_targets` rows."""
+        raise NotImplementedError
+
+    def ensemble_logits(self, teacher_logits: np.ndarray) -> np.ndarray:
+        """Several teachers' logits [K, N, C] as one model's [N, C], for :meth:`score` and :meth:`decide`."""
         raise NotImplementedError
 
     # ---- counting and reporting -----------------------------------------------------------

@@ -93,6 +93,7 @@ class MultiLabel(Task):
     mistake_columns = ("wrong_labels",)
     label_count_title = "carrying each label"
     worst_first = "most wrong labels"
+    distill_metric = "f1_micro"
 
     def threshold_plan(self, setting, labels):
         if isinstance(setting, str):
@@ -113,6 +114,20 @@ class MultiLabel(Task):
 
     def loss(self, fn, logits, labels, class_weights):
         return fn(logits, labels.float())
+
+    def soft_targets(self, teacher_logits, temperature):
+        """The teachers' sigmoid probabilities, averaged over teachers (no temperature)."""
+        return self.probabilities(np.asarray(teacher_logits, dtype=np.float32)).mean(0)
+
+    def soft_loss(self, student_logits, targets, temperature):
+        """Binary cross-entropy of the student's logits on the teachers' probabilities, averaged over labels, per row."""
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(student_logits.float(), targets.float(), reduction="none")
+        return bce.mean(-1)
+
+    def ensemble_logits(self, teacher_logits):
+        """The logit of the teachers' averaged probabilities."""
+        p = np.clip(self.soft_targets(teacher_logits, 1.0), 1e-7, 1 - 1e-7)
+        return np.log(p / (1 - p))
 
     def label_names(self, train_values, data_cfg) -> list[str]:
         if data_cfg.label_columns:

@@ -43,9 +43,21 @@ class Regression(Task):
     problem_type = "regression"
     has_classes = False
     mistake_columns = ("error",)
+    distill_metric = "pearson"
 
     def loss(self, fn, logits, labels, class_weights):
         return fn(logits.squeeze(-1), labels.float().view(-1))
+
+    def soft_targets(self, teacher_logits, temperature):
+        """The teachers' predicted values, averaged over teachers (no temperature)."""
+        return np.asarray(teacher_logits, dtype=np.float32).mean(0)
+
+    def soft_loss(self, student_logits, targets, temperature):
+        """Squared error between the student's value and the teachers', per row."""
+        return (student_logits.float()[:, 0] - targets.float()[:, 0]) ** 2
+
+    def ensemble_logits(self, teacher_logits):
+        return self.soft_targets(teacher_logits, 1.0)
 
     def label_names(self, train_values, data_cfg) -> list[str]:
         return [data_cfg.label_column]  # one output, named after the target column

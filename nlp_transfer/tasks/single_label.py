@@ -74,11 +74,26 @@ class SingleLabel(Task):
     mistake_columns = ("score", "true_probability")
     calibration_method = "temperature"
     ranks_label_issues = True
+    distill_metric = "accuracy"
 
     def loss(self, fn: nn.Module, logits, labels, class_weights):
         if class_weights is not None:
             return nn.functional.cross_entropy(logits, labels.long(), weight=class_weights)
         return fn(logits, labels.long())
+
+    def soft_targets(self, teacher_logits, temperature):
+        """The teachers' probabilities at ``temperature``, averaged over teachers."""
+        t = torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
+        return torch.softmax(t / temperature, -1).mean(0).numpy()
+
+    def soft_loss(self, student_logits, targets, temperature):
+        """KL(teacher_T || student_T) * T^2 per row (Hinton et al. 2015: T^2 keeps the gradients' scale as T changes)."""
+        log_q = torch.log_softmax(student_logits.float() / temperature, -1)
+        return nn.functional.kl_div(log_q, targets.float(), reduction="none").sum(-1) * temperature**2
+
+    def ensemble_logits(self, teacher_logits):
+        """The log of the teachers' averaged probabilities (argmax: the ensemble's class)."""
+        return np.log(np.clip(self.soft_targets(teacher_logits, 1.0), 1e-12, None))
 
     def label_names(self, train_values, data_cfg) -> list[str]:
         if any(is_missing(v) for v in train_values):

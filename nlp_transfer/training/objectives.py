@@ -44,6 +44,38 @@ class Classification:
         return evaluate_model(session.model, session.val_loader, session.accelerator, self.labels, self.aggregate, tune=self.tune)
 
 
+def distillation_loss(model, logits, labels, teacher, labelled, temperature: float, alpha: float) -> torch.Tensor:
+    """The mean over the batch's rows of: ``alpha * soft + (1 - alpha) * hard`` for a labelled row, ``soft`` for
+    an unlabelled one. ``soft``: the task's :meth:`~nlp_transfer.tasks.base.Task.soft_loss` against the teachers'
+    targets; ``hard``: ``model``'s own loss (class weights included) averaged over the labelled rows. No host sync:
+    a batch without labelled rows gets its hard term masked to zero."""
+    logits = logits.float()
+    soft = model.task.soft_loss(logits, teacher, temperature)
+    mask = labelled.bool()
+    n_labelled = mask.sum()
+    hard = model.loss_fn(logits[mask], labels[mask], model.class_weights)  # NaN when no row is labelled: masked below
+    hard_sum = torch.where(n_labelled > 0, hard * n_labelled, torch.zeros_like(hard))
+    total = alpha * (soft * mask).sum() + (1 - alpha) * hard_sum + (soft * ~mask).sum()
+    return total / len(soft)
+
+
+class Distillation(Classification):
+    """Knowledge distillation (Hinton et al. 2015): batches carry the teachers' soft targets (``teacher``) and which rows
+    have labels (``labelled``); the loss is :func:`distillation_loss`. ``raw_model`` is the student inside the
+    prepared model (its task, loss and class weights). Validated on the labels, as :class:`Classification`."""
+
+    def __init__(self, raw_model, temperature: float, alpha: float, *args, **kw):
+        super().__init__(*args, **kw)
+        self.raw, self.temperature, self.alpha = raw_model, temperature, alpha
+
+    def loss(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        batch.pop("doc_id", None)
+        teacher, labelled, labels = batch.pop("teacher"), batch.pop("labelled"), batch.pop("labels")
+        logits = model(**batch)["logits"]
+        loss = distillation_loss(self.raw, logits, labels, teacher, labelled, self.temperature, self.alpha)
+        return (loss if self.regulariser is None else loss + self.regulariser()), loss
+
+
 class ContrastivePairs:
     """SetFit's body training: the cosine similarity of two texts' pooled embeddings regressed (MSE) on 1 for
     a pair of one class and 0 otherwise (sentence-transformers' CosineSimilarityLoss). Each epoch is judged

@@ -18,6 +18,7 @@ import torch
 
 from nlp_transfer.reporting.card import write_model_card
 from nlp_transfer.reporting.report import write_summary
+from nlp_transfer.training.distill import manifest_record
 from nlp_transfer.utils.environment import library_versions, machine
 
 
@@ -55,6 +56,7 @@ def run_metrics(cfg, result, data, metric: str, environment: dict) -> dict:
         "schedule": result.schedule,
         "resumed_from": result.resumes,
         **({"calibration": result.calibration} if getattr(result, "calibration", None) else {}),
+        **({"distillation": result.distillation} if getattr(result, "distillation", None) else {}),
         "data": data.summary(),
         "environment": environment,
     }
@@ -87,9 +89,16 @@ def write_run_dir(
 ) -> None:
     """Everything into a hidden sibling, then a rename: a run directory is complete or absent. ``calibration``:
     the parameters fitted on validation, for the manifest; ``plots=False``: summary.md without its PNGs."""
+    distilled = {"distillation": manifest_record(result.distillation)} if getattr(result, "distillation", None) else {}
     with atomic_directory(result.output_dir) as tmp:
         model.save_pretrained(
-            tmp, tokenizer, precision=precision, eval_batch_size=cfg.train.eval_batch_size, name=cfg.name, calibration=calibration
+            tmp,
+            tokenizer,
+            precision=precision,
+            eval_batch_size=cfg.train.eval_batch_size,
+            name=cfg.name,
+            calibration=calibration,
+            **distilled,
         )
         recipe = cfg.replace("train.resume=null")  # reruns start afresh
         (tmp / "recipe.yaml").write_text(recipe.to_yaml())

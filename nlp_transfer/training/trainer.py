@@ -42,11 +42,14 @@ from nlp_transfer.models.fast import speedups
 from nlp_transfer.models.hub import resolve_checkpoint
 from nlp_transfer.recipes import build_classifier
 from nlp_transfer.tasks.calibration import calibration_record, fit_calibration
+from nlp_transfer.training.distill import build_transfer_set, check_teachers
+from nlp_transfer.training.distill import log_line as distill_log_line
+from nlp_transfer.training.distill import test_record as distill_test_record
 from nlp_transfer.training.evaluation import evaluate_model
 from nlp_transfer.training.hooks import default_hooks
 from nlp_transfer.training.inputs import Inputs, build_inputs, loader
 from nlp_transfer.training.loop import fit
-from nlp_transfer.training.objectives import Classification, ContrastivePairs, DomainAdversarial
+from nlp_transfer.training.objectives import Classification, ContrastivePairs, Distillation, DomainAdversarial
 from nlp_transfer.training.precision import allow_precision_change, check_precision, resolve_precision, set_threads
 from nlp_transfer.training.rundir import write_run_dir
 from nlp_transfer.training.state import LoopState
@@ -95,6 +98,7 @@ class RunResult:
     resumes: list = field(default_factory=list)  # checkpoints the run was resumed from
     task: str = "single_label"
     calibration: dict = field(default_factory=dict)  # fitted on validation, measured before/after (tasks/calibration.py)
+    distillation: dict = field(default_factory=dict)  # distill: teachers, transfer set, the student against them on test
     predictor: object = field(default=None, repr=False, compare=False)  # the main process's trained Predictor
 
 
@@ -160,6 +164,8 @@ class Session:
     state: LoopState
     class_weights: list[float] | None = None
     best_state: dict | None = None  # the best epoch's trained weights (CPU copies)
+    teachers: list | None = None  # distill: the teacher runs (training/distill.py)
+    distill = None  # distill: the TransferSet (rows with the teachers' soft targets, their test logits)
     # Built for the loop only (the logreg probe has none of them):
     optimizer = scheduler = train_loader = val_loader = schedule = target_loader = None  # target: domain-adversarial texts
     objective = running = bar = None  # set by the loop while it runs
@@ -241,6 +247,8 @@ class Trainer:
         else:
             s.data = self.given_data
         s.task, s.setup = s.data.task_type, setup_task(cfg, s.data)
+        if cfg.distill.enabled:  # a teacher of other labels fails now, before any model is built
+            s.teachers = check_teachers(cfg.distill.teachers, s.data)
         model, s.tokenizer = build_classifier(cfg, s.data.labels)
         model.set_task(s.task, s.setup.loss_fn, s.setup.thresholds)
         if cfg.data.label_separator is not None:  # so evaluation reads labels as training did
@@ -267,9 +275,16 @@ class Trainer:
 
     def _build_inputs(self) -> None:
         cfg, s = self.cfg, self.s
+        splits = s.data.splits
+        if cfg.distill.enabled:  # the training rows with the teachers' outputs (and augmented or unlabelled rows)
+            s.distill = build_transfer_set(cfg, s.data, s.tokenizer, s.teachers, s.accelerator, s.info, s.show)
+            splits = datasets.DatasetDict({**splits, "train": s.distill.train})
         with s.accelerator.main_process_first():
-            tokens = tokenize(s.data.splits, s.tokenizer, cfg.model.max_length, LongTextSpec.from_config(cfg.model))
-        s.class_weights = class_weights(cfg.train.class_weights, s.data.labels, tokens["train"]["labels"])
+            tokens = tokenize(splits, s.tokenizer, cfg.model.max_length, LongTextSpec.from_config(cfg.model))
+        train_labels = tokens["train"]["labels"]
+        if "labelled" in tokens["train"].column_names:  # classes are counted on the rows that have labels
+            train_labels = [y for y, keep in zip(train_labels, tokens["train"]["labelled"]) if keep]
+        s.class_weights = class_weights(cfg.train.class_weights, s.data.labels, train_labels)
         s.raw_model.set_class_weights(s.class_weights)
         if s.class_weights is not None:
             s.info(f"class weights: {dict(zip(s.data.labels, [round(w, 4) for w in s.class_weights]))}")
@@ -358,7 +373,12 @@ class Trainer:
         if objective is None:
             regulariser = L2SP(s.raw_model, cfg.transfer.l2sp) if cfg.transfer.l2sp > 0 else None
             args = (s.setup.metric, s.data.labels, cfg.model.chunk_aggregate, s.setup.tune, regulariser)
-            objective = DomainAdversarial(s, *args) if cfg.transfer.domain_adversarial.target else Classification(*args)
+            if cfg.distill.enabled:
+                objective = Distillation(s.raw_model, cfg.distill.temperature, cfg.distill.alpha, *args)
+            elif cfg.transfer.domain_adversarial.target:
+                objective = DomainAdversarial(s, *args)
+            else:
+                objective = Classification(*args)
         fit(s, objective, default_hooks(cfg) if hooks is None else hooks)
 
     # ---- finish ------------------------------------------------------------------------
@@ -404,6 +424,8 @@ class Trainer:
         if acc.is_main_process:
             # Saved without Accelerate's autocast wrapper: the interop probe compares fp32 logits.
             raw = acc.unwrap_model(s.model, keep_fp32_wrapper=False)
+            if s.distill is not None:
+                result.distillation = self._distill_record(raw, scores)
             write_run_dir(cfg, result, raw, s.tokenizer, s.data, s.precision, acc, s.setup.metric, calibration, plots=test)
             # The model just saved, with the settings its manifest records: what load_run(output_dir) would build.
             result.predictor = build_predictor(raw, s.tokenizer, read_manifest(result.output_dir))
@@ -416,6 +438,21 @@ class Trainer:
             for tracker in acc.trackers:
                 tracker.finish()
         return result
+
+    def _distill_record(self, raw, scores: dict) -> dict:
+        """The transfer set's record and, when the test split was scored, the student against its teachers there
+        (the student's test logits in split order, as its run directory will predict them)."""
+        s, cfg = self.s, self.cfg
+        record = dict(s.distill.record)
+        if scores:
+            manifest = raw.manifest(precision=s.precision, eval_batch_size=cfg.train.eval_batch_size)
+            test = s.data.splits["test"]
+            pairs = list(test["text_pair"]) if "text_pair" in test.column_names else None
+            student = build_predictor(raw, s.tokenizer, manifest).logits(list(test["text"]), text_pairs=pairs)
+            targets = np.asarray(test["label"])
+            record["test"] = distill_test_record(s.task, s.data.labels, student, s.distill, targets, raw.thresholds)
+            s.info(distill_log_line(record["test"]))
+        return record
 
     def _calibrate(self, test_out: dict) -> tuple[dict | None, dict]:
         """(parameters for the manifest, the ``metrics.json`` record): the task's calibration fitted on the best

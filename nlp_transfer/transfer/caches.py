@@ -159,10 +159,11 @@ def feature_key(
 
 
 class FeatureCache:
-    """Pooled features on disk, one safetensors file per key, written atomically."""
+    """Pooled features on disk, one safetensors file per key, written atomically. ``folder`` and ``tensor``: other
+    tensors computed once per key (distillation keeps its teachers' logits under ``teachers``)."""
 
-    def __init__(self, root: str | Path):
-        self.dir = Path(root) / "features"
+    def __init__(self, root: str | Path, folder: str = "features", tensor: str = "features"):
+        self.dir, self.tensor = Path(root) / folder, tensor
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.safetensors"
@@ -174,7 +175,7 @@ class FeatureCache:
         if not p.is_file():
             return None
         try:
-            feats = load_file(str(p))["features"]
+            feats = load_file(str(p))[self.tensor]
         except Exception:  # a damaged file is a miss, re-encoded and replaced
             return None
         return feats if len(feats) == n else None
@@ -187,7 +188,7 @@ class FeatureCache:
         tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
         meta = {"key": json.dumps(parts, sort_keys=True), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         try:
-            save_file({"features": features.contiguous()}, str(tmp), metadata=meta)
+            save_file({self.tensor: features.contiguous()}, str(tmp), metadata=meta)
             os.replace(tmp, p)
         finally:
             tmp.unlink(missing_ok=True)
