@@ -88,7 +88,9 @@ def run(args) -> dict:
             if role == "student" and not args.no_onnx:
                 harness.say(f"  exporting {row['name']} to ONNX int8 ...")
                 exported = export_onnx(str(run_dir), work / f"{run_dir.name}-int8", quantize="int8", say=harness.say)
-                row["onnx_int8"] = harness.run_child(predict, {**spec, "run": str(exported.output_dir), "variant": f"{row['name']} ONNX int8"})
+                row["onnx_int8"] = harness.run_child(
+                    predict, {**spec, "run": str(exported.output_dir), "variant": f"{row['name']} ONNX int8"}
+                )
                 row["onnx_int8"]["method"] = (exported.int8 or {}).get("method")
             for key in ("torch", "onnx_int8"):
                 if key in row:
