@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmarks import adapters, cache, harness, ship, speed
+from benchmarks import adapters, cache, distill, harness, ship, speed
 from nlp_transfer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,8 +238,8 @@ def test_a_markdown_file_without_the_block_fails_before_any_measurement(tmp_path
 
 def test_every_benchmark_has_its_help():
     top = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert top.returncode == 0 and "{cache,adapters,speed,ship}" in top.stdout
-    for module in (cache, adapters, speed, ship):
+    assert top.returncode == 0 and "{cache,adapters,speed,ship,distill}" in top.stdout
+    for module in (cache, adapters, speed, ship, distill):
         p = subprocess.run([sys.executable, "-m", "benchmarks", module.NAME, "--help"], cwd=ROOT, capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
         assert p.stdout.startswith(f"usage: python -m benchmarks {module.NAME} ")

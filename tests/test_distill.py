@@ -188,6 +188,25 @@ def test_a_one_layer_student_of_a_two_layer_teacher_trains_and_reloads(make_cfg,
     manifest = json.loads((result.output_dir / "nlp_transfer.json").read_text())["distillation"]
     assert manifest["teachers"] == [{"path": str(teacher), "fingerprint": distill_module.fingerprint_run(teacher)}]
 
+    # The compression table of `python -m benchmarks distill` reads both runs (throughput: given here, measured there).
+    from benchmarks import distill as bench
+
+    rows = {"t": {"role": "teacher", **bench._record(Path(teacher))}, "s": {"role": "student", **bench._record(result.output_dir)}}
+    assert (rows["t"]["layers"], rows["s"]["layers"]) == (2, 1) and rows["s"]["parameters"] < rows["t"]["parameters"]
+    assert rows["s"]["agreement"] == test["agreement"] and rows["t"]["agreement"] is None
+    rows["t"]["torch"], rows["s"]["torch"] = {"samples": 80, "samples_per_second": 100.0}, {"samples": 80, "samples_per_second": 150.0}
+    rows["s"]["onnx_int8"] = {"samples": 80, "samples_per_second": 1200.0}
+    res = {
+        "rows": rows,
+        "ratios": {"t": {"torch": 1.0}, "s": {"torch": 1.5, "onnx_int8": 12.0}},
+        "machine": {"cpu": "Some CPU", "cpu_count": 2, "threads": 2, "torch": "2.13.0"},
+        "date": "2026-12-06",
+        "command": "python -m benchmarks distill",
+    }
+    line = next(x for x in bench.table(res).splitlines() if x.startswith(f"| `{rows['s']['name']}` | student |"))
+    assert f"| 1 | {rows['s']['size_mb']:.1f} | {test['student']:.4f} |" in line and f"| {test['agreement']:.4f} |" in line
+    assert line.endswith("| 150.0 | 1.5x | 1200.0 | 12.0x |")
+
 
 # ---- a teacher of other labels ------------------------------------------------------------------------------------
 def test_a_teacher_with_other_labels_fails_in_one_line_via_the_cli(make_cfg, tmp_path, tiny_bert_dir, capsys):
