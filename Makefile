@@ -168,10 +168,10 @@ tune-rt: $(STAMP)
 
 tune-domain: $(STAMP)
 	$(TUNE) --config rotten_tomatoes/minilm-tune-tweets --space rt-tweets-domain --trials $(TUNE_DOMAIN_TRIALS) --out runs/tune-domain \
-		--readme docs/results/tune.md --section tune-domain --command 'make tune-domain$(TUNE_SHOWN)' $(TUNE_ARGS)
+		--readme docs/results/tune.md --section tune-domain --command 'make tune-domain TUNE_DOMAIN_TRIALS=$(TUNE_DOMAIN_TRIALS)$(TUNE_SHOWN)' $(TUNE_ARGS)
 	$(PY) scripts/compare.py -r rotten_tomatoes/minilm-full -r runs/tune-domain/best.yaml --target tweet_sentiment/minilm-full-posneg \
 		--runs runs/tune-domain-target --overwrite --no-progress --no-baseline $(TUNE_ARGS) --out results/tune-domain-target.md \
-		--readme docs/results/tune.md --section tune-domain-target --command 'make tune-domain$(TUNE_SHOWN)'
+		--readme docs/results/tune.md --section tune-domain-target --command 'make tune-domain TUNE_DOMAIN_TRIALS=$(TUNE_DOMAIN_TRIALS)$(TUNE_SHOWN)'
 
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
 LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max
