@@ -10,6 +10,10 @@ EPILOG = """space file: any recipe key -> a distribution, optionally conditional
   transfer.mode: {type: categorical, choices: [feature_extraction, partial, lora, full]}
   train.lr: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}
   transfer.unfreeze_top: {type: int, low: 1, high: 6, when: {transfer.mode: partial}}
+A key may map to a list of such distributions, each with its own `when` (one learning-rate range per mode).
+Keys under adapt.* make each trial continue pretraining first (adapted once per setting, in DIR/adapted).
+Shipped spaces, by name: rt-minilm-modes (mode and each mode's parameters), rt-tweets-domain (with
+rotten_tomatoes/minilm-tune-tweets: continued pretraining and domain-adversarial settings).
 Without --space: the default space of the recipe's transfer mode (--print-space shows it).
 
 storage: default sqlite:///DIR/study.db; journal:PATH (Optuna's journal file: several workers on one machine);
@@ -33,7 +37,9 @@ def tune_main(argv: list[str]) -> None:
     )
     p.add_argument("--config", required=True, help="recipe: a shipped name (rotten_tomatoes/minilm-full) or a YAML file")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides of the recipe")
-    p.add_argument("--space", help="search space YAML (default: the recipe's transfer mode's default space)")
+    p.add_argument(
+        "--space", help="search space: a YAML file or a shipped space's name (default: the recipe's transfer mode's default space)"
+    )
     p.add_argument("--trials", type=positive_int, help="the study's total number of trials (finished ones count); required")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--storage", help="sqlite:///PATH, journal:PATH or an RDB URL (default: sqlite:///DIR/study.db)")
