@@ -447,5 +447,5 @@ def test_continued_pretraining_in_the_space_adapts_once_per_setting_and_best_yam
     best = RecipeConfig.from_yaml(out / "best.yaml")
     assert best.model.name_or_path == used[result.study.best_trial.number]
     text = results_markdown(result, cfg, space, "toy-space")
-    assert "3 trials (3 complete)" in text and "| `adapt.epochs` | `train.lr` |" in text
+    assert "3 trials (3 complete)" in text and "| epochs run | `adapt.epochs` | `train.lr` |" in text and "| complete |" in text
     assert f"The chosen trial ({result.study.best_trial.number}) on the test split" in text

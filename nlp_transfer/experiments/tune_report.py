@@ -309,8 +309,22 @@ def _epoch_counts(study) -> tuple[int, int, int]:
     return run, saved, len(pruned)
 
 
-def results_markdown(result, base: RecipeConfig, params, space: str, top: int = 8) -> str:
-    """The search in a few lines and a table of its best trials: what a results page shows."""
+def _shown(v) -> str:
+    return "null" if v is None else _cell(v)
+
+
+def _results_rows(result, top: int) -> list:
+    """The finished trials by their value, then the pruned ones by the last value they reported: at most ``top``."""
+    from optuna.trial import TrialState
+
+    sign = -1 if result.directions[0] == "maximize" else 1
+    pruned = [t for t in result.study.get_trials(deepcopy=False) if t.state == TrialState.PRUNED and t.intermediate_values]
+    last = {t.number: t.intermediate_values[max(t.intermediate_values)] for t in pruned}
+    return (ranked(result) + sorted(pruned, key=lambda t: (sign * last[t.number], t.number)))[:top], last
+
+
+def results_markdown(result, base: RecipeConfig, params, space: str, top: int = 12) -> str:
+    """The search in a few lines and a table of its best trials (then the pruned ones): what a results page shows."""
     from nlp_transfer.utils.environment import cpu_model
 
     study = result.study
@@ -325,12 +339,16 @@ def results_markdown(result, base: RecipeConfig, params, space: str, top: int = 
         f"on {cpu_model() or 'this machine'}. Pruning stopped {pruned} trial(s) and saved {saved} of the {run + saved} epochs "
         f"the finished and pruned trials planned ({share}).",
         "",
-        f"| trial | validation {result.metric} | epochs | " + " | ".join(f"`{k}`" for k in keys) + " |",
-        "|---:|---:|---:|" + "---|" * len(keys),
+        f"| trial | state | validation {result.metric} | epochs run | " + " | ".join(f"`{k}`" for k in keys) + " |",
+        "|---:|---|---:|---:|" + "---|" * len(keys),
     ]
-    for t in ranked(result)[:top]:
-        cells = [_cell(t.params[k]) if k in t.params else "" for k in keys]
-        lines.append(f"| {t.number} | {t.values[0]:.4f} | {t.user_attrs.get('epochs_run', '-')} | " + " | ".join(cells) + " |")
+    rows, last = _results_rows(result, top)
+    for t in rows:
+        value = t.values[0] if t.state.name == "COMPLETE" else last[t.number]
+        cells = [_shown(t.params[k]) if k in t.params else "" for k in keys]
+        lines.append(
+            f"| {t.number} | {t.state.name.lower()} | {value:.4f} | {t.user_attrs.get('epochs_run', '-')} | " + " | ".join(cells) + " |"
+        )
     lines.append("")
     for c in result.chosen:
         test = c["test"] or {}
