@@ -203,7 +203,8 @@ def _cell(v) -> str:
 
 def _best_table(result, keys: list[str], n: int = 10) -> list[str]:
     also = result.study.user_attrs.get("also")
-    head = f"| trial | validation {result.metric} |" + (f" {also} |" if also else "") + " epochs | " + " | ".join(keys) + " |"
+    head = f"| trial | validation {result.metric} |" + (f" {also} |" if also else "") + " epochs | "
+    head += " | ".join(k.replace("|", "\\|") for k in keys) + " |"
     lines = [head, "|---:|---:|" + ("---:|" if also else "") + "---:|" + "---|" * len(keys)]
     for t in ranked(result)[:n]:
         row = f"| {t.number} | {t.values[0]:.4f} |" + (f" {_cell(t.values[1])} |" if also else "")
@@ -323,6 +324,31 @@ def _results_rows(result, top: int) -> list:
     return (ranked(result) + sorted(pruned, key=lambda t: (sign * last[t.number], t.number)))[:top], last
 
 
+def _per_choice_lines(result, params, last: dict) -> list[str]:
+    """For each categorical key searched without a condition: the best validation value each choice reached (a finished
+    trial's value, else the last one a pruned trial reported) and how many trials drew it."""
+    sign = -1 if result.directions[0] == "maximize" else 1
+    trials = [t for t in result.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" or t.number in last]
+    lines = []
+    for p in params:
+        if p.type != "categorical" or p.when or len(p.choices) < 2:
+            continue
+        parts = []
+        for choice in p.choices:
+            drew = [t for t in trials if p.name in t.params and t.params[p.name] == choice]
+            done = [t.values[0] for t in drew if t.state.name == "COMPLETE"]
+            if done:
+                parts.append(f"{_shown(choice)} {sorted(done, key=lambda v: sign * v)[0]:.4f} ({len(drew)} trials)")
+            elif drew:
+                parts.append(
+                    f"{_shown(choice)} {sorted((last[t.number] for t in drew), key=lambda v: sign * v)[0]:.4f} pruned ({len(drew)} trials)"
+                )
+            else:
+                parts.append(f"{_shown(choice)}: not drawn")
+        lines += [f"Best validation {result.metric} by `{p.name}`: " + "; ".join(parts) + ".", ""]
+    return lines
+
+
 def results_markdown(result, base: RecipeConfig, params, space: str, top: int = 12) -> str:
     """The search in a few lines and a table of its best trials (then the pruned ones): what a results page shows."""
     from nlp_transfer.utils.environment import cpu_model
@@ -339,7 +365,7 @@ def results_markdown(result, base: RecipeConfig, params, space: str, top: int = 
         f"on {cpu_model() or 'this machine'}. Pruning stopped {pruned} trial(s) and saved {saved} of the {run + saved} epochs "
         f"the finished and pruned trials planned ({share}).",
         "",
-        f"| trial | state | validation {result.metric} | epochs run | " + " | ".join(f"`{k}`" for k in keys) + " |",
+        f"| trial | state | validation {result.metric} | epochs run | " + " | ".join(f"`{k}`".replace("|", "\\|") for k in keys) + " |",
         "|---:|---|---:|---:|" + "---|" * len(keys),
     ]
     rows, last = _results_rows(result, top)
@@ -349,7 +375,7 @@ def results_markdown(result, base: RecipeConfig, params, space: str, top: int = 
         lines.append(
             f"| {t.number} | {t.state.name.lower()} | {value:.4f} | {t.user_attrs.get('epochs_run', '-')} | " + " | ".join(cells) + " |"
         )
-    lines.append("")
+    lines += ["", *_per_choice_lines(result, params, last)]
     for c in result.chosen:
         test = c["test"] or {}
         shown = ", ".join(f"{k} {test[k]:.4f}" for k in ("accuracy", "f1_macro", "mse") if k in test)
