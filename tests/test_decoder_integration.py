@@ -132,7 +132,7 @@ def test_smollm2_zero_shot_scores_the_label_words_end_to_end(tmp_path, monkeypat
         "scripts/train.py",
         "--config",
         "recipes/rotten_tomatoes/smollm2-zero_shot.yaml",
-        "data.max_samples=100",
+        "data.max_samples=50",
         f"output.dir={out}",
         "--no-progress",
     ]
@@ -143,7 +143,7 @@ def test_smollm2_zero_shot_scores_the_label_words_end_to_end(tmp_path, monkeypat
     assert m["parameters"]["trainable"] == 0 and m["epochs"][0]["train_loss"] is None
     words = m["epochs"][0]["zero_shot"]["label_words"]
     assert {k: v["word"] for k, v in words.items()} == {"fresh": " positive", "rotten": " negative"}
-    assert m["test"]["num_examples"] == 100  # how well it does is measured in the README, not asserted
+    assert m["test"]["num_examples"] == 50  # how well it does is measured in the README, not asserted
 
     predictor = load_run(out, device="cpu", precision="no")
     texts = ["a gorgeous, moving film", "a tedious, clumsy mess"]
