@@ -236,13 +236,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist worksteal -m "not slow"
 
-# On a GPU machine: the CUDA tests (fp16 with loss scaling, bf16, 2-process DDP) and the speed bench on CUDA.
+# On a GPU machine: the CUDA tests (fp16 with loss scaling, bf16, 2-process DDP), the speed bench and a 2-trial search on CUDA.
 # Writes results/gpu-check/ (pytest log, bench JSON); one call verifies a lent machine.
 gpu-check: $(STAMP)
 	mkdir -p results/gpu-check
 	$(PY) -c "import torch; assert torch.cuda.is_available(), 'no CUDA device: gpu-check needs a GPU machine'; print(torch.cuda.get_device_name(0))"
 	$(PY) -m pytest -q -m gpu -rA 2>&1 | tee results/gpu-check/pytest.log
 	$(PY) -m benchmarks speed --train-samples 2560 --out results/gpu-check/bench_speed.json 2>&1 | tee results/gpu-check/bench.log
+	rm -rf results/gpu-check/tune
+	$(VENV)/bin/nlp-transfer tune --config rotten_tomatoes/minilm-full --trials 2 --out results/gpu-check/tune --no-progress \
+		data.max_samples=1000 train.epochs=2 2>&1 | tee results/gpu-check/tune.log
 
 clean:
 	rm -rf runs .pytest_cache site
