@@ -40,7 +40,9 @@ def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
     args.argv = argv
     if args.readme:
-        harness.check_markdown(args.readme, args.section)
+        from nlp_transfer.reporting.tables import check_readme
+
+        check_readme(args.readme, args.section)
     from nlp_transfer.utils.logs import setup_logging
 
     setup_logging()

@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks import harness
+from benchmarks import harness, ship
 
 NAME = "distill"
 HELP = "distilled students against their teachers: size, layers, accuracy, agreement, PyTorch and ONNX int8 texts/s"
@@ -39,20 +39,13 @@ def _size_mb(run: Path) -> float:
     return sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) / 2**20
 
 
-def _test_texts(run: str, limit: int | None) -> tuple[list[str], list[str]]:
-    from nlp_transfer import RecipeConfig, load_data
-
-    data = load_data(RecipeConfig.from_yaml(Path(run) / "recipe.yaml").data)
-    test = data.splits["test"]
-    texts, labels = list(test["text"]), [data.labels[i] for i in test["label"]]
-    return (texts[:limit], labels[:limit]) if limit else (texts, labels)
-
-
 def predict(spec: dict) -> dict:
     """``load_run(run).predict`` on the source run's test texts (PyTorch on the run's default path, or an ONNX export)."""
     from nlp_transfer import load_run
 
-    texts, truth = _test_texts(spec["source_run"], spec.get("max_texts"))
+    texts, truth = ship._test_texts(spec["source_run"])
+    limit = spec.get("max_texts")
+    texts, truth = (texts[:limit], truth[:limit]) if limit else (texts, truth)
     row = harness.timed_predict(load_run(spec["run"], device="cpu").predict, texts, truth, warmup=32)
     return row
 

@@ -234,18 +234,6 @@ def record(args, **fields) -> dict:
     }
 
 
-def check_markdown(path: str | Path, section: str) -> None:
-    """Fail before measuring where ``path`` is not a file with a ``<!-- results:section -->`` block to replace."""
-    from nlp_transfer.errors import ConfigError
-
-    start, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
-    if not Path(path).is_file():
-        raise ConfigError(f"--readme {path}: no such file; name a Markdown file with a '{start}' ... '{end}' block")
-    text = Path(path).read_text()
-    if start not in text or end not in text[text.find(start) :]:
-        raise ConfigError(f"{path} has no '{start}' ... '{end}' block to update; add one or change --readme/--section")
-
-
 def write(res: dict, table: str, out: str | Path, markdown: str | Path | None = None, section: str | None = None) -> None:
     """Print the table; write ``out`` (JSON) and the table beside it (.md); replace the block ``section`` of the
     Markdown file ``markdown`` where given (nlp_transfer.reporting.tables.update_readme)."""

@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import adapters, cache, distill, harness, ship, speed
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.reporting.tables import check_readme
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -213,7 +214,7 @@ def test_results_go_to_json_markdown_and_the_block_of_any_markdown_page(tmp_path
     res = harness.record(args, rows={"a": {"seconds": 1.0}})
     assert res["command"] == f"python -m benchmarks speed --threads 3 --readme {page}" and res["benchmark"] == "speed"
     assert len(res["date"]) == 10 and res["machine"]["threads"] == 3 and res["machine"]["cpu_count"] >= 1
-    harness.check_markdown(page, "bench-speed")
+    check_readme(page, "bench-speed")
     harness.write(res, "| new | table |", tmp_path / "out" / "bench_speed.json", page)
     assert json.loads((tmp_path / "out" / "bench_speed.json").read_text()) == res
     assert (tmp_path / "out" / "bench_speed.md").read_text() == "| new | table |\n"
@@ -227,7 +228,7 @@ def test_a_markdown_file_without_the_block_fails_before_any_measurement(tmp_path
     page.write_text("<!-- /results:bench-cache -->\n<!-- results:bench-cache -->\n")  # end marker before the start
     for path, section in ((tmp_path / "missing.md", "bench-cache"), (page, "bench-cache"), (page, "bench-ship")):
         with pytest.raises(ConfigError, match="results:"):
-            harness.check_markdown(path, section)
+            check_readme(path, section)
     out = tmp_path / "out" / "bench_cache.json"
     p = subprocess.run(
         [sys.executable, "-m", "benchmarks", "cache", "--readme", str(page), "--out", str(out)], cwd=ROOT, capture_output=True, text=True

@@ -167,8 +167,8 @@ def check_readme(path: str | Path, section: str) -> None:
     if not p.is_file():
         raise ConfigError(f"--readme {p}: no such file; pass a Markdown file with a '{start}' ... '{end}' block")
     src = p.read_text()
-    if start not in src or end not in src:
-        raise ConfigError(f"{p} has no '{start}' ... '{end}' block to update; add one or pass another --section")
+    if start not in src or end not in src[src.find(start) :]:
+        raise ConfigError(f"{p} has no '{start}' ... '{end}' block to update; add one or pass another --readme/--section")
 
 
 def update_readme(path: str | Path, section: str, text: str) -> None:
