@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo docs trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc active active-rt active-bbc active-tweet select select-rt select-bbc select-tweet domain tune tune-rt tune-domain longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
+.PHONY: setup constraints demo docs trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc active active-rt active-bbc active-tweet select select-rt select-bbc select-tweet domain tune tune-rt tune-domain distill distill-rt distill-bbc longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
 
 setup: $(STAMP)
 
@@ -172,6 +172,47 @@ tune-domain: $(STAMP)
 	$(PY) scripts/compare.py -r rotten_tomatoes/minilm-full -r runs/tune-domain/best.yaml --target tweet_sentiment/minilm-full-posneg \
 		--runs runs/tune-domain-target --overwrite --no-progress --no-baseline $(TUNE_ARGS) --out results/tune-domain-target.md \
 		--readme docs/results/tune.md --section tune-domain-target --command 'make tune-domain TUNE_DOMAIN_TRIALS=$(TUNE_DOMAIN_TRIALS)$(TUNE_SHOWN)'
+
+# Distillation (docs/results/distillation.md): the SmolLM2-135M LoRA teacher and its ensemble with MiniLM-L6 full,
+# distilled into 6- and 3-layer MiniLM students on Rotten Tomatoes (beside two L6 students that show what augmentation
+# and unlabelled tweets add), and MiniLM-L6 into an L3 student on BBC News; then the compression table (size, accuracy,
+# agreement, PyTorch and ONNX int8 texts/s in fresh processes). A run whose metrics.json is newer than its recipe and
+# teachers is reused; `make -B distill` retrains all. DISTILL_ARGS: overrides for every run (e.g. train.num_threads=1).
+DISTILL_ARGS ?=
+DISTILL_SHOWN = $(if $(DISTILL_ARGS), DISTILL_ARGS="$(DISTILL_ARGS)")
+DISTILL_TRAIN = $(LAUNCH) --config recipes/$(1).yaml output.overwrite=true $(2) $(DISTILL_ARGS)
+RT_TEACHERS := runs/rt-smollm2-lora runs/rt-minilm-full
+RT_STUDENTS := runs/rt-minilm-distill-smollm2 runs/rt-minilm3-distill-smollm2 runs/rt-minilm-distill-ensemble \
+	runs/rt-minilm3-distill-ensemble
+RT_ABLATIONS := runs/rt-minilm-full runs/rt-minilm-distill-smollm2-noaug runs/rt-minilm-distill-smollm2 \
+	runs/rt-minilm-distill-smollm2-tweets
+distill: distill-rt distill-bbc
+
+runs/rt-%/metrics.json: recipes/rotten_tomatoes/%.yaml | $(STAMP)
+	$(call DISTILL_TRAIN,rotten_tomatoes/$*)
+runs/bbc-%/metrics.json: recipes/bbc_news/%.yaml | $(STAMP)
+	$(call DISTILL_TRAIN,bbc_news/$*)
+runs/rt-minilm-distill-smollm2/metrics.json runs/rt-minilm3-distill-smollm2/metrics.json: runs/rt-smollm2-lora/metrics.json
+runs/rt-minilm-distill-ensemble/metrics.json runs/rt-minilm3-distill-ensemble/metrics.json: $(RT_TEACHERS:%=%/metrics.json)
+runs/rt-minilm-distill-smollm2-noaug/metrics.json: recipes/rotten_tomatoes/minilm-distill-smollm2.yaml runs/rt-smollm2-lora/metrics.json
+	$(call DISTILL_TRAIN,rotten_tomatoes/minilm-distill-smollm2,name=rt-minilm-distill-smollm2-noaug \
+		output.dir=runs/rt-minilm-distill-smollm2-noaug distill.augment.copies=0)
+runs/rt-minilm-distill-smollm2-tweets/metrics.json: recipes/rotten_tomatoes/minilm-distill-smollm2.yaml runs/rt-smollm2-lora/metrics.json
+	$(call DISTILL_TRAIN,rotten_tomatoes/minilm-distill-smollm2,name=rt-minilm-distill-smollm2-tweets \
+		output.dir=runs/rt-minilm-distill-smollm2-tweets distill.unlabelled=recipes/tweet_sentiment/minilm-full-posneg.yaml \
+		distill.unlabelled_max_samples=10000)
+runs/bbc-minilm3-distill-minilm/metrics.json: runs/bbc-minilm-full/metrics.json
+
+RT_DISTILL_RUNS := $(sort $(RT_TEACHERS) $(RT_STUDENTS) $(RT_ABLATIONS))
+distill-rt: $(STAMP) $(RT_DISTILL_RUNS:%=%/metrics.json)
+	$(PY) scripts/summarize.py $(RT_ABLATIONS) --column agreement --column kept --out results/distill-rt-transfer-set.md \
+		--readme docs/results/distillation.md --section distill-rt-transfer-set --command 'make distill$(DISTILL_SHOWN)'
+	$(PY) -m benchmarks distill $(RT_TEACHERS:%=--teacher %) $(RT_STUDENTS:%=--student %) --readme docs/results/distillation.md \
+		--section distill-rt --out results/bench_distill-rt.json
+
+distill-bbc: $(STAMP) runs/bbc-minilm-full/metrics.json runs/bbc-minilm3-distill-minilm/metrics.json
+	$(PY) -m benchmarks distill --teacher runs/bbc-minilm-full --student runs/bbc-minilm3-distill-minilm \
+		--readme docs/results/distillation.md --section distill-bbc --out results/bench_distill-bbc.json
 
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
 LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max

@@ -119,3 +119,17 @@ def test_default_recipes_are_shipped_and_comparable():
     setfit, zero = (RecipeConfig.from_yaml(REPO / f"recipes/rotten_tomatoes/{r}.yaml") for r in ("minilm-setfit", "smollm2-zero_shot"))
     assert describe(setfit) == "minilm: SetFit (contrastive pairs, then logistic regression)"
     assert describe(zero) == "smollm2: zero-shot (next-token label words)"
+    student = RecipeConfig.from_yaml(REPO / "recipes/rotten_tomatoes/minilm-distill-ensemble.yaml")
+    assert describe(student) == "minilm: full fine-tuning, distilled from rt-smollm2-lora, rt-minilm-full"
+
+
+def test_the_comparison_table_gains_agreement_columns_when_a_student_is_in_it():
+    from nlp_transfer.experiments.compare import _row, comparison_table
+
+    test = {"accuracy": 0.8, "f1_macro": 0.79}
+    rows = [_row("teacher", "t", "full", True, 3, test, 10.0, "runs/t"), _row("student", "s", "full", True, 3, test, 5.0, "runs/s")]
+    assert "agreement" not in comparison_table(rows)
+    rows[1].update(agreement=0.91234, kept=0.987)
+    lines = comparison_table(rows).splitlines()
+    assert lines[0].endswith("| test agreement with teacher | teacher accuracy kept |") and lines[1].endswith("---:|---:|")
+    assert lines[2].endswith("| 10.0 | - | - |") and lines[3].endswith("| 5.0 | 0.9123 | 98.7% |")

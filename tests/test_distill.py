@@ -207,6 +207,15 @@ def test_a_one_layer_student_of_a_two_layer_teacher_trains_and_reloads(make_cfg,
     assert f"| 1 | {rows['s']['size_mb']:.1f} | {test['student']:.4f} |" in line and f"| {test['agreement']:.4f} |" in line
     assert line.endswith("| 150.0 | 1.5x | 1200.0 | 12.0x |")
 
+    # summarize's compression columns: the student's agreement and share kept, "-" for the teacher (no teachers).
+    from nlp_transfer.reporting.tables import summarize_runs
+
+    table = summarize_runs([str(teacher), str(result.output_dir)], baseline=False, columns=("parameters", "layers", "agreement", "kept"))
+    student_row, teacher_row = table.splitlines()[-1], table.splitlines()[-2]
+    assert "distilled from" in student_row and "T=2, alpha 0.5" in student_row and "+60 unlabelled)" in student_row
+    assert student_row.endswith(f"| 1 | {test['agreement']:.4f} | {test['kept']:.1%} |")
+    assert teacher_row.endswith("| 2 | - | - |") and "distilled" not in teacher_row
+
 
 # ---- a teacher of other labels ------------------------------------------------------------------------------------
 def test_a_teacher_with_other_labels_fails_in_one_line_via_the_cli(make_cfg, tmp_path, tiny_bert_dir, capsys):

@@ -140,6 +140,7 @@ MEASURING_TARGETS = [
     "active-tweet",
     "tune-rt",
     "tune-domain",
+    "distill",
 ]
 DEFAULT_SECTIONS = {"benchmarks cache": "bench-cache", "benchmarks adapters": "bench-adapters", "benchmarks speed": "bench-speed"}
 DEFAULT_SECTIONS |= {"benchmarks ship": "bench-ship", "label_issues.py": "trust-label-issues"}

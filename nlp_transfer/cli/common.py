@@ -35,6 +35,7 @@ def run_cli(main, argv=None) -> int:
     argv = [a for a in argv if a != "--traceback"]
     try:
         main(argv)
+        _close_process_group()
         return 0
     except NLPTransferError as e:
         if show_tb:
@@ -49,6 +50,14 @@ def run_cli(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _close_process_group() -> None:
+    """Shut a finished multi-process command's process group down before the interpreter exits: left to the
+    destructors at exit, a gloo rank can abort (SIGABRT) when its peer has already closed their connection."""
+    dist = sys.modules.get("torch.distributed")  # never imported here: a command that ran no torch code skips this
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def positive_int(text: str) -> int:

@@ -31,7 +31,8 @@ def summarize_main(argv: list[str]) -> None:
         default=[],
         dest="columns",
         metavar="NAME",
-        help="an extra run column (repeatable): peak_memory (MB, from metrics.json), run_size (MB on disk)",
+        help="an extra run column (repeatable): peak_memory (MB, from metrics.json), run_size (MB on disk), parameters, layers, "
+        "agreement and kept (a distilled run against its teachers on test: agreement, and the share of their accuracy kept)",
     )
     p.add_argument(
         "--calibration",

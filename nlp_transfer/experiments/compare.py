@@ -107,6 +107,9 @@ def describe(cfg: RecipeConfig) -> str:
         what = "frozen features + logistic regression"
     if cfg.transfer.domain_adversarial.target:
         what += f", domain-adversarial (weight {cfg.transfer.domain_adversarial.weight:g})"
+    if cfg.distill.enabled:
+        teachers = ", ".join(Path(t).name for t in cfg.distill.teachers)
+        what += f", distilled from {teachers}"
     if not cfg.model.pretrained:
         what = "random init, " + ("full training" if cfg.transfer.mode == "full" else what)
     model = cfg.model.name_or_path
@@ -197,6 +200,9 @@ def compare(
         on_target = None if target is None else _score_target(result.output_dir, target, progress)
         row = _row(describe(cfg), name, cfg.transfer.mode, cfg.model.pretrained, epochs, result.test, seconds, result.output_dir, on_target)
         row["trained_parameters"] = result.parameters.get("trainable")
+        distilled = (result.distillation or {}).get("test") or {}
+        if distilled:  # a student against its teachers on the test split
+            row["agreement"], row["kept"] = distilled.get("agreement"), distilled.get("kept")
         if job_data is not data:
             row["reference"] = True
         rows.append(row)
@@ -263,6 +269,10 @@ def comparison_table(rows: list[dict], data=None, cfg: RecipeConfig | None = Non
     if scratch:
         head += " gain over random init (accuracy points) |"
         rule += "---:|"
+    students = any("agreement" in r for r in rows)
+    if students:
+        head += " test agreement with teacher | teacher accuracy kept |"
+        rule += "---:|---:|"
     lines = []
     if data is not None and cfg is not None:
         sizes = data.sizes()
@@ -276,6 +286,9 @@ def comparison_table(rows: list[dict], data=None, cfg: RecipeConfig | None = Non
         line = f"| {r['method']} | {_count(r['trained_parameters'])} | {r['epochs'] or '-'} | {r['accuracy']:.4f} | {r['f1_macro']:.4f} | {r['seconds']:,.1f} |"
         if scratch:
             line += f" {100 * (r['accuracy'] - scratch['accuracy']):+.1f} |" if r["pretrained"] else " - |"
+        if students:
+            agree, kept = r.get("agreement"), r.get("kept")
+            line += f" {'-' if agree is None else f'{agree:.4f}'} | {'-' if kept is None else f'{kept:.1%}'} |"
         lines.append(line)
     return "\n".join(lines)
 

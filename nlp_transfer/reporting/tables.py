@@ -28,7 +28,14 @@ METRIC_COLUMNS = {
 
 
 # Extra run columns (--column): what a run costs besides time.
-RUN_COLUMNS = {"peak_memory": "peak memory (MB)", "run_size": "run directory (MB)"}
+RUN_COLUMNS = {
+    "peak_memory": "peak memory (MB)",
+    "run_size": "run directory (MB)",
+    "parameters": "parameters",
+    "layers": "layers",
+    "agreement": "test agreement with teacher",
+    "kept": "teacher accuracy kept",
+}
 
 
 def summarize_runs(run_dirs: list[str], baseline: bool = True, metrics: tuple[str, ...] = (), columns: tuple[str, ...] = ()) -> str:
@@ -103,6 +110,15 @@ def _run_column(column: str, d: Path, m: dict) -> str:
     if column == "run_size":  # what a run directory costs to keep: weights (or the adapter), tokenizer, reports
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         return f"{size / 2**20:,.1f}"
+    if column == "parameters":
+        total = (m.get("parameters") or {}).get("total")
+        return "-" if not total else (f"{total / 1e6:.1f}M" if total >= 1e5 else f"{total:,}")
+    if column == "layers":
+        config = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
+        return str(config.get("num_hidden_layers") or config.get("n_layer") or "-")
+    if column in ("agreement", "kept"):  # a distilled run against its teachers on test
+        value = ((m.get("distillation") or {}).get("test") or {}).get(column)
+        return "-" if value is None else (f"{value:.4f}" if column == "agreement" else f"{value:.1%}")
     peak = m["timing"].get("peak_memory_mb")
     return f"{peak:,.0f}" if peak else "-"
 
@@ -120,13 +136,28 @@ def _row(m: dict, cfg: RecipeConfig) -> tuple:
     extras = [f"LLRD {t.layerwise_lr_decay}"] if t.layerwise_lr_decay < 1 else []
     extras += [f"L2-SP {t.l2sp}"] if t.l2sp > 0 else []
     extras += [f"{cfg.data.samples_per_class} per class (seed {cfg.data.sample_seed})"] if cfg.data.samples_per_class else []
-    extras += long_text_notes(cfg.model) + imbalance_notes(cfg.train)
+    extras += long_text_notes(cfg.model) + imbalance_notes(cfg.train) + distill_notes(m.get("distillation"))
     if extras:
         how += ", " + ", ".join(extras)
     tps = m["timing"].get("train_tokens_per_second")
     trainable = m.get("parameters", {}).get("trainable")
     params = f"{trainable / 1e6:.2f}M" if trainable and trainable >= 1e5 else (f"{trainable:,}" if trainable else "-")
     return (f"{cfg.model.name_or_path} {mode}", how, m["test"], m["timing"]["total_seconds"], f"{tps:,.0f}" if tps else "-", params)
+
+
+def distill_notes(record: dict | None) -> list[str]:
+    """``distilled from rt-smollm2-lora (T=2, alpha 0.5; +20,400 augmented, +10,000 unlabelled rows)`` of a student."""
+    if not record:
+        return []
+    names = " + ".join(t.get("name") or Path(t["path"]).name for t in record.get("teachers", []))
+    rows = record.get("rows") or {}
+    more = [f"+{rows[k]:,} {k}" for k in ("augmented", "unlabelled") if rows.get(k)]
+    settings = [
+        f"T={record['temperature']:g}" if "temperature" in record else "",
+        f"alpha {record['alpha']:g}" if "alpha" in record else "",
+    ]
+    inner = "; ".join(x for x in (", ".join(v for v in settings if v), ", ".join(more)) if x)
+    return [f"distilled from {names}" + (f" ({inner})" if inner else "")]
 
 
 def adapter_note(t) -> str:
