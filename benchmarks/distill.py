@@ -30,11 +30,6 @@ def add_arguments(p) -> None:
     p.add_argument("--max-texts", type=int, default=None, help="predict at most this many test texts (default: the whole split)")
 
 
-def _layers(run: Path) -> int | None:
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-    return config.get("num_hidden_layers") or config.get("n_layer")
-
-
 def _size_mb(run: Path) -> float:
     return sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) / 2**20
 
@@ -51,12 +46,14 @@ def predict(spec: dict) -> dict:
 
 
 def _record(run: Path) -> dict:
+    from nlp_transfer.reporting.tables import run_layers
+
     m = json.loads((run / "metrics.json").read_text())
     distilled = (m.get("distillation") or {}).get("test") or {}
     return {
         "name": m.get("name") or run.name,
         "parameters": (m.get("parameters") or {}).get("total"),
-        "layers": _layers(run),
+        "layers": run_layers(run),
         "size_mb": _size_mb(run),
         "accuracy": m["test"]["accuracy"],
         "f1_macro": m["test"]["f1_macro"],

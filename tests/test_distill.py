@@ -298,3 +298,17 @@ def test_a_three_layer_minilm_distilled_from_a_minilm_teacher_through_nlp_transf
     run = load_run(out, device="cpu")
     assert run.model.backbone.config.num_hidden_layers == 3
     assert json.loads((out / "nlp_transfer.json").read_text())["distillation"]["teachers"][0]["path"] == str(teacher_run)
+
+
+def test_an_adapter_runs_layers_are_its_base_checkpoints(tmp_path):
+    """An adapter run saves no config.json: the compression tables read the layers of the base its manifest names."""
+    from nlp_transfer.reporting.tables import run_layers
+
+    base, run = tmp_path / "base", tmp_path / "run"
+    base.mkdir(), run.mkdir()
+    assert run_layers(run) is None
+    (base / "config.json").write_text(json.dumps({"num_hidden_layers": 30}))
+    (run / "nlp_transfer.json").write_text(json.dumps({"adapter": {"method": "lora", "base_path": str(base)}}))
+    assert run_layers(run) == 30
+    (run / "config.json").write_text(json.dumps({"n_layer": 3}))  # a saved model: its own config
+    assert run_layers(run) == 3

@@ -106,6 +106,20 @@ def calibration_table(run_dirs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def run_layers(d: Path) -> int | None:
+    """The transformer layers a run predicts with: its saved config's, or for an adapter run (the base checkpoint is
+    not saved) the base checkpoint's, as its manifest names it."""
+    config = Path(d) / "config.json"
+    if not config.is_file():
+        manifest = Path(d) / "nlp_transfer.json"
+        adapter = json.loads(manifest.read_text()).get("adapter") if manifest.is_file() else None
+        config = Path((adapter or {}).get("base_path") or d) / "config.json"
+    if not config.is_file():
+        return None
+    c = json.loads(config.read_text())
+    return c.get("num_hidden_layers") or c.get("n_layer")
+
+
 def _run_column(column: str, d: Path, m: dict) -> str:
     if column == "run_size":  # what a run directory costs to keep: weights (or the adapter), tokenizer, reports
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
@@ -114,8 +128,7 @@ def _run_column(column: str, d: Path, m: dict) -> str:
         total = (m.get("parameters") or {}).get("total")
         return "-" if not total else (f"{total / 1e6:.1f}M" if total >= 1e5 else f"{total:,}")
     if column == "layers":
-        config = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
-        return str(config.get("num_hidden_layers") or config.get("n_layer") or "-")
+        return str(run_layers(d) or "-")
     if column in ("agreement", "kept"):  # a distilled run against its teachers on test
         value = ((m.get("distillation") or {}).get("test") or {}).get(column)
         return "-" if value is None else (f"{value:.4f}" if column == "agreement" else f"{value:.1%}")
