@@ -264,7 +264,7 @@ def test_two_nodes_give_the_metrics_of_two_processes_on_one_node(make_cfg, tmp_p
         for rank in (0, 1)
     ]
     errs = [n.communicate(timeout=300)[1] for n in nodes]
-    assert [n.returncode for n in nodes] == [0, 0], [e[-2000:] for e in errs]
+    assert [n.returncode for n in nodes] == [0, 0], [e[-6000:] for e in errs]
     assert sum(e.count("2 process(es)") for e in errs) >= 1
     one = json.loads((Path(recipes["one_node"][0].output.dir) / "metrics.json").read_text())
     two = json.loads((Path(recipes["two_nodes"][0].output.dir) / "metrics.json").read_text())

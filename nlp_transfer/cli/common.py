@@ -53,11 +53,22 @@ def run_cli(main, argv=None) -> int:
 
 
 def _close_process_group() -> None:
-    """Shut a finished multi-process command's process group down before the interpreter exits: left to the
-    destructors at exit, a gloo rank can abort (SIGABRT) when its peer has already closed their connection."""
+    """Shut a finished multi-process command's process group down on every rank together, before the interpreter
+    exits: a gloo rank whose peer closes its connections while its own process group is still alive can abort
+    (SIGABRT). The barrier waits at most a minute (gloo), so a rank that stopped on an error cannot hang the others."""
     dist = sys.modules.get("torch.distributed")  # never imported here: a command that ran no torch code skips this
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            from datetime import timedelta
+
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except RuntimeError:  # a rank did not arrive: leave the process group to the exit
+        return
+    dist.destroy_process_group()
 
 
 def positive_int(text: str) -> int:
