@@ -7,6 +7,7 @@ import os
 import sys
 
 from nlp_transfer.errors import NLPTransferError
+from nlp_transfer.utils.distributed import close_process_group
 from nlp_transfer.utils.logs import setup_logging
 
 __all__ = [
@@ -35,7 +36,7 @@ def run_cli(main, argv=None) -> int:
     argv = [a for a in argv if a != "--traceback"]
     try:
         main(argv)
-        _close_process_group()
+        close_process_group()  # a multi-process command: every rank together, before the exit
         return 0
     except NLPTransferError as e:
         if show_tb:
@@ -50,25 +51,6 @@ def run_cli(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def _close_process_group() -> None:
-    """Shut a finished multi-process command's process group down on every rank together, before the interpreter
-    exits: a gloo rank whose peer closes its connections while its own process group is still alive can abort
-    (SIGABRT). The barrier waits at most a minute (gloo), so a rank that stopped on an error cannot hang the others."""
-    dist = sys.modules.get("torch.distributed")  # never imported here: a command that ran no torch code skips this
-    if dist is None or not dist.is_available() or not dist.is_initialized():
-        return
-    try:
-        if dist.get_backend() == "gloo":
-            from datetime import timedelta
-
-            dist.monitored_barrier(timeout=timedelta(seconds=60))
-        else:
-            dist.barrier()
-    except RuntimeError:  # a rank did not arrive: leave the process group to the exit
-        return
-    dist.destroy_process_group()
 
 
 def positive_int(text: str) -> int:

@@ -40,6 +40,7 @@ from nlp_transfer.errors import ConfigError
 from nlp_transfer.experiments.search_space import Param, sample, set_value, space_yaml
 from nlp_transfer.metrics import LOWER_IS_BETTER
 from nlp_transfer.training.hooks import Hook
+from nlp_transfer.utils.distributed import close_process_group
 
 logger = logging.getLogger("nlp_transfer")
 PRUNERS = ("median", "hyperband", "none")
@@ -181,11 +182,12 @@ class Channel:
         return box[0]
 
     def close(self) -> None:
-        """The end of the search: the process group the trials kept up goes."""
+        """The end of the search: the process group the trials kept up goes (every rank together)."""
         if self.processes > 1:
             from accelerate import PartialState
 
-            PartialState().destroy_process_group()
+            if not PartialState().fork_launched:  # a notebook launcher's processes keep theirs, as accelerate does
+                close_process_group()
 
 
 class TrialStop(Exception):
