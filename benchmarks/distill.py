@@ -30,10 +30,6 @@ def add_arguments(p) -> None:
     p.add_argument("--max-texts", type=int, default=None, help="predict at most this many test texts (default: the whole split)")
 
 
-def _size_mb(run: Path) -> float:
-    return sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) / 2**20
-
-
 def predict(spec: dict) -> dict:
     """``load_run(run).predict`` on the source run's test texts (PyTorch on the run's default path, or an ONNX export)."""
     from nlp_transfer import load_run
@@ -46,7 +42,7 @@ def predict(spec: dict) -> dict:
 
 
 def _record(run: Path) -> dict:
-    from nlp_transfer.reporting.tables import run_layers
+    from nlp_transfer.reporting.tables import run_layers, run_size_mb
 
     m = json.loads((run / "metrics.json").read_text())
     distilled = (m.get("distillation") or {}).get("test") or {}
@@ -54,7 +50,7 @@ def _record(run: Path) -> dict:
         "name": m.get("name") or run.name,
         "parameters": (m.get("parameters") or {}).get("total"),
         "layers": run_layers(run),
-        "size_mb": _size_mb(run),
+        "size_mb": run_size_mb(run),
         "accuracy": m["test"]["accuracy"],
         "f1_macro": m["test"]["f1_macro"],
         "agreement": distilled.get("agreement"),
@@ -94,10 +90,6 @@ def run(args) -> dict:
     return harness.record(args, settings=settings, rows=rows, ratios=ratios)
 
 
-def _params(n: int | None) -> str:
-    return f"{n / 1e6:.1f}M" if n else "-"
-
-
 def table(res: dict) -> str:
     m, rows, ratios = res["machine"], res["rows"], res["ratios"]
     n_test = next(iter(rows.values()))["torch"]["samples"]
@@ -110,14 +102,14 @@ def table(res: dict) -> str:
         "| teacher accuracy kept | PyTorch texts/s | ratio | ONNX int8 texts/s | ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    from nlp_transfer.reporting.tables import distilled_cell, parameters_cell
+
     for key, r in rows.items():
-        agree = f"{r['agreement']:.4f}" if r.get("agreement") is not None else "-"
-        kept = f"{r['kept']:.1%}" if r.get("kept") is not None else "-"
         onnx = r.get("onnx_int8")
         onnx_cells = f"{onnx['samples_per_second']:.1f} | {ratios[key]['onnx_int8']:.1f}x" if onnx else "- | -"
         lines.append(
-            f"| `{r['name']}` | {r['role']} | {_params(r['parameters'])} | {r['layers'] or '-'} | {r['size_mb']:.1f} | "
-            f"{r['accuracy']:.4f} | {r['f1_macro']:.4f} | {agree} | {kept} | {r['torch']['samples_per_second']:.1f} | "
+            f"| `{r['name']}` | {r['role']} | {parameters_cell(r['parameters'])} | {r['layers'] or '-'} | {r['size_mb']:.1f} | "
+            f"{r['accuracy']:.4f} | {r['f1_macro']:.4f} | {distilled_cell(r, 'agreement')} | {distilled_cell(r, 'kept')} | {r['torch']['samples_per_second']:.1f} | "
             f"{ratios[key]['torch']:.1f}x | {onnx_cells} |"
         )
     return "\n".join(lines)

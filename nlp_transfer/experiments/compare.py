@@ -24,7 +24,7 @@ from pathlib import Path
 from nlp_transfer.config import ADAPTER_MODES, RecipeConfig
 from nlp_transfer.config.shipped import find_recipe
 from nlp_transfer.errors import ConfigError
-from nlp_transfer.reporting.tables import adapter_note
+from nlp_transfer.reporting.tables import adapter_note, distilled_cell
 
 logger = logging.getLogger("nlp_transfer")
 
@@ -287,8 +287,7 @@ def comparison_table(rows: list[dict], data=None, cfg: RecipeConfig | None = Non
         if scratch:
             line += f" {100 * (r['accuracy'] - scratch['accuracy']):+.1f} |" if r["pretrained"] else " - |"
         if students:
-            agree, kept = r.get("agreement"), r.get("kept")
-            line += f" {'-' if agree is None else f'{agree:.4f}'} | {'-' if kept is None else f'{kept:.1%}'} |"
+            line += f" {distilled_cell(r, 'agreement')} | {distilled_cell(r, 'kept')} |"
         lines.append(line)
     return "\n".join(lines)
 

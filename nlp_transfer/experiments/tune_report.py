@@ -26,18 +26,23 @@ def _finished(study):
     return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
 
 
+def _sign(result) -> int:
+    """-1 where the first objective is maximised: ``sign * value`` sorts best first."""
+    return -1 if result.directions[0] == "maximize" else 1
+
+
 def chosen_trials(result) -> list:
     """The best trial, or the Pareto front (best first on the first objective)."""
     if not _finished(result.study):
         return []
     if len(result.directions) == 1:
         return [result.study.best_trial]
-    sign = -1 if result.directions[0] == "maximize" else 1
+    sign = _sign(result)
     return sorted(result.study.best_trials, key=lambda t: sign * t.values[0])
 
 
 def ranked(result) -> list:
-    sign = -1 if result.directions[0] == "maximize" else 1
+    sign = _sign(result)
     return sorted(_finished(result.study), key=lambda t: (sign * t.values[0], t.number))
 
 
@@ -318,7 +323,7 @@ def _results_rows(result, top: int) -> list:
     """The finished trials by their value, then the pruned ones by the last value they reported: at most ``top``."""
     from optuna.trial import TrialState
 
-    sign = -1 if result.directions[0] == "maximize" else 1
+    sign = _sign(result)
     pruned = [t for t in result.study.get_trials(deepcopy=False) if t.state == TrialState.PRUNED and t.intermediate_values]
     last = {t.number: t.intermediate_values[max(t.intermediate_values)] for t in pruned}
     return (ranked(result) + sorted(pruned, key=lambda t: (sign * last[t.number], t.number)))[:top], last
@@ -327,7 +332,7 @@ def _results_rows(result, top: int) -> list:
 def _per_choice_lines(result, params, last: dict) -> list[str]:
     """For each categorical key searched without a condition: the best validation value each choice reached (a finished
     trial's value, else the last one a pruned trial reported) and how many trials drew it."""
-    sign = -1 if result.directions[0] == "maximize" else 1
+    sign = _sign(result)
     trials = [t for t in result.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" or t.number in last]
     lines = []
     for p in params:
@@ -338,10 +343,10 @@ def _per_choice_lines(result, params, last: dict) -> list[str]:
             drew = [t for t in trials if p.name in t.params and t.params[p.name] == choice]
             done = [t.values[0] for t in drew if t.state.name == "COMPLETE"]
             if done:
-                parts.append(f"{_shown(choice)} {sorted(done, key=lambda v: sign * v)[0]:.4f} ({len(drew)} trials)")
+                parts.append(f"{_shown(choice)} {min(done, key=lambda v: sign * v):.4f} ({len(drew)} trials)")
             elif drew:
                 parts.append(
-                    f"{_shown(choice)} {sorted((last[t.number] for t in drew), key=lambda v: sign * v)[0]:.4f} pruned ({len(drew)} trials)"
+                    f"{_shown(choice)} {min((last[t.number] for t in drew), key=lambda v: sign * v):.4f} pruned ({len(drew)} trials)"
                 )
             else:
                 parts.append(f"{_shown(choice)}: not drawn")

@@ -120,18 +120,32 @@ def run_layers(d: Path) -> int | None:
     return c.get("num_hidden_layers") or c.get("n_layer")
 
 
+def run_size_mb(d: Path) -> float:
+    """What a run directory costs to keep (MB): weights (or the adapter), tokenizer, reports."""
+    return sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file()) / 2**20
+
+
+def parameters_cell(total: int | None) -> str:
+    """A model's size: ``22.6M``, or the exact count below 100k; "-" where unknown."""
+    return "-" if not total else (f"{total / 1e6:.1f}M" if total >= 1e5 else f"{total:,}")
+
+
+def distilled_cell(student: dict, key: str) -> str:
+    """A student's ``agreement`` with its teachers (4 decimals) or the share of their accuracy ``kept`` (a
+    percentage), from a record holding them; "-" where it has none (a run that is no student)."""
+    value = student.get(key)
+    return "-" if value is None else (f"{value:.4f}" if key == "agreement" else f"{value:.1%}")
+
+
 def _run_column(column: str, d: Path, m: dict) -> str:
-    if column == "run_size":  # what a run directory costs to keep: weights (or the adapter), tokenizer, reports
-        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-        return f"{size / 2**20:,.1f}"
+    if column == "run_size":
+        return f"{run_size_mb(d):,.1f}"
     if column == "parameters":
-        total = (m.get("parameters") or {}).get("total")
-        return "-" if not total else (f"{total / 1e6:.1f}M" if total >= 1e5 else f"{total:,}")
+        return parameters_cell((m.get("parameters") or {}).get("total"))
     if column == "layers":
         return str(run_layers(d) or "-")
     if column in ("agreement", "kept"):  # a distilled run against its teachers on test
-        value = ((m.get("distillation") or {}).get("test") or {}).get(column)
-        return "-" if value is None else (f"{value:.4f}" if column == "agreement" else f"{value:.1%}")
+        return distilled_cell((m.get("distillation") or {}).get("test") or {}, column)
     peak = m["timing"].get("peak_memory_mb")
     return f"{peak:,.0f}" if peak else "-"
 
@@ -159,18 +173,15 @@ def _row(m: dict, cfg: RecipeConfig) -> tuple:
 
 
 def distill_notes(record: dict | None) -> list[str]:
-    """``distilled from rt-smollm2-lora (T=2, alpha 0.5; +20,400 augmented, +10,000 unlabelled rows)`` of a student."""
+    """``distilled from rt-smollm2-lora (T=2, alpha 0.5; +19,401 augmented, +10,000 unlabelled)`` for a student, from
+    the ``distillation`` record of its metrics.json."""
     if not record:
         return []
-    names = " + ".join(t.get("name") or Path(t["path"]).name for t in record.get("teachers", []))
-    rows = record.get("rows") or {}
+    names = " + ".join(t.get("name") or Path(t["path"]).name for t in record["teachers"])
+    rows = record["rows"]
     more = [f"+{rows[k]:,} {k}" for k in ("augmented", "unlabelled") if rows.get(k)]
-    settings = [
-        f"T={record['temperature']:g}" if "temperature" in record else "",
-        f"alpha {record['alpha']:g}" if "alpha" in record else "",
-    ]
-    inner = "; ".join(x for x in (", ".join(v for v in settings if v), ", ".join(more)) if x)
-    return [f"distilled from {names}" + (f" ({inner})" if inner else "")]
+    settings = f"T={record['temperature']:g}, alpha {record['alpha']:g}"
+    return [f"distilled from {names} ({'; '.join([settings, *([', '.join(more)] if more else [])])})"]
 
 
 def adapter_note(t) -> str:
