@@ -37,16 +37,13 @@ def fit_head(run, texts: list[str], labels: list[str]) -> None:
     from safetensors.torch import save_file
     from sklearn.linear_model import LogisticRegression
 
+    from nlp_transfer.inference.label_issues import pooled_features
+
     predictor = load_run(run, device="cpu", precision="no")
-    head, features = predictor.model.head, []
-    hook = head.register_forward_hook(lambda module, inputs, output: features.append(inputs[0].detach()))
-    for text in texts:  # one at a time: the predictor sorts a batch by length
-        predictor.logits([text])
-    hook.remove()
     y = np.array([predictor.labels.index(label) for label in labels])
-    lr = LogisticRegression(max_iter=2000).fit(torch.cat(features).numpy(), y)
+    lr = LogisticRegression(max_iter=2000).fit(pooled_features(predictor, texts), y)
     w, b = torch.tensor(lr.coef_[0], dtype=torch.float32), float(lr.intercept_[0])
-    state = {k: v.clone() for k, v in head.state_dict().items()}
+    state = {k: v.clone() for k, v in predictor.model.head.state_dict().items()}
     state["1.weight"], state["1.bias"] = torch.stack([-w / 2, w / 2]), torch.tensor([-b / 2, b / 2])
     save_file(state, str(run / "head.safetensors"))
 
