@@ -273,3 +273,45 @@ def test_two_nodes_give_the_metrics_of_two_processes_on_one_node(make_cfg, tmp_p
     assert two["test"]["loss"] == pytest.approx(one["test"]["loss"], rel=1e-5)
     assert [_without_loss(e["validation"]) for e in two["epochs"]] == [_without_loss(e["validation"]) for e in one["epochs"]]
     assert sorted(p.name for p in (tmp_path / "two_nodes").iterdir()) == ["run"]  # written once
+
+
+_RANK_SCRIPT = """
+import atexit, sys
+from nlp_transfer.cli.common import run_cli
+
+out = sys.argv[1]
+
+
+class Teardown:  # a module global: only the interpreter's teardown destroys it
+    def __init__(self, path):
+        self.path, self.open = path, open  # builtins may be gone by then
+
+    def __del__(self):
+        with self.open(self.path, "w") as f:
+            f.write("ran")
+
+
+kept = Teardown(out + "/teardown")
+
+
+def main(argv):
+    atexit.register(lambda: open(out + "/atexit", "w").write("ran"))
+    print("done", end="")  # still in the buffer when main returns
+
+
+sys.exit(run_cli(main, []))
+"""
+
+
+@pytest.mark.parametrize("world_size", ["2", None])
+def test_a_finished_rank_runs_its_exit_handlers_and_leaves_without_the_teardown(tmp_path, world_size):
+    """One process of a multi-process launch (WORLD_SIZE > 1) that finished its command: its exit handlers run
+    and what it printed arrives, but the interpreter's teardown, where torch's C++ objects can abort a finished
+    rank, never runs (a module global's __del__ is not called). A single process exits as Python does."""
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"} | {"PYTHONPATH": str(REPO)}
+    if world_size:
+        env["WORLD_SIZE"] = world_size
+    proc = subprocess.run([sys.executable, "-c", _RANK_SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (0, "done"), proc.stderr
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "teardown").exists() == (world_size is None)

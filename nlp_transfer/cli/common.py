@@ -7,7 +7,7 @@ import os
 import sys
 
 from nlp_transfer.errors import NLPTransferError
-from nlp_transfer.utils.distributed import close_process_group
+from nlp_transfer.utils.distributed import close_process_group, exit_rank, launched_rank, watch_rank
 from nlp_transfer.utils.logs import setup_logging
 
 __all__ = [
@@ -29,14 +29,18 @@ RECIPE_HELP = "a shipped recipe's name (e.g. rotten_tomatoes/minilm-full; `nlp-t
 def run_cli(main, argv=None) -> int:
     """Run ``main(argv)``; turn :class:`NLPTransferError` into ``error: ...`` and exit code 2.
 
-    ``--traceback`` (or NLP_TRANSFER_TRACEBACK=1) shows the full traceback instead.
+    ``--traceback`` (or NLP_TRANSFER_TRACEBACK=1) shows the full traceback instead. One process of a
+    multi-process launch that finished its work leaves here, with its peers (:func:`exit_rank`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = "--traceback" in argv or os.environ.get("NLP_TRANSFER_TRACEBACK") == "1"
     argv = [a for a in argv if a != "--traceback"]
+    watch_rank()
     try:
         main(argv)
         close_process_group()  # a multi-process command: every rank together, before the exit
+        if launched_rank():
+            exit_rank(0)
         return 0
     except NLPTransferError as e:
         if show_tb:

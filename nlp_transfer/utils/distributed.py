@@ -1,9 +1,25 @@
-"""The end of a multi-process job: every rank closes its process group together."""
+"""The end of a multi-process job: every rank closes its process group together, then leaves at once."""
 
 from __future__ import annotations
 
+import atexit
+import faulthandler
+import os
 import sys
 from datetime import timedelta
+from typing import NoReturn
+
+
+def launched_rank() -> bool:
+    """True in one process of a multi-process launch (torchrun and accelerate launch set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def watch_rank() -> None:
+    """In one process of several: a fatal signal (an abort in a C++ thread) prints every thread's Python stack,
+    so the log says where the rank was."""
+    if launched_rank() and not faulthandler.is_enabled():
+        faulthandler.enable()
 
 
 def close_process_group() -> None:
@@ -22,3 +38,17 @@ def close_process_group() -> None:
     except RuntimeError:  # a rank did not arrive
         return
     dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End one process of a finished multi-process command: Python's exit handlers run (log files flushed,
+    temporary folders removed), then the process exits without the interpreter's teardown. That teardown
+    destroys torch's C++ objects in no fixed order, and one that still owns a running thread aborts the process
+    (``terminate called without an active exception``, SIGABRT) after its work is done and written."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or the reader went away
+            pass
+    os._exit(code)
