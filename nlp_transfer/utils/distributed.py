@@ -42,9 +42,11 @@ def close_process_group() -> None:
 
 def exit_rank(code: int) -> NoReturn:
     """End one process of a finished multi-process command: Python's exit handlers run (log files flushed,
-    temporary folders removed), then the process exits without the interpreter's teardown. That teardown
-    destroys torch's C++ objects in no fixed order, and one that still owns a running thread aborts the process
-    (``terminate called without an active exception``, SIGABRT) after its work is done and written."""
+    temporary folders removed), then the process exits without the interpreter's teardown. After a training
+    run, gloo's threads outlive ``destroy_process_group`` (the process group is still referenced, by the
+    DistributedDataParallel wrapper among others), so the teardown would destroy them in no fixed order among
+    torch's other C++ objects: the way a finished rank aborted (``terminate called without an active
+    exception``, SIGABRT) after its work was written."""
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
