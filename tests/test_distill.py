@@ -133,18 +133,25 @@ def test_teacher_outputs_are_computed_once_then_read_from_the_cache(make_cfg, tm
     with Trainer(cfg, progress=False) as t:
         first = t.setup().distill
     files = sorted((cache / "teachers").glob("*.safetensors"))
-    assert loads == [teacher] and len(files) == 2  # one load, the transfer set and the test split
+    assert loads == [teacher] and len(files) == 3  # one load; the training texts, the unlabelled ones, the test split
     mtimes = [f.stat().st_mtime_ns for f in files]
     with Trainer(cfg, progress=False) as t:
         second = t.setup().distill
     assert loads == [teacher] and [f.stat().st_mtime_ns for f in files] == mtimes  # nothing recomputed or rewritten
-    assert (first.record["cache"]["misses"], second.record["cache"]["hits"]) == (2, 2)
+    assert (first.record["cache"]["misses"], second.record["cache"]["hits"]) == (3, 3)
     assert first.record["rows"] == {"labelled": 260, "augmented": 0, "unlabelled": 60}
     assert second.train["teacher"] == first.train["teacher"]
     texts = second.train["text"]
     expected = get_task("single_label").soft_targets(load_run(teacher).logits(texts)[None], cfg.distill.temperature)
     np.testing.assert_allclose(np.array(second.train["teacher"]), expected, atol=1e-5)
     assert second.train["labelled"] == [1] * 260 + [0] * 60
+
+    # Fewer unlabelled texts: only that part is computed again; the training texts' and test outputs are read back.
+    with Trainer(cfg.replace(distill={"unlabelled_max_samples": 30}), progress=False) as t:
+        third = t.setup().distill
+    assert loads == [teacher, teacher] and (third.record["cache"]["misses"], third.record["cache"]["hits"]) == (1, 2)
+    assert third.train["teacher"][:260] == first.train["teacher"][:260] and len(third.train) == 290
+    assert [f.stat().st_mtime_ns for f in files] == mtimes and len(list((cache / "teachers").glob("*.safetensors"))) == 4
 
 
 def test_an_ensemble_averages_its_teachers_probabilities(make_cfg, tmp_path, teacher, tiny_bert_dir):
@@ -259,7 +266,7 @@ def test_two_processes_distil_the_same_student_as_one(tmp_path, tiny_bert_dir, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((Path(cfg.output.dir) / "metrics.json").read_text())
     assert two["environment"]["num_processes"] == 2 and two["schedule"]["optimizer_steps"] == 38
-    assert two["distillation"]["cache"]["hits"] == 2  # the teacher's outputs of the one-process run
+    assert two["distillation"]["cache"]["hits"] == 3  # the one-process run's teacher outputs: training, unlabelled, test
     texts = [t for t, _ in toy_rows(40, seed=3)]
     np.testing.assert_allclose(load_run(cfg.output.dir).logits(texts), one.predictor.logits(texts), atol=2e-4)
     assert two["epochs"][0]["train_loss"] == pytest.approx(one.history[0]["train_loss"], rel=1e-4)

@@ -3,9 +3,10 @@
 The transfer set is the recipe's training texts (labelled), plus optional augmented copies of them
 (:mod:`nlp_transfer.data.augment`, Tang et al. 2019) and unlabelled texts (``distill.unlabelled``); only the
 first have labels. Each teacher is any run :func:`~nlp_transfer.inference.predictor.load_run` loads. Its raw
-logits on the transfer set and on the test split are computed once and kept on disk under
-``<cache>/teachers``, keyed by the teacher's fingerprint (every file of its run directory but the reports),
-the texts and the device type; the next run reads them back. The training rows carry the teachers'
+logits on each part of the transfer set (training texts, augmented, unlabelled) and on the test split are
+computed once and kept on disk under ``<cache>/teachers``, keyed by the teacher's fingerprint (every file of
+its run directory but the reports), the part's texts and the device type; the next run reads them back, so a
+run that only adds unlabelled texts computes the teachers on those alone. The training rows carry the teachers'
 soft targets (:meth:`~nlp_transfer.tasks.base.Task.soft_targets`: several teachers are averaged), and
 :class:`~nlp_transfer.training.objectives.Distillation` mixes the soft loss with the recipe's own.
 
@@ -180,10 +181,12 @@ def build_transfer_set(cfg, data: TextData, tokenizer, teachers: list[Teacher], 
     texts = list(train["text"]) + augmented + unlabelled
     pairs = list(train["text_pair"]) if "text_pair" in train.column_names else None  # no extra rows with pairs (schema)
     test_pairs = list(test["text_pair"]) if pairs is not None else None
-    logits, cache = teacher_logits(
-        cfg, teachers, {"transfer set": (texts, pairs), "test": (list(test["text"]), test_pairs)}, accelerator, log, progress
-    )
-    targets = data.task_type.soft_targets(logits["transfer set"], cfg.distill.temperature)
+    # Each part of the transfer set is cached on its own: more unlabelled texts leave the others' outputs reusable.
+    parts = {"training texts": (list(train["text"]), pairs), "augmented": (augmented, None), "unlabelled": (unlabelled, None)}
+    parts = {name: part for name, part in parts.items() if part[0]}
+    logits, cache = teacher_logits(cfg, teachers, {**parts, "test": (list(test["text"]), test_pairs)}, accelerator, log, progress)
+    transfer = np.concatenate([logits[name] for name in parts], axis=1)  # [K, N, C], rows in the order of texts
+    targets = data.task_type.soft_targets(transfer, cfg.distill.temperature)
     n, extra = len(train), len(augmented) + len(unlabelled)
     labels = list(train["label"])
     placeholder = np.zeros_like(np.asarray(labels[0])).tolist()  # a class id, a 0/1 row or a number, never trained on
