@@ -26,6 +26,12 @@ import pytest
 
 from nlp_transfer import RecipeConfig
 
+# With one pytest-xdist worker per core, each worker and every command a test starts takes its share of the cores
+# (set before torch is imported): at two threads a process, two workers on two cores oversubscribe them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["NLP_TRANSFER_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 REPO = Path(__file__).resolve().parent.parent
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

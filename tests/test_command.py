@@ -120,6 +120,41 @@ def test_accelerate_launch_runs_the_module_with_a_shipped_config(tmp_path):
     assert printed["name"] == "rt-minilm-lora" and printed["train"]["epochs"] == 2
 
 
+_THREADS_SCRIPT = """
+import sys
+from nlp_transfer.cli.common import run_cli
+
+
+def main(argv):
+    import torch
+
+    from nlp_transfer.training.precision import set_threads
+
+    seen = [torch.get_num_threads()]  # a command that picks no count of its own
+    set_threads(None)  # training without train.num_threads
+    seen.append(torch.get_num_threads())
+    set_threads(2)  # the recipe's train.num_threads wins
+    print(seen + [torch.get_num_threads()])
+
+
+sys.exit(run_cli(main, []))
+"""
+
+
+@pytest.mark.parametrize("value, code, out", [("1", 0, "[1, 1, 2]"), ("many", 2, "")])
+def test_nlp_transfer_num_threads_sets_every_commands_threads(value, code, out):
+    """$NLP_TRANSFER_NUM_THREADS: the threads of a command's torch and of training without train.num_threads (the
+    recipe's own count wins); a value that is not a positive number is one error line and exit code 2."""
+    env = _env(NLP_TRANSFER_NUM_THREADS=value)
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True, env=env, timeout=120)
+    assert (proc.returncode, proc.stdout.strip()) == (code, out), proc.stderr
+    if code:
+        assert _errors(proc.stderr) == [
+            "error: NLP_TRANSFER_NUM_THREADS='many' is not a positive number of threads; set it to 1, 2, ... or unset it"
+        ]
+
+
 # ---- shipped recipes by name ------------------------------------------------------------------------------------
 def test_every_shipped_recipe_loads_by_name_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

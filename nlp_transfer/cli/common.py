@@ -8,6 +8,7 @@ import sys
 
 from nlp_transfer.errors import NLPTransferError
 from nlp_transfer.utils.distributed import close_process_group, exit_rank, launched_rank, watch_rank
+from nlp_transfer.utils.environment import apply_env_threads
 from nlp_transfer.utils.logs import setup_logging
 
 __all__ = [
@@ -37,6 +38,7 @@ def run_cli(main, argv=None) -> int:
     argv = [a for a in argv if a != "--traceback"]
     watch_rank()
     try:
+        apply_env_threads()
         main(argv)
         close_process_group()  # a multi-process command: every rank together, before the exit
         if launched_rank():

@@ -447,7 +447,7 @@ class TrainConfig:
         "Training order: random (each example once per epoch), or weighted (examples drawn with replacement, "
         "each class equally likely; batches are still grouped by length within the drawn examples).",
     )
-    num_threads: int | None = _f(None, "CPU threads per process (default: cores / local processes).")
+    num_threads: int | None = _f(None, "CPU threads per process (default: $NLP_TRANSFER_NUM_THREADS, else cores / local processes).")
     log_every: int = _f(50, "Log the training loss every N optimiser steps.")
     report_to: str = _f("none", "Accelerate tracker: none, all, tensorboard, wandb, mlflow, ...")
     save_checkpoints: bool = _f(

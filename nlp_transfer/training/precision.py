@@ -7,6 +7,7 @@ import os
 import torch
 
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.utils.environment import env_threads
 
 
 def resolve_precision(requested: str) -> str:
@@ -43,7 +44,10 @@ def allow_precision_change(precision: str) -> None:
 
 
 def set_threads(num_threads: int | None) -> None:
-    """``accelerate launch`` sets OMP_NUM_THREADS=1 for CPU runs; use the cores we have instead."""
+    """CPU threads of this process: ``num_threads`` (the recipe's ``train.num_threads``), else
+    ``$NLP_TRANSFER_NUM_THREADS`` (every command on a machine shared with other jobs), else the cores shared
+    among the local processes. OMP_NUM_THREADS is not read: ``accelerate launch`` sets it to 1 for CPU runs."""
+    num_threads = num_threads or env_threads()
     if num_threads:
         torch.set_num_threads(num_threads)
     elif not torch.cuda.is_available():

@@ -7,6 +7,10 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from nlp_transfer.errors import ConfigError
+
+THREADS_ENV = "NLP_TRANSFER_NUM_THREADS"  # CPU threads per process for every command (a machine shared with other jobs)
+
 LIBRARIES = (
     "torch",
     "transformers",
@@ -19,6 +23,24 @@ LIBRARIES = (
     "peft",
     "nlp-transfer",
 )
+
+
+def env_threads() -> int | None:
+    """``$NLP_TRANSFER_NUM_THREADS`` as a positive number of threads; None where it is unset or empty."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{THREADS_ENV}={value!r} is not a positive number of threads; set it to 1, 2, ... or unset it")
+    return int(value)
+
+
+def apply_env_threads() -> None:
+    """``$NLP_TRANSFER_NUM_THREADS`` for a command about to start: torch reads OMP_NUM_THREADS when it starts
+    (and ONNX sessions take torch's count), so a command that picks no thread count of its own uses it."""
+    threads = env_threads()
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def package_version(name: str) -> str | None:
