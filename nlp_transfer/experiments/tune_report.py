@@ -219,15 +219,12 @@ def _best_table(result, keys: list[str], n: int = 10) -> list[str]:
 
 
 def _pruning_lines(study) -> list[str]:
-    from optuna.trial import TrialState
 
-    pruned = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.PRUNED]
+    run, saved, pruned = _epoch_counts(study)
     if not pruned:
         return []
-    saved = sum(max(int(t.user_attrs.get("epochs_planned", 0)) - int(t.user_attrs.get("epochs_run", 0)), 0) for t in pruned)
-    planned = sum(int(t.user_attrs.get("epochs_planned", 0)) for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL)
-    share = f" ({saved / planned:.0%} of the epochs the finished and pruned trials planned)" if planned else ""
-    return ["## Pruning", "", f"{len(pruned)} trial(s) pruned; epochs saved by pruning: {saved}{share}.", ""]
+    share = f" ({saved / (run + saved):.0%} of the epochs the finished and pruned trials planned)" if run + saved else ""
+    return ["## Pruning", "", f"{pruned} trial(s) pruned; epochs saved by pruning: {saved}{share}.", ""]
 
 
 def _failure_lines(study) -> list[str]:
