@@ -30,17 +30,6 @@ def add_arguments(p) -> None:
     p.add_argument("--max-texts", type=int, default=None, help="predict at most this many test texts (default: the whole split)")
 
 
-def predict(spec: dict) -> dict:
-    """``load_run(run).predict`` on the source run's test texts (PyTorch on the run's default path, or an ONNX export)."""
-    from nlp_transfer import load_run
-
-    texts, truth = ship._test_texts(spec["source_run"])
-    limit = spec.get("max_texts")
-    texts, truth = (texts[:limit], truth[:limit]) if limit else (texts, truth)
-    row = harness.timed_predict(load_run(spec["run"], device="cpu").predict, texts, truth, warmup=32)
-    return row
-
-
 def _record(run: Path) -> dict:
     from nlp_transfer.reporting.tables import run_layers, run_size_mb
 
@@ -69,13 +58,13 @@ def run(args) -> dict:
             if not (run_dir / "metrics.json").is_file():
                 raise SystemExit(f"error: '{run_dir}' is not a finished run directory; train it first")
             row = {"role": role, **_record(run_dir)}
-            spec = {"source_run": str(run_dir), "max_texts": args.max_texts, "threads": args.threads}
-            row["torch"] = harness.run_child(predict, {**spec, "run": str(run_dir), "variant": f"{row['name']} PyTorch"})
+            spec = {"source_run": str(run_dir), "max_texts": args.max_texts, "warmup": 32, "threads": args.threads}
+            row["torch"] = harness.run_child(ship.predict, {**spec, "run": str(run_dir), "variant": f"{row['name']} PyTorch"})
             if role == "student" and not args.no_onnx:
                 harness.say(f"  exporting {row['name']} to ONNX int8 ...")
                 exported = export_onnx(str(run_dir), work / f"{run_dir.name}-int8", quantize="int8", say=harness.say)
                 row["onnx_int8"] = harness.run_child(
-                    predict, {**spec, "run": str(exported.output_dir), "variant": f"{row['name']} ONNX int8"}
+                    ship.predict, {**spec, "run": str(exported.output_dir), "variant": f"{row['name']} ONNX int8"}
                 )
                 row["onnx_int8"]["method"] = (exported.int8 or {}).get("method")
             for key in ("torch", "onnx_int8"):

@@ -73,12 +73,15 @@ def _test_texts(run: str) -> tuple[list[str], list[str]]:
 
 
 def predict(spec: dict) -> dict:
-    """load_run(run).predict on the test texts: PyTorch (fp32 or the run's bf16) or an ONNX export."""
+    """load_run(run).predict on the source run's test texts (the first ``max_texts``, where given): PyTorch (fp32
+    or the run's bf16) or an ONNX export, after ``warmup`` texts (64)."""
     from nlp_transfer import load_run
 
     texts, truth = _test_texts(spec["source_run"])
+    if spec.get("max_texts"):
+        texts, truth = texts[: spec["max_texts"]], truth[: spec["max_texts"]]
     pred = load_run(spec["run"], device="cpu", precision=spec.get("precision"))
-    row = harness.timed_predict(pred.predict, texts, truth, warmup=64)
+    row = harness.timed_predict(pred.predict, texts, truth, warmup=spec.get("warmup", 64))
     size = sum(f.stat().st_size for f in Path(spec["run"]).iterdir() if f.suffix in (".onnx", ".safetensors"))
     return {**row, "size_mb": size / 1e6}
 

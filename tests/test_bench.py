@@ -280,3 +280,20 @@ def test_cache_benchmark_on_a_slice_writes_its_results_and_a_docs_page(tmp_path)
     assert res["command"] == "python -m benchmarks " + " ".join(argv)
     table = out.with_suffix(".md").read_text()
     assert "| partial top-1, frozen-prefix cache |" in table and table.strip() in page.read_text()
+
+
+def test_the_predict_step_times_the_first_texts_of_the_runs_own_test_split(make_cfg, tmp_path):
+    """ship.predict (the ship and distill benchmarks' prediction step): the source run's test texts, cut to
+    ``max_texts``, predicted by the run measured; the accuracy is that of the labels it returns."""
+    from nlp_transfer import load_data, load_run, train
+
+    cfg = make_cfg(tmp_path, "train.epochs=1")
+    train(cfg, progress=False)
+    run = cfg.output.dir
+    row = ship.predict({"source_run": run, "run": run, "max_texts": 10, "warmup": 4})
+    data = load_data(cfg.data)
+    test = data.splits["test"]
+    texts, truth = list(test["text"])[:10], [data.labels[i] for i in test["label"][:10]]
+    assert row["samples"] == 10 and row["labels"] == list(load_run(run).predict(texts))
+    assert row["accuracy"] == pytest.approx(sum(a == b for a, b in zip(row["labels"], truth)) / 10)
+    assert row["seconds"] > 0 and row["size_mb"] > 0
