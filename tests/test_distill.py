@@ -217,11 +217,13 @@ def test_a_one_layer_student_of_a_two_layer_teacher_trains_and_reloads(make_cfg,
     # summarize's compression columns: the student's agreement and share kept, "-" for the teacher (no teachers).
     from nlp_transfer.reporting.tables import summarize_runs
 
-    table = summarize_runs([str(teacher), str(result.output_dir)], baseline=False, columns=("parameters", "layers", "agreement", "kept"))
+    columns = ("parameters", "layers", "agreement", "kept", "seed")
+    table = summarize_runs([str(teacher), str(result.output_dir)], baseline=False, columns=columns)
     student_row, teacher_row = table.splitlines()[-1], table.splitlines()[-2]
     assert "distilled from" in student_row and "T=2, alpha 0.5" in student_row and "+60 unlabelled)" in student_row
-    assert student_row.endswith(f"| 1 | {test['agreement']:.4f} | {test['kept']:.1%} |")
-    assert teacher_row.endswith("| 2 | - | - |") and "distilled" not in teacher_row
+    assert student_row.endswith(f"| 1 | {test['agreement']:.4f} | {test['kept']:.1%} | {cfg.train.seed} |")
+    teacher_seed = json.loads((teacher / "metrics.json").read_text())["environment"]["seed"]
+    assert teacher_row.endswith(f"| 2 | - | - | {teacher_seed} |") and "distilled" not in teacher_row
 
 
 # ---- a teacher of other labels ------------------------------------------------------------------------------------

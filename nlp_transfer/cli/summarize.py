@@ -32,7 +32,8 @@ def summarize_main(argv: list[str]) -> None:
         dest="columns",
         metavar="NAME",
         help="an extra run column (repeatable): peak_memory (MB, from metrics.json), run_size (MB on disk), parameters, layers, "
-        "agreement and kept (a distilled run against its teachers on test: agreement, and the share of their accuracy kept)",
+        "agreement and kept (a distilled run against its teachers on test: agreement, and the share of their accuracy kept), "
+        "seed (train.seed)",
     )
     p.add_argument(
         "--calibration",

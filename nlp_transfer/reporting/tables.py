@@ -35,6 +35,7 @@ RUN_COLUMNS = {
     "layers": "layers",
     "agreement": "test agreement with teacher",
     "kept": "teacher accuracy kept",
+    "seed": "seed",
 }
 
 
@@ -146,6 +147,9 @@ def _run_column(column: str, d: Path, m: dict) -> str:
         return str(run_layers(d) or "-")
     if column in ("agreement", "kept"):  # a distilled run against its teachers on test
         return distilled_cell((m.get("distillation") or {}).get("test") or {}, column)
+    if column == "seed":  # train.seed, as the run recorded it
+        seed = m["environment"].get("seed")
+        return "-" if seed is None else str(seed)
     peak = m["timing"].get("peak_memory_mb")
     return f"{peak:,.0f}" if peak else "-"
 
