@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 MODES := feature_extraction logreg partial gradual bitfit full
 
-.PHONY: setup constraints demo docs trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc active active-rt active-bbc active-tweet select select-rt select-bbc select-tweet domain tune tune-rt tune-domain distill distill-rt distill-bbc longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
+.PHONY: setup constraints demo docs trust test test-fast gpu-check modes modes-rt modes-bbc adapters adapters-rt adapters-bbc adapters-smollm2 curve-rt curve-bbc active active-rt active-bbc active-tweet select select-rt select-bbc select-tweet domain tune tune-rt tune-domain distill distill-rt distill-bbc distill-seeds longdocs imbalance bench-cache bench-adapters bench-speed bench-ship clean
 
 setup: $(STAMP)
 
@@ -186,7 +186,7 @@ RT_STUDENTS := runs/rt-minilm-distill-smollm2 runs/rt-minilm3-distill-smollm2 ru
 	runs/rt-minilm3-distill-ensemble
 RT_ABLATIONS := runs/rt-minilm-full runs/rt-minilm-distill-smollm2-noaug runs/rt-minilm-distill-smollm2 \
 	runs/rt-minilm-distill-smollm2-tweets
-distill: distill-rt distill-bbc
+distill: distill-rt distill-bbc distill-seeds
 
 runs/rt-%/metrics.json: recipes/rotten_tomatoes/%.yaml | $(STAMP)
 	$(call DISTILL_TRAIN,rotten_tomatoes/$*)
@@ -213,6 +213,20 @@ distill-rt: $(STAMP) $(RT_DISTILL_RUNS:%=%/metrics.json)
 distill-bbc: $(STAMP) runs/bbc-minilm-full/metrics.json runs/bbc-minilm3-distill-minilm/metrics.json
 	$(PY) -m benchmarks distill --teacher runs/bbc-minilm-full --student runs/bbc-minilm3-distill-minilm \
 		--readme docs/results/distillation.md --section distill-bbc --out results/bench_distill-bbc.json
+
+# Seeds: the L6 student of the ensemble against MiniLM-L6 fine-tuned on the labels, each at train.seed 42 (the runs
+# above), 43 and 44 (same splits: data.split_seed stays 42).
+SEEDS := 43 44
+runs/rt-minilm-full-seed%/metrics.json: recipes/rotten_tomatoes/minilm-full.yaml | $(STAMP)
+	$(call DISTILL_TRAIN,rotten_tomatoes/minilm-full,name=rt-minilm-full-seed$* output.dir=runs/rt-minilm-full-seed$* train.seed=$*)
+runs/rt-minilm-distill-ensemble-seed%/metrics.json: recipes/rotten_tomatoes/minilm-distill-ensemble.yaml $(RT_TEACHERS:%=%/metrics.json) | $(STAMP)
+	$(call DISTILL_TRAIN,rotten_tomatoes/minilm-distill-ensemble,name=rt-minilm-distill-ensemble-seed$* \
+		output.dir=runs/rt-minilm-distill-ensemble-seed$* train.seed=$*)
+SEED_RUNS := runs/rt-minilm-full $(SEEDS:%=runs/rt-minilm-full-seed%) runs/rt-minilm-distill-ensemble \
+	$(SEEDS:%=runs/rt-minilm-distill-ensemble-seed%)
+distill-seeds: $(STAMP) $(SEED_RUNS:%=%/metrics.json)
+	$(PY) scripts/summarize.py $(SEED_RUNS) --no-baseline --column seed --column agreement --out results/distill-rt-seeds.md \
+		--readme docs/results/distillation.md --section distill-rt-seeds --command 'make distill-seeds$(DISTILL_SHOWN)'
 
 # Long documents: BBC News, first 256 tokens against head+tail and sliding windows (mean, max), frozen MiniLM + logreg.
 LONGDOCS := logreg logreg-headtail logreg-chunks logreg-chunks-max
