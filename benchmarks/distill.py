@@ -80,6 +80,8 @@ def run(args) -> dict:
 
 
 def table(res: dict) -> str:
+    from nlp_transfer.reporting.tables import distilled_cell, parameters_cell
+
     m, rows, ratios = res["machine"], res["rows"], res["ratios"]
     n_test = next(iter(rows.values()))["torch"]["samples"]
     lines = [
@@ -91,8 +93,6 @@ def table(res: dict) -> str:
         "| teacher accuracy kept | PyTorch texts/s | ratio | ONNX int8 texts/s | ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    from nlp_transfer.reporting.tables import distilled_cell, parameters_cell
-
     for key, r in rows.items():
         onnx = r.get("onnx_int8")
         onnx_cells = f"{onnx['samples_per_second']:.1f} | {ratios[key]['onnx_int8']:.1f}x" if onnx else "- | -"

@@ -219,7 +219,6 @@ def _best_table(result, keys: list[str], n: int = 10) -> list[str]:
 
 
 def _pruning_lines(study) -> list[str]:
-
     run, saved, pruned = _epoch_counts(study)
     if not pruned:
         return []

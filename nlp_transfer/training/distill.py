@@ -178,11 +178,12 @@ def build_transfer_set(cfg, data: TextData, tokenizer, teachers: list[Teacher], 
     train, test = data.splits["train"], data.splits["test"]
     mask_token = getattr(tokenizer, "mask_token", None) or "[MASK]"
     augmented, unlabelled, source = extra_texts(cfg, data, mask_token)
-    texts = list(train["text"]) + augmented + unlabelled
+    labelled = list(train["text"])
+    texts = labelled + augmented + unlabelled
     pairs = list(train["text_pair"]) if "text_pair" in train.column_names else None  # no extra rows with pairs (schema)
     test_pairs = list(test["text_pair"]) if pairs is not None else None
     # Each part of the transfer set is cached on its own: more unlabelled texts leave the others' outputs reusable.
-    parts = {"training texts": (list(train["text"]), pairs), "augmented": (augmented, None), "unlabelled": (unlabelled, None)}
+    parts = {"training texts": (labelled, pairs), "augmented": (augmented, None), "unlabelled": (unlabelled, None)}
     parts = {name: part for name, part in parts.items() if part[0]}
     logits, cache = teacher_logits(cfg, teachers, {**parts, "test": (list(test["text"]), test_pairs)}, accelerator, log, progress)
     transfer = np.concatenate([logits[name] for name in parts], axis=1)  # [K, N, C], rows in the order of texts
